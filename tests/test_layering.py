@@ -1,0 +1,61 @@
+"""Dependencies point one way: face → fact → engine → training/jobs → fronts. Checked here, not left to review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "facestudio"
+ORDER = ["face", "fact", "engine", "training", "jobs"]
+FRONTS = {"cli", "__main__", "app"}
+# Heavy or UI libraries each layer must not import (torch has no place in face analysis; gradio only in app.py).
+FORBIDDEN = {
+    "face": {"torch", "diffusers", "transformers", "accelerate", "gradio"},
+    "fact": {"gradio", "diffusers.pipelines", "transformers", "accelerate"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def layer_of(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def python_files() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_no_upward_or_forbidden_imports(path):
+    layer = layer_of(path)
+    for name in imports_of(path):
+        if name.startswith("facestudio."):
+            target = name.split(".")[1]
+            if layer not in FRONTS:
+                assert target not in FRONTS, f"{path.name} imports the front {name}"
+            if layer in ORDER and target in ORDER:
+                assert ORDER.index(target) <= ORDER.index(layer), f"{path.name} ({layer}) imports upward: {name}"
+        for banned in FORBIDDEN.get(layer, ()):
+            assert not (name == banned or name.startswith(banned + ".")), f"{path.name} ({layer}) imports {name}"
+        if name == "gradio" or name.startswith("gradio."):
+            pytest.fail(f"{path.name} imports gradio; only app.py may")
+
+
+def test_the_layer_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\nfrom facestudio.engine import x\n")
+    assert {"torch", "facestudio.engine"} <= imports_of(bad)
