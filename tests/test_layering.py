@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,22 @@ def test_no_upward_or_forbidden_imports(path):
             assert not (name == banned or name.startswith(banned + ".")), f"{path.name} ({layer}) imports {name}"
         if name == "gradio" or name.startswith("gradio."):
             pytest.fail(f"{path.name} imports gradio; only app.py may")
+
+
+# `fact` is held tighter than "no upward imports": torch, safetensors, diffusers' model code and our own errors only.
+FACT_ALLOWED_ROOTS = {"torch", "safetensors", "__future__"}
+FACT_ALLOWED_PREFIXES = ("diffusers.models", "facestudio.errors", "facestudio.fact")
+
+
+def test_fact_imports_only_torch_safetensors_and_diffusers_models():
+    offending = []
+    for path in sorted((PACKAGE / "fact").glob("*.py")):
+        for name in imports_of(path):
+            root = name.split(".")[0]
+            if root in sys.stdlib_module_names or root in FACT_ALLOWED_ROOTS or name.startswith(FACT_ALLOWED_PREFIXES):
+                continue
+            offending.append(f"{path.name}: {name}")
+    assert offending == []
 
 
 def test_the_layer_check_sees_a_violation(tmp_path):
