@@ -245,6 +245,9 @@ class GatedFaceAttnProcessor(nn.Module):
     ) -> torch.Tensor:
         """Run the layer (the signature diffusers' `Attention.forward` calls).
 
+        Spelled out rather than inherited from `nn.Module.__call__`: diffusers reads this signature to decide which
+        `cross_attention_kwargs` (`face_scale`, `num_face_tokens`) to pass on and which to drop with a warning.
+
         Args:
             attn (`Attention`): the UNet layer.
             hidden_states (`torch.Tensor`): the *un-normalised* visual tokens `[B, HW, C]` (block's norm2 is Identity).
