@@ -33,7 +33,7 @@ def test_adapter_state_dict_roundtrip(saved_adapter, make_unet, unet_inputs, fac
     path = adapter.save(tmp_path / f"fact{suffix}")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     if suffix == ".ckpt":
-        # the authors' loader does `torch.load(path)` of a flat dict
+        # the authors' loader unpickles a flat dict of tensors: our .ckpt must be exactly that
         raw = torch.load(path, map_location="cpu", weights_only=True)
         assert type(raw) is dict and raw.keys() == state.keys()
     else:
