@@ -99,6 +99,21 @@ def _text_attention_mask(
     )
 
 
+def _split_conditioning(
+    conditioning: FaceConditioning,
+    encoder_hidden_states: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    num_face_tokens: int | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """`(text, face, text_mask)` from `cat([text, face])`, with the face-token count from the call or `conditioning`."""
+    if encoder_hidden_states is None:
+        return None, None, attention_mask
+    count = conditioning.num_face_tokens if num_face_tokens is None else int(num_face_tokens)
+    total = encoder_hidden_states.shape[1]
+    text, face = split_face_tokens(encoder_hidden_states, count)
+    return text, face, _text_attention_mask(attention_mask, total, text.shape[1])
+
+
 def _call_base_processor(
     processor: Any,
     attn: nn.Module,
@@ -286,12 +301,9 @@ class GatedFaceAttnProcessor(nn.Module):
                 f"{tuple(hidden_states.shape)}."
             )
         scale = self.conditioning.scale if face_scale is None else check_face_scale(face_scale)
-        count = self.conditioning.num_face_tokens if num_face_tokens is None else int(num_face_tokens)
-        face = None
-        if encoder_hidden_states is not None:
-            total = encoder_hidden_states.shape[1]
-            encoder_hidden_states, face = split_face_tokens(encoder_hidden_states, count)
-            attention_mask = _text_attention_mask(attention_mask, total, encoder_hidden_states.shape[1])
+        encoder_hidden_states, face, attention_mask = _split_conditioning(
+            self.conditioning, encoder_hidden_states, attention_mask, num_face_tokens
+        )
 
         if scale == 0.0 or face is None:
             # Exactly the base block with `ln` as its norm2: no face work at all.
@@ -327,11 +339,10 @@ class FaceTokenPassThroughProcessor:
         face_scale: float | None = None,
         num_face_tokens: int | None = None,
     ) -> torch.Tensor:
-        if self.strip_face_tokens and encoder_hidden_states is not None:
-            count = self.conditioning.num_face_tokens if num_face_tokens is None else int(num_face_tokens)
-            total = encoder_hidden_states.shape[1]
-            encoder_hidden_states, _ = split_face_tokens(encoder_hidden_states, count)
-            attention_mask = _text_attention_mask(attention_mask, total, encoder_hidden_states.shape[1])
+        if self.strip_face_tokens:
+            encoder_hidden_states, _, attention_mask = _split_conditioning(
+                self.conditioning, encoder_hidden_states, attention_mask, num_face_tokens
+            )
         return _call_base_processor(
             self.base_processor, attn, hidden_states, encoder_hidden_states, attention_mask, temb
         )

@@ -19,6 +19,29 @@ from torch import nn
 
 from facestudio.fact.attention import FaceConditioning, FaceTokenPassThroughProcessor, GatedFaceAttnProcessor
 
+#: Stable Diffusion 1.5's UNet config (`UNet2DConditionModel(**SD15_UNET_CONFIG)`): the topology FACT's released
+#: adapters are made for. Benchmarks build it with random weights (same arithmetic as the real model), tests on
+#: the meta device.
+SD15_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+
 
 @dataclass(frozen=True)
 class FaceLayer:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from facestudio.fact.install import SD15_UNET_CONFIG
 from tests.conftest import shared_dir
 
 # A tiny UNet with Stable Diffusion 1.5's topology: 3 cross-attention down blocks x 2 layers, a cross-attention
@@ -32,18 +33,6 @@ TINY_TEXT_TOKENS = 7
 TINY_EMBEDDING_DIM = 20  # width of the (fake) face-encoder tokens
 TINY_NUM_PATCHES = 144
 
-# Stable Diffusion 1.5's UNet config (only built on the meta device in tests).
-SD15_UNET_KWARGS = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-}
 
 
 def build_unet(**overrides):
@@ -131,6 +120,6 @@ def make_sd15_meta_unet() -> Callable:
     """Stable Diffusion 1.5's UNet on the meta device: real names and shapes, no memory."""
 
     def make():
-        return build_unet(device="meta", norm_num_groups=32, **SD15_UNET_KWARGS)
+        return build_unet(device="meta", **SD15_UNET_CONFIG)
 
     return make
