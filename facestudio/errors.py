@@ -20,6 +20,10 @@ class FaceNotFoundError(FaceStudioError):
     """An image in which a face was required has none (or not the one asked for)."""
 
 
+class PoseNotFoundError(FaceStudioError):
+    """An image in which a body pose was required has none."""
+
+
 class BackendUnavailableError(FaceStudioError):
     """An optional backend (insightface, dlib, mediapipe) was asked for but is not installed or has no weights."""
 
@@ -41,3 +45,41 @@ class CheckpointMismatchError(CheckpointError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A pickled checkpoint would need arbitrary code execution to load; it is refused."""
+
+
+class InvalidRequestError(FaceStudioError, ValueError):
+    """A generation request has an argument out of range or a combination that cannot work."""
+
+
+class UnknownModelError(FaceStudioError):
+    """A model name is neither in the registry, nor an existing file or folder, nor a hub id."""
+
+    def __init__(self, message: str, key: str = "", known: list[str] | None = None):
+        super().__init__(message)
+        self.key = key
+        self.known = list(known or [])
+
+
+class ModelNotAvailableError(FaceStudioError):
+    """A model is not on disk and cannot be downloaded now (offline, no network, or downloads not allowed)."""
+
+
+class DownloadError(FaceStudioError):
+    """A download started but failed (network, disk, hub error); what was fetched stays for a resume."""
+
+
+class InsufficientVRAMError(FaceStudioError):
+    """The accelerator ran out of memory; the memory was freed and the message suggests a lighter setting."""
+
+    def __init__(self, message: str, needed_bytes: int | None = None, free_bytes: int | None = None):
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
+
+
+class GenerationCancelledError(FaceStudioError):
+    """The user stopped a generation; images finished before the stop are kept."""
+
+
+class MetadataError(FaceStudioError):
+    """A PNG does not carry FaceStudio generation parameters, or they are damaged."""

@@ -22,6 +22,7 @@ from facestudio.fact.install import (
     PreviousAttention,
     find_face_layers,
     install_face_adapter,
+    install_text_only_attention,
     remove_face_adapter,
 )
 from facestudio.fact.resampler import FaceResampler, ResamplerConfig
@@ -41,6 +42,7 @@ __all__ = [
     "check_state_dict",
     "find_face_layers",
     "install_face_adapter",
+    "install_text_only_attention",
     "load_state_dict",
     "read_safetensors_metadata",
     "remove_face_adapter",

@@ -18,7 +18,7 @@ from torch import nn
 
 from facestudio.errors import CheckpointMismatchError
 from facestudio.fact.attention import FaceConditioning, GatedFaceAttnProcessor, check_face_scale, split_face_tokens
-from facestudio.fact.checkpoints import check_state_dict, load_state_dict, save_state_dict
+from facestudio.fact.checkpoints import check_state_dict, load_state_dict, read_safetensors_metadata, save_state_dict
 from facestudio.fact.install import (
     FaceLayer,
     PreviousAttention,
@@ -184,11 +184,17 @@ class FACTAdapter(nn.Module):
     def from_checkpoint(cls, path: str | Path, unet: nn.Module, **kwargs: Any) -> FACTAdapter:
         """Load a released `.ckpt` (weights-only unpickling) or a `.safetensors` file and install it into `unet`.
 
-        Keyword arguments are those of `from_state_dict`.
+        Keyword arguments are those of `from_state_dict`. A FaceStudio `.safetensors` file records the resampler's
+        head count, which is used unless `heads`/`dim_head` are given (a released `.ckpt` uses the default, 12).
 
         Raises:
             `CheckpointError`, `UnsafeCheckpointError`, `CheckpointMismatchError`.
         """
+        path = Path(path)
+        if "heads" not in kwargs and "dim_head" not in kwargs and path.suffix.lower() == ".safetensors":
+            heads = read_safetensors_metadata(path).get("resampler_heads")
+            if heads is not None and heads.isdigit():
+                kwargs["heads"] = int(heads)
         return cls.from_state_dict(load_state_dict(path), unet, **kwargs)
 
     # ------------------------------------------------------------------------------------------ installation
@@ -308,5 +314,7 @@ class FACTAdapter(nn.Module):
             "base_model": base_model,
             "num_face_layers": str(len(self.face_layers)),
             "tokens_per_photo": str(self.tokens_per_photo),
+            # Not recoverable from tensor shapes (only heads * dim_head is): needed to load the file back.
+            "resampler_heads": str(self.local_fac_prj.config.heads),
         }
         return save_state_dict(self.state_dict(), path, metadata=metadata)

@@ -228,3 +228,27 @@ def remove_face_adapter(unet: nn.Module, previous: PreviousAttention) -> None:
     unet.set_attn_processor(dict(previous.processors))
     for block_name, norm2 in previous.norm2_modules.items():
         unet.get_submodule(block_name).norm2 = norm2
+
+
+def install_text_only_attention(model: nn.Module, conditioning: FaceConditioning) -> dict[str, Any]:
+    """Make a model that shares the UNet's `encoder_hidden_states` (a ControlNet) see the text tokens only.
+
+    FACT appends the face tokens to the text tokens; a ControlNet was trained on text alone, so each of its
+    cross-attention layers gets a `FaceTokenPassThroughProcessor` that drops the trailing face tokens (their count
+    comes from `conditioning`, the adapter's). Layers already wrapped are re-pointed at `conditioning`.
+
+    Returns:
+        The processors that were replaced, for `model.set_attn_processor(previous)` to undo it.
+    """
+    current = model.attn_processors
+    new_processors: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
+    for name, proc in current.items():
+        base = proc.base_processor if isinstance(proc, FaceTokenPassThroughProcessor) else proc
+        previous[name] = base
+        if name.endswith("attn2.processor"):
+            new_processors[name] = FaceTokenPassThroughProcessor(base, conditioning, strip_face_tokens=True)
+        else:
+            new_processors[name] = base
+    model.set_attn_processor(new_processors)
+    return previous

@@ -1,0 +1,468 @@
+"""`ModelManager`: every model the studio uses, loaded lazily on first use, kept, and unloaded on request.
+
+Identifying (`registry.py`), fetching (`hub.py`) and loading (here) are separate. Nothing is loaded or
+downloaded when the manager is created; each getter loads what it needs once, under one load lock (two requests
+at once never load a model twice), and later calls get the same objects. Generation holds `gpu_lock`, so a
+model is never unloaded or re-configured (LoRA, strength) while it runs.
+
+One base model (with its FACT adapter installed) is kept at a time: switching base models frees the previous
+one first, which is what keeps the studio inside a consumer GPU's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facestudio.engine.devices import DevicePlacement, free_accelerator_memory, out_of_memory_guard, select_device
+from facestudio.engine.hashing import HashCache
+from facestudio.engine.hub import DownloadCallback, DownloadPlan, ModelHub
+from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
+from facestudio.errors import BackendUnavailableError, CheckpointError, ModelNotAvailableError
+
+logger = logging.getLogger(__name__)
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "sliced")
+PIPELINE_KINDS = ("txt2img", "txt2img+pose", "inpaint", "inpaint+pose")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything the engine needs to know about this machine, given once by the front.
+
+    Args:
+        home (`Path`): `FACESTUDIO_HOME`; the model cache lives in `home/models`.
+        placement (`DevicePlacement`): device, dtype and `low_vram` (model CPU offload + VAE tiling).
+        attention (`str`, *optional*, defaults to `"auto"`): `sdpa` (PyTorch's fused attention, the default),
+            `xformers` (needs the package) or `sliced` (least memory, slowest).
+        allow_download (`bool`, *optional*, defaults to `True`): fetch missing models; `False` only reads the cache.
+        face_backend, identity (`str`, *optional*): face detector and identity embedder (see `facestudio.face`).
+        single_file_config (`str`, *optional*): where the configs and tokenizer for single-file checkpoints come
+            from (a registry key, hub id or local diffusers folder).
+    """
+
+    home: Path
+    placement: DevicePlacement = field(default_factory=lambda: select_device("cpu"))
+    attention: str = "auto"
+    allow_download: bool = True
+    offline: bool | None = None
+    face_backend: str = "auto"
+    identity: str = "auto"
+    single_file_config: str = "sd15-config"
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"`attention` must be one of {ATTENTION_BACKENDS}; got {self.attention!r}.")
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    """A model as it was loaded: what the user named, the resolved local path, and its SHA-256."""
+
+    spec: str
+    path: Path
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"spec": self.spec, "path": str(self.path), "sha256": self.sha256}
+
+
+@dataclass
+class StudioModel:
+    """A base SD1.5 model with its FACT adapter installed, and the diffusers pipelines built over it.
+
+    The pipelines share one set of components; `pipeline(kind)` builds each the first time it is asked for.
+    """
+
+    base: LoadedFile
+    adapter_file: LoadedFile
+    components: dict[str, Any]
+    adapter: Any  # FACTAdapter
+    scheduler_config: dict[str, Any]
+    placement: DevicePlacement
+    pipelines: dict[str, Any] = field(default_factory=dict)
+    lora: LoadedFile | None = None
+    lora_scale: float = 0.0
+    offloaded_pipeline: Any = None
+
+    @property
+    def unet(self):
+        return self.components["unet"]
+
+
+class ModelManager:
+    """Knows every model (base, FACT adapter, face encoder, ControlNet, face analyzer); loads each on first use.
+
+    Example:
+        ```py
+        >>> manager = ModelManager(EngineSettings(home=Path("~/.cache/facestudio").expanduser(),
+        ...                                       placement=select_device()))
+        >>> studio = manager.studio_model("majicmix")  # downloads on first use, then loads base + adapter
+        >>> manager.unload()  # frees the GPU
+        ```
+    """
+
+    def __init__(self, settings: EngineSettings, registry: ModelRegistry | None = None, hub: ModelHub | None = None):
+        self.settings = settings
+        self.registry = registry or ModelRegistry.default()
+        self.hub = hub or ModelHub(settings.home, offline=settings.offline)
+        self.hashes = HashCache(settings.home / "hashes.json")
+        # Loads (which can take minutes) are serialised; `gpu_lock` serialises work on the loaded models.
+        self._load_lock = threading.RLock()
+        self.gpu_lock = threading.RLock()
+        self._studio: StudioModel | None = None
+        self._studio_key: tuple[str, str] | None = None
+        self._face_encoders: dict[str, tuple[Any, LoadedFile]] = {}
+        self._controlnets: dict[str, tuple[Any, LoadedFile]] = {}
+        self._analyzer = None
+        self._pose_estimator = None
+        self.load_count: dict[str, int] = {}
+
+    @property
+    def placement(self) -> DevicePlacement:
+        return self.settings.placement
+
+    # ----------------------------------------------------------------------------------------- identification
+
+    def source(self, kind: str, spec: str | Path | None) -> ModelSource:
+        """What the user named for `kind`, or the default (the default base model, the matching adapter...)."""
+        if spec is None or str(spec).strip() == "":
+            defaults = {"base_model": self.registry.default_base_model, "face_encoder": "transface-s",
+                        "controlnet": "openpose", "pipeline_config": self.settings.single_file_config}
+            spec = defaults[kind]
+        return resolve_source(spec, kind, self.registry)
+
+    def adapter_source(self, base: ModelSource, spec: str | Path | None) -> ModelSource:
+        if spec is not None and str(spec).strip():
+            return resolve_source(spec, "fact_adapter", self.registry)
+        record = self.registry.adapter_for(base)
+        if base.record is None or base.record.adapter is None:
+            logger.info("No adapter named for the custom base model %s; using %s.", base.label, record.key)
+        return ModelSource(record.key, "fact_adapter", record=record)
+
+    def needed_downloads(self, sources: list[ModelSource]) -> list[DownloadPlan]:
+        """The downloads `sources` still need (sizes from the hub when reachable); empty when all are on disk.
+
+        Fronts call this before a generation to tell the user what will be fetched and how big it is.
+        """
+        plans = []
+        for source in self._with_dependencies(sources):
+            if source.record is None or self.hub.cached_path(source.record) is not None:
+                continue
+            plans.append(self.hub.plan(source.record))
+        return plans
+
+    def _with_dependencies(self, sources: list[ModelSource]) -> list[ModelSource]:
+        result = list(sources)
+        if any(s.kind == "base_model" and s.is_single_file for s in sources):
+            result.append(self.source("pipeline_config", None))
+        return result
+
+    def locate(self, source: ModelSource, progress: DownloadCallback | None = None) -> Path:
+        """The local file or folder of `source`, downloading it if allowed."""
+        if source.path is not None:
+            return source.path
+        record: ModelRecord = source.record
+        cached = self.hub.cached_path(record)
+        if cached is not None:
+            return cached
+        if not self.settings.allow_download:
+            raise self.hub.not_available(record, "downloads were not allowed for this request")
+        return self.hub.fetch(record, progress)
+
+    def _loaded_file(self, source: ModelSource, path: Path) -> LoadedFile:
+        return LoadedFile(source.spec, path, self.hashes.of(path))
+
+    def _count(self, what: str) -> None:
+        self.load_count[what] = self.load_count.get(what, 0) + 1
+
+    # ----------------------------------------------------------------------------------------- base + adapter
+
+    def studio_model(self, base: str | Path | None = None, adapter: str | Path | None = None,
+                     progress: DownloadCallback | None = None) -> StudioModel:
+        """The base model with its FACT adapter installed (loaded once; a different pair replaces it)."""
+        base_source = self.source("base_model", base)
+        adapter_source = self.adapter_source(base_source, adapter)
+        key = (base_source.label, adapter_source.label)
+        with self._load_lock:
+            if self._studio is not None and self._studio_key == key:
+                return self._studio
+            base_path = self.locate(base_source, progress)
+            adapter_path = self.locate(adapter_source, progress)
+            config_path = None
+            if base_path.is_file():
+                config_path = self.locate(self.source("pipeline_config", None), progress)
+            with self.gpu_lock:  # never swap models under a running generation
+                self._drop_studio()
+                with out_of_memory_guard(self.placement, f"loading the base model {base_source.label}"):
+                    self._studio = self._load_studio(base_source, base_path, adapter_source, adapter_path,
+                                                     config_path)
+                self._studio_key = key
+            return self._studio
+
+    def _load_studio(self, base_source: ModelSource, base_path: Path, adapter_source: ModelSource,
+                     adapter_path: Path, config_path: Path | None) -> StudioModel:
+        from facestudio.fact import FACTAdapter
+
+        self._count("base_model")
+        placement = self.placement
+        logger.info("Loading base model %s (%s, %s)", base_source.label, placement.device, placement.dtype_name)
+        pipe = _load_base_pipeline(base_path, placement.dtype, config_path)
+        components = {name: pipe.components[name] for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+        for name in ("vae", "text_encoder", "unet"):
+            components[name].requires_grad_(False).eval()  # inference only: no autograd state, dropout off
+        _set_attention_backend(pipe, self.settings.attention)  # before FACT: the face layers wrap these processors
+        if placement.low_vram:
+            components["vae"].enable_tiling()
+        else:
+            pipe.to(placement.device)
+        self._count("fact_adapter")
+        try:
+            adapter = FACTAdapter.from_checkpoint(adapter_path, components["unet"], pass_through_other_layers=True,
+                                                  dtype=placement.dtype)
+        except CheckpointError as err:
+            raise CheckpointError(f"The FACT adapter {adapter_source.label} does not fit the base model "
+                                  f"{base_source.label}: {err}") from err
+        adapter.local_fac_prj.to(placement.device)  # the resampler runs once per request; small enough to stay
+        adapter.requires_grad_(False).eval()
+        return StudioModel(
+            base=self._loaded_file(base_source, base_path),
+            adapter_file=self._loaded_file(adapter_source, adapter_path),
+            components=components,
+            adapter=adapter,
+            scheduler_config=dict(components["scheduler"].config),
+            placement=placement,
+        )
+
+    def _drop_studio(self) -> None:
+        if self._studio is None:
+            return
+        studio = self._studio
+        self._studio = None
+        self._studio_key = None
+        for pipe in studio.pipelines.values():
+            if hasattr(pipe, "remove_all_hooks"):
+                pipe.remove_all_hooks()
+        studio.pipelines.clear()
+        studio.components.clear()
+        del studio
+        free_accelerator_memory()
+
+    def pipeline(self, studio: StudioModel, kind: str, controlnet: Any = None):
+        """The diffusers pipeline of `kind` over `studio`'s shared components (built once, then reused)."""
+        import diffusers
+
+        if kind not in PIPELINE_KINDS:
+            raise ValueError(f"`kind` must be one of {PIPELINE_KINDS}; got {kind!r}.")
+        with self._load_lock:
+            key = kind if controlnet is None else f"{kind}:{id(controlnet)}"
+            pipe = studio.pipelines.get(key)
+            if pipe is None:
+                classes = {"txt2img": "StableDiffusionPipeline",
+                           "txt2img+pose": "StableDiffusionControlNetPipeline",
+                           "inpaint": "StableDiffusionInpaintPipeline",
+                           "inpaint+pose": "StableDiffusionControlNetInpaintPipeline"}
+                extra = {"controlnet": controlnet} if kind.endswith("+pose") else {}
+                pipe = getattr(diffusers, classes[kind])(
+                    **studio.components, safety_checker=None, feature_extractor=None,
+                    requires_safety_checker=False, **extra,
+                )
+                pipe.set_progress_bar_config(disable=True)
+                studio.pipelines[key] = pipe
+            if controlnet is not None:
+                self._bind_controlnet(controlnet, studio)
+            if studio.placement.low_vram and studio.offloaded_pipeline is not pipe:
+                # Hooks live on the shared modules; re-arm them for the pipeline about to run.
+                pipe.enable_model_cpu_offload(device=studio.placement.device)
+                studio.offloaded_pipeline = pipe
+            return pipe
+
+    @staticmethod
+    def _bind_controlnet(controlnet: Any, studio: StudioModel) -> None:
+        """ControlNets must see the text tokens only (FACT.md §4): strip the face tokens in their attention."""
+        from facestudio.fact import install_text_only_attention
+
+        if getattr(controlnet, "_facestudio_conditioning", None) is not studio.adapter.conditioning:
+            install_text_only_attention(controlnet, studio.adapter.conditioning)
+            controlnet._facestudio_conditioning = studio.adapter.conditioning
+
+    # ----------------------------------------------------------------------------------------- LoRA
+
+    def apply_lora(self, studio: StudioModel, lora: str | Path | None, scale: float) -> LoadedFile | None:
+        """Load a style LoRA (`.safetensors`) into the base model at `scale`, or remove any when `lora` is None.
+
+        The LoRA stays loaded for the next request with the same file; another file replaces it.
+        """
+        with self._load_lock, self.gpu_lock:
+            pipe = self.pipeline(studio, "txt2img")
+            if lora is None:
+                if studio.lora is not None:
+                    pipe.unload_lora_weights()
+                    studio.lora = None
+                return None
+            path = Path(lora).expanduser()
+            if not path.is_file():
+                raise CheckpointError(f"LoRA file {str(path)!r} does not exist or is not a file.")
+            if path.suffix.lower() != ".safetensors":
+                raise CheckpointError(f"LoRA file {path.name!r} must be a .safetensors file (pickles are not loaded).")
+            loaded = self._loaded_file(ModelSource(str(lora), "lora", path=path.resolve()), path.resolve())
+            name = f"style_{loaded.sha256[:12]}"
+            if studio.lora is None or studio.lora.sha256 != loaded.sha256:
+                if studio.lora is not None:
+                    pipe.unload_lora_weights()
+                    studio.lora = None
+                self._count("lora")
+                try:
+                    pipe.load_lora_weights(str(path), adapter_name=name)
+                except (ValueError, KeyError, RuntimeError, OSError) as err:
+                    pipe.unload_lora_weights()
+                    raise CheckpointError(f"{path.name} is not a LoRA for a Stable Diffusion 1.5 model: {err}") from err
+                studio.lora = loaded
+            pipe.set_adapters([name], adapter_weights=[float(scale)])
+            studio.lora_scale = float(scale)
+            return loaded
+
+    # ----------------------------------------------------------------------------------------- other models
+
+    def face_encoder(self, spec: str | Path | None = None, progress: DownloadCallback | None = None):
+        """(TransFace, LoadedFile): the frozen face encoder, in float32 (FACT computes its attention in float32)."""
+        from facestudio.fact import TransFace
+
+        source = self.source("face_encoder", spec)
+        with self._load_lock:
+            if source.label in self._face_encoders:
+                return self._face_encoders[source.label]
+            path = self.locate(source, progress)
+            self._count("face_encoder")
+            model = TransFace.from_checkpoint(path).float().eval().requires_grad_(False)
+            model.to(self.placement.device)
+            entry = (model, self._loaded_file(source, path))
+            self._face_encoders[source.label] = entry
+            return entry
+
+    def controlnet(self, spec: str | Path | None = None, progress: DownloadCallback | None = None):
+        """(ControlNetModel, LoadedFile): the pose ControlNet (a diffusers folder or hub id)."""
+        from diffusers import ControlNetModel
+
+        source = self.source("controlnet", spec)
+        with self._load_lock:
+            if source.label in self._controlnets:
+                return self._controlnets[source.label]
+            path = self.locate(source, progress)
+            self._count("controlnet")
+            try:
+                if path.is_file():
+                    model = ControlNetModel.from_single_file(str(path), dtype=self.placement.dtype,
+                                                             local_files_only=True)
+                else:
+                    model = ControlNetModel.from_pretrained(str(path), dtype=self.placement.dtype,
+                                                            local_files_only=True)
+            except (OSError, ValueError) as err:
+                raise CheckpointError(f"Cannot load the ControlNet {source.label}: {err}") from err
+            model.requires_grad_(False).eval()
+            if not self.placement.low_vram:
+                model.to(self.placement.device)
+            entry = (model, self._loaded_file(source, path))
+            self._controlnets[source.label] = entry
+            return entry
+
+    def analyzer(self):
+        """The face analyzer (detector, parser, identity embedder), created on first use."""
+        from facestudio.face import FaceAnalyzer
+
+        with self._load_lock:
+            if self._analyzer is None:
+                self._count("face_analyzer")
+                self._analyzer = FaceAnalyzer(backend=self.settings.face_backend, identity=self.settings.identity)
+            return self._analyzer
+
+    def pose_estimator(self):
+        from facestudio.face.pose import PoseEstimator
+
+        with self._load_lock:
+            if self._pose_estimator is None:
+                self._pose_estimator = PoseEstimator()
+            return self._pose_estimator
+
+    # ----------------------------------------------------------------------------------------- unloading
+
+    def loaded(self) -> list[str]:
+        """What is in memory now, for the UI and `models` command."""
+        names = []
+        if self._studio is not None:
+            names += [f"base_model:{self._studio.base.spec}", f"fact_adapter:{self._studio.adapter_file.spec}"]
+            if self._studio.lora is not None:
+                names.append(f"lora:{self._studio.lora.spec}")
+        names += [f"face_encoder:{key}" for key in self._face_encoders]
+        names += [f"controlnet:{key}" for key in self._controlnets]
+        if self._analyzer is not None:
+            names.append("face_analyzer")
+        return names
+
+    def unload(self, what: str = "all") -> list[str]:
+        """Free models: `all`, `base_model`, `face_encoder`, `controlnet` or `face_analyzer`. Waits for a running
+        generation to finish first. Returns what was unloaded."""
+        choices = ("all", "base_model", "face_encoder", "controlnet", "face_analyzer")
+        if what not in choices:
+            raise ValueError(f"`what` must be one of {choices}; got {what!r}.")
+        with self._load_lock, self.gpu_lock:
+            before = set(self.loaded())
+            if what in ("all", "base_model"):
+                self._drop_studio()
+            if what in ("all", "face_encoder"):
+                self._face_encoders.clear()
+            if what in ("all", "controlnet"):
+                self._controlnets.clear()
+            if what in ("all", "face_analyzer") and self._analyzer is not None:
+                self._analyzer.close()
+                self._analyzer = None
+                if self._pose_estimator is not None:
+                    self._pose_estimator.close()
+                    self._pose_estimator = None
+            free_accelerator_memory()
+            return sorted(before - set(self.loaded()))
+
+
+def _load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None):
+    """A `StableDiffusionPipeline` from a diffusers folder or a single-file checkpoint, without the safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        if path.is_file():
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), config=str(config_path), local_files_only=True, dtype=dtype,
+                safety_checker=None, requires_safety_checker=False,
+            )
+            # diffusers leaves weights the file lacks on the meta device instead of failing; refuse them here.
+            for name in ("unet", "vae", "text_encoder"):
+                empty = [n for n, p in getattr(pipe, name).named_parameters() if p.is_meta]
+                if empty:
+                    raise CheckpointError(f"{path.name} is not a complete Stable Diffusion 1.5 checkpoint: the {name} "
+                                          f"lacks {len(empty)} tensors (e.g. {empty[0]}).")
+            return pipe
+        if not (path / "unet").is_dir():
+            raise CheckpointError(f"{str(path)!r} is not a diffusers Stable Diffusion folder (it has no unet/ folder).")
+        return StableDiffusionPipeline.from_pretrained(
+            str(path), dtype=dtype, local_files_only=True, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        if isinstance(err, ModelNotAvailableError):
+            raise
+        raise CheckpointError(f"Cannot load the Stable Diffusion 1.5 model {str(path)!r}: {err}") from err
+
+
+def _set_attention_backend(pipe: Any, attention: str) -> None:
+    if attention == "xformers":
+        try:
+            pipe.enable_xformers_memory_efficient_attention()
+        except (ImportError, ModuleNotFoundError, ValueError) as err:
+            raise BackendUnavailableError(f"--attention xformers needs the xformers package: {err}") from err
+    elif attention == "sliced":
+        pipe.enable_attention_slicing("auto")
+
