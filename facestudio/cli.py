@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--face-index-b", type=int, default=None, metavar="I",
                             help="which face of B (0 = largest, the default)")
     similarity.set_defaults(handler=run_similarity)
+
+    from facestudio.cli_generate import add_generation_commands
+
+    add_generation_commands(commands, _add_backend_options)
     return parser
 
 

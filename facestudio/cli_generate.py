@@ -1,0 +1,367 @@
+"""The command line's engine commands: `generate`, `inpaint`, `download`, `models`.
+
+A thin front: it turns flags into a `GenerateRequest`/`InpaintRequest`, calls the same `Engine` functions the UI
+calls, draws progress with tqdm on stderr, and prints one line per result. Errors reach `cli.main`, which prints
+one sentence and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from facestudio.errors import FaceStudioError, InvalidRequestError
+
+logger = logging.getLogger("facestudio")
+
+
+def add_generation_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    from facestudio.engine.requests import DEFAULT_NEGATIVE_PROMPT, MASK_REGIONS, POSE_MODES
+    from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+
+    scheduler_names = ", ".join(f'"{c.title}"' for c in SCHEDULERS.values())
+
+    def sampling(parser: argparse.ArgumentParser, face_strength: float, prompt_required: bool) -> None:
+        parser.add_argument("--face", action="append", default=[], metavar="IMG",
+                            help="reference photo of the person; repeat for up to 8 photos of the same person")
+        parser.add_argument("--prompt", required=False, default=None, metavar="P",
+                            help="what to draw" + (" (required)" if prompt_required else ""))
+        parser.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, metavar="N",
+                            help="what to avoid (default: a short list of common defects)")
+        parser.add_argument("--seed", type=int, default=None, metavar="N",
+                            help="seed of the first image (image i uses N+i); random when omitted, always printed")
+        parser.add_argument("--steps", type=int, default=30, metavar="N", help="denoising steps (default 30)")
+        parser.add_argument("--cfg", type=float, default=7.0, metavar="X", help="classifier-free guidance (default 7)")
+        parser.add_argument("--width", type=int, default=512, metavar="W",
+                            help="width, a multiple of 8 from 256 to 1024 (default 512)")
+        parser.add_argument("--height", type=int, default=512, metavar="H",
+                            help="height, a multiple of 8 from 256 to 1024 (default 512)")
+        parser.add_argument("--num-images", type=int, default=1, metavar="K", help="how many images (default 1)")
+        parser.add_argument("--face-strength", type=float, default=face_strength, metavar="S",
+                            help=f"FACT adapter strength s, 0 = base model only (default {face_strength})")
+        parser.add_argument("--face-delay-steps", type=int, default=0, metavar="K",
+                            help="run the first K steps without the face (FACT's delayed face condition; default 0)")
+        parser.add_argument("--no-face-cfg", action="store_true",
+                            help="give the negative guidance branch the face too, instead of the 'no face' embedding")
+        parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, metavar="NAME",
+                            help=f"sampler: {scheduler_names} (default {SCHEDULERS[DEFAULT_SCHEDULER].title}; the "
+                                 "FACT release used PNDM with 50 steps)")
+        parser.add_argument("--lora", default=None, metavar="F", help="style LoRA .safetensors file")
+        parser.add_argument("--lora-scale", type=float, default=0.8, metavar="X", help="LoRA multiplier (default 0.8)")
+        parser.add_argument("--pose", default=None, metavar="IMG",
+                            help="pose from this photo (or OpenPose skeleton image) through the OpenPose ControlNet")
+        parser.add_argument("--pose-mode", choices=POSE_MODES, default="auto",
+                            help="how to read --pose: auto (skeleton or photo, detected), photo, skeleton")
+        parser.add_argument("--pose-strength", type=float, default=1.0, metavar="X",
+                            help="ControlNet conditioning scale (default 1.0)")
+        models_and_device(parser)
+        parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                            help="folder for the PNGs (created if needed; files are never overwritten)")
+
+    def models_and_device(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--base-model", default=None, metavar="ID|PATH",
+                            help="SD1.5 base: a registry name (see `models`), a diffusers folder, a single .safetensors/"
+                                 ".ckpt file, or a hub id (owner/name, hf:owner/name, modelscope:owner/name)")
+        parser.add_argument("--adapter", default=None, metavar="ID|PATH",
+                            help="FACT adapter (default: the one trained for the base model)")
+        parser.add_argument("--face-encoder", default=None, metavar="ID|PATH",
+                            help="TransFace face encoder (default transface-s)")
+        parser.add_argument("--controlnet", default=None, metavar="ID|PATH",
+                            help="OpenPose ControlNet for --pose (default openpose)")
+        device_options(parser)
+        add_backend_options(parser)
+
+    generate = commands.add_parser(
+        "generate", help="new portraits of the person in the reference photos",
+        description="Text-to-image with the identity of the reference photos (FACT over Stable Diffusion 1.5). "
+                    "Each PNG stores its parameters; --from-png makes the same image again.")
+    sampling(generate, 0.5, prompt_required=True)
+    generate.add_argument("--from-png", default=None, metavar="PNG",
+                          help="regenerate the image stored in this FaceStudio PNG (other sampling flags are ignored; "
+                               "--face replaces moved reference photos)")
+    generate.set_defaults(handler=run_generate)
+
+    inpaint = commands.add_parser(
+        "inpaint", help="put the person into a face of a template photo",
+        description="Repaint one face of a template photo with the identity of the reference photos. Only a crop "
+                    "around the mask is processed; pixels outside the mask stay unchanged.")
+    sampling(inpaint, 0.55, prompt_required=False)
+    inpaint.add_argument("--image", required=True, metavar="TEMPLATE", help="the template photo")
+    inpaint.add_argument("--mask", default="auto", metavar="|".join(MASK_REGIONS) + "|MASK.png",
+                         help="auto/face: the face region; head: face and hair; or a mask image (white = repaint)")
+    inpaint.add_argument("--face-index", type=int, default=0, metavar="I",
+                         help="which face of the template (0 = largest, default)")
+    inpaint.add_argument("--denoise", type=float, default=0.6, metavar="X",
+                         help="how strongly the masked area is redrawn, 0-1 (default 0.6, as the release)")
+    inpaint.add_argument("--mask-dilate", type=int, default=None, metavar="PX",
+                         help="grow the automatic mask by PX pixels (default: 8%% of the face size)")
+    inpaint.add_argument("--mask-feather", type=int, default=None, metavar="PX",
+                         help="soften the automatic mask's edge over PX pixels (default: 6%% of the face size)")
+    inpaint.set_defaults(handler=run_inpaint)
+
+    download = commands.add_parser(
+        "download", help="fetch models into the cache (sizes shown first)",
+        description="Download models by registry name into FACESTUDIO_HOME/models. Without names: the default base "
+                    "model, its FACT adapter and the face encoder. Interrupted downloads resume.")
+    download.add_argument("names", nargs="*", metavar="NAME", help="registry names or hub ids (see `models`)")
+    download.add_argument("--all", action="store_true", help="every model in the registry")
+    download.add_argument("--yes", "-y", action="store_true", help="do not ask before downloading")
+    download.set_defaults(handler=run_download)
+
+    models = commands.add_parser("models", help="the known models, whether they are cached, and their sizes",
+                                 description="List the model registry with download sizes and cache state.")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(handler=run_models)
+
+
+def device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", metavar="NAME",
+                        help="auto (CUDA, then Apple MPS, then CPU), cuda, cuda:1, mps or cpu")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
+                        help="precision (default: fp16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--low-vram", action="store_true",
+                        help="keep idle models in RAM (model CPU offload) and decode in tiles: for GPUs under 6 GB")
+    parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers", "sliced"),
+                        help="attention kernels (default: PyTorch SDPA)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download; fail with the name of any model that is not cached")
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def _engine(args: argparse.Namespace):
+    from facestudio.engine import Engine, EngineSettings, ModelManager, select_device, studio_home
+
+    _quiet_libraries(args.debug)
+    settings = EngineSettings(
+        home=studio_home(),
+        placement=select_device(args.device, args.dtype, args.low_vram),
+        attention=args.attention,
+        allow_download=not args.no_download,
+        face_backend=args.backend,
+    )
+    return Engine(ModelManager(settings))
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """diffusers/transformers print loading bars and advice; users of the CLI see ours only."""
+    if debug:
+        return
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("facestudio").setLevel(logging.INFO)
+
+
+def _request_fields(args: argparse.Namespace) -> dict:
+    from facestudio.engine import ModelChoice
+
+    return {
+        "faces": list(args.face), "negative_prompt": args.negative_prompt, "seed": args.seed,
+        "steps": args.steps, "cfg": args.cfg, "width": args.width, "height": args.height,
+        "num_images": args.num_images, "face_strength": args.face_strength,
+        "face_delay_steps": args.face_delay_steps, "face_cfg": not args.no_face_cfg, "scheduler": args.scheduler,
+        "lora": args.lora, "lora_scale": args.lora_scale, "pose": args.pose, "pose_mode": args.pose_mode,
+        "pose_strength": args.pose_strength,
+        "models": ModelChoice(args.base_model, args.adapter, args.face_encoder, args.controlnet),
+    }
+
+
+class _Progress:
+    """tqdm bars on stderr for downloads (bytes) and denoising (steps)."""
+
+    def __init__(self):
+        self._bar = None
+        self._key = None
+
+    def download(self, event) -> None:
+        from tqdm import tqdm
+
+        if self._key != ("download", event.model):
+            self.close()
+            self._bar = tqdm(total=event.total_bytes, unit="B", unit_scale=True, desc=f"download {event.model}",
+                             file=sys.stderr, leave=False)
+            self._key = ("download", event.model)
+        self._bar.n = event.done_bytes
+        self._bar.refresh()
+        if event.finished:
+            self.close()
+
+    def step(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self._key != ("image", progress.image):
+            self.close()
+            desc = f"image {progress.image + 1}/{progress.num_images}"
+            self._bar = tqdm(total=progress.steps, desc=desc, unit="step", file=sys.stderr, leave=False)
+            self._key = ("image", progress.image)
+        self._bar.n = progress.step
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
+        self._key = None
+
+
+def _announce_downloads(engine, request, args) -> None:
+    from facestudio.engine import format_bytes
+
+    if getattr(args, "no_download", False) or engine.manager.hub.offline:
+        return
+    plans = engine.needed_downloads(request)
+    if plans:
+        total = sum(plan.missing_bytes for plan in plans)
+        print(f"Downloading {len(plans)} model(s), {format_bytes(total)} in all, into "
+              f"{engine.manager.hub.home / 'models'}:", file=sys.stderr)
+        for plan in plans:
+            print(f"  {plan.describe()}", file=sys.stderr)
+
+
+def _report(result, out_dir: Path) -> int:
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for image in result.images:
+        if image.similarity is None:
+            likeness = "no face found in the result"
+        else:
+            verdict = "same person" if image.similarity.same_person else "below the same-person threshold"
+            likeness = f"similarity {image.similarity.similarity:.3f} ({verdict})"
+        print(f"{image.path}  seed {image.seed}  {likeness}")
+    if result.cancelled:
+        print(f"stopped: {len(result.images)} image(s) finished.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _run(engine, method: str, request, args) -> int:
+    progress = _Progress()
+    try:
+        _announce_downloads(engine, request, args)
+        result = getattr(engine, method)(request, out_dir=args.out, on_step=progress.step,
+                                         on_download=progress.download)
+    finally:
+        progress.close()
+    return _report(result, args.out)
+
+
+# ------------------------------------------------------------------------------------------------------ commands
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from facestudio.engine import GenerateRequest
+
+    engine = _engine(args)
+    if args.from_png:
+        progress = _Progress()
+        try:
+            result = engine.regenerate(args.from_png, faces=args.face or None, out_dir=args.out,
+                                       on_step=progress.step, on_download=progress.download)
+        finally:
+            progress.close()
+        return _report(result, args.out)
+    if not args.face:
+        raise InvalidRequestError("Give at least one reference photo with --face (or --from-png PNG).")
+    if not args.prompt:
+        raise InvalidRequestError("Give a --prompt describing the portrait.")
+    request = GenerateRequest(prompt=args.prompt, **_request_fields(args))
+    request.check()
+    return _run(engine, "generate", request, args)
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    from facestudio.engine import InpaintRequest
+
+    fields = _request_fields(args)
+    request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,
+                             mask_dilate_px=args.mask_dilate, mask_feather_px=args.mask_feather, **fields)
+    if args.prompt:
+        request.prompt = args.prompt
+    if args.mask not in ("auto", "face", "head") and not Path(args.mask).is_file():
+        raise InvalidRequestError(f"--mask {args.mask!r} is not auto, face, head or an existing mask image.")
+    request.check()
+    return _run(_engine(args), "inpaint", request, args)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, resolve_source, studio_home
+
+    _quiet_libraries(args.debug)
+    registry = ModelRegistry.default()
+    hub = ModelHub(studio_home())
+    if args.all:
+        records = list(registry.records.values())
+    elif args.names:
+        records = []
+        for name in args.names:
+            if name in registry.records:
+                records.append(registry.get(name))
+            else:
+                records.append(resolve_source(name, "base_model", registry).record)
+    else:
+        base = registry.get(registry.default_base_model)
+        records = [base, registry.get(base.adapter), registry.get("transface-s")]
+    plans = [hub.plan(record) for record in records if hub.cached_path(record) is None]
+    for record in records:
+        if hub.cached_path(record) is not None:
+            print(f"{record.key}: already in the cache")
+    if not plans:
+        return 0
+    total = sum(plan.missing_bytes for plan in plans)
+    for plan in plans:
+        print(plan.describe())
+    print(f"total: {format_bytes(total)} into {hub.home / 'models'}")
+    if not args.yes and sys.stdin.isatty():
+        answer = input("Download now? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("nothing downloaded.")
+            return 1
+    progress = _Progress()
+    failed = False
+    for plan in plans:
+        try:
+            path = hub.fetch(plan.record, progress.download, plan=plan)
+            progress.close()
+            print(f"{plan.record.key}: {path}")
+        except FaceStudioError as err:
+            progress.close()
+            if args.debug:
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, studio_home
+
+    registry = ModelRegistry.default()
+    hub = ModelHub(studio_home())
+    rows = []
+    for record in registry.records.values():
+        path = hub.cached_path(record)
+        rows.append({"name": record.key, "kind": record.kind, "title": record.title, "source": record.hub_label,
+                     "size_bytes": record.size_bytes, "cached": path is not None,
+                     "path": str(path) if path else None, "adapter": record.adapter,
+                     "default": record.key == registry.default_base_model})
+    if args.json:
+        print(json.dumps({"home": str(hub.home), "models": rows}, indent=2))
+        return 0
+    print(f"model cache: {hub.home / 'models'}")
+    for row in rows:
+        state = "cached" if row["cached"] else "not downloaded"
+        default = " (default)" if row["default"] else ""
+        adapter = f", adapter {row['adapter']}" if row["adapter"] else ""
+        print(f"  {row['name']:<14} {row['kind']:<15} ~{format_bytes(row['size_bytes']):>9}  {state}{default}"
+              f"{adapter}\n      {row['title']}; {row['source']}")
+    return 0
