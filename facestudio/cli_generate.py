@@ -144,6 +144,7 @@ def _engine(args: argparse.Namespace):
         attention=args.attention,
         allow_download=not args.no_download,
         face_backend=args.backend,
+        min_face_px=args.min_face_px,
     )
     return Engine(ModelManager(settings))
 

@@ -41,7 +41,8 @@ class EngineSettings:
         attention (`str`, *optional*, defaults to `"auto"`): `sdpa` (PyTorch's fused attention, the default),
             `xformers` (needs the package) or `sliced` (least memory, slowest).
         allow_download (`bool`, *optional*, defaults to `True`): fetch missing models; `False` only reads the cache.
-        face_backend, identity (`str`, *optional*): face detector and identity embedder (see `facestudio.face`).
+        face_backend, identity, min_face_px (*optional*): face detector, identity embedder and the smallest face
+            the detector looks for (see `facestudio.face`).
         single_file_config (`str`, *optional*): where the configs and tokenizer for single-file checkpoints come
             from (a registry key, hub id or local diffusers folder).
     """
@@ -53,6 +54,7 @@ class EngineSettings:
     offline: bool | None = None
     face_backend: str = "auto"
     identity: str = "auto"
+    min_face_px: int = 30
     single_file_config: str = "sd15-config"
 
     def __post_init__(self):
@@ -378,7 +380,8 @@ class ModelManager:
         with self._load_lock:
             if self._analyzer is None:
                 self._count("face_analyzer")
-                self._analyzer = FaceAnalyzer(backend=self.settings.face_backend, identity=self.settings.identity)
+                self._analyzer = FaceAnalyzer(backend=self.settings.face_backend, identity=self.settings.identity,
+                                              min_face_px=self.settings.min_face_px)
             return self._analyzer
 
     def pose_estimator(self):

@@ -107,7 +107,7 @@ def test_regenerate_refuses_a_changed_reference_photo(engine, tiny_request, tmp_
     photo.write_bytes((faces_dir / "obama.jpg").read_bytes())
     made = engine.generate(tiny_request(faces=[str(photo)]), out_dir=tmp_path).images[0]
     photo.write_bytes((faces_dir / "obama2.jpg").read_bytes())
-    with pytest.raises(InvalidRequestError, match="me.jpg differs"):
+    with pytest.raises(InvalidRequestError, match=r"me.jpg differs"):
         engine.regenerate(made.path)
     moved = tmp_path / "moved.jpg"
     moved.write_bytes((faces_dir / "obama.jpg").read_bytes())
@@ -118,7 +118,7 @@ def test_regenerate_refuses_a_changed_reference_photo(engine, tiny_request, tmp_
 def test_from_png_refuses_a_png_without_parameters(engine, tmp_path):
     plain = tmp_path / "plain.png"
     noise((64, 64)).save(plain)
-    with pytest.raises(MetadataError, match="plain.png carries no FaceStudio"):
+    with pytest.raises(MetadataError, match=r"plain.png carries no FaceStudio"):
         engine.regenerate(plain)
 
 
@@ -171,9 +171,9 @@ def test_pose_controlnet_changes_the_image_and_sees_text_tokens_only(engine, tin
 def test_reference_without_a_face_is_a_clear_error(engine, tiny_request, tmp_path):
     blank = tmp_path / "wall.png"
     noise((320, 240)).save(blank)
-    with pytest.raises(FaceNotFoundError, match="No face found in wall.png"):
+    with pytest.raises(FaceNotFoundError, match=r"No face found in wall.png"):
         engine.generate(tiny_request(faces=[str(blank)]))
-    with pytest.raises(ImageLoadError, match="missing.jpg"):
+    with pytest.raises(ImageLoadError, match=r"missing.jpg"):
         engine.generate(tiny_request(faces=[str(tmp_path / "missing.jpg")]))
 
 

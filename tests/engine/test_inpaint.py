@@ -88,13 +88,13 @@ def test_mask_with_another_shape_is_refused(engine, tiny_request, group_photo, t
     template_path, _ = group_photo
     mask_path = tmp_path / "square.png"
     Image.new("L", (500, 500), 255).save(mask_path)
-    with pytest.raises(InvalidRequestError, match="square.png is 500x500 but the template is 1800x1000"):
+    with pytest.raises(InvalidRequestError, match=r"square.png is 500x500 but the template is 1800x1000"):
         engine.inpaint(inpaint_request(tiny_request, template_path, mask=str(mask_path)))
 
 
 def test_face_index_beyond_the_faces_found_is_a_clear_error(engine, tiny_request, group_photo):
     template_path, _ = group_photo
-    with pytest.raises(FaceNotFoundError, match="group.png has 2 face"):
+    with pytest.raises(FaceNotFoundError, match=r"group.png has 2 face"):
         engine.inpaint(inpaint_request(tiny_request, template_path, face_index=5))
 
 
@@ -103,7 +103,7 @@ def test_crop_keeps_aspect_context_and_stays_inside_the_image():
     mask[1000:1100, 3900:3990] = 1.0
     box = crop_around_mask(mask, aspect=1.0)
     assert box.width == box.height == 200
-    assert 0 <= box.left and box.right <= 4000 and box.left <= 3900 and box.right >= 3990
+    assert box.left >= 0 and box.right <= 4000 and box.left <= 3900 and box.right >= 3990
     wide = crop_around_mask(mask, aspect=768 / 512)
     assert abs(wide.width / wide.height - 1.5) < 0.01
     assert working_size(CropBox(0, 0, 300, 200), 768, 512) == (768, 512)
