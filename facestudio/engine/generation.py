@@ -201,7 +201,17 @@ class Engine:
         if isinstance(request, InpaintRequest):
             template, template_face, alpha, box = self._inpaint_inputs(request)
 
-        # 2. Models (download if needed, load once).
+        # 2. Models (download if needed, load once), configured and used under one hold of the GPU lock, so a
+        # concurrent request cannot swap the base model or the LoRA between configuration and use.
+        with manager.gpu_lock:
+            return self._generate_locked(request, result, seed, references, analyzer, out_dir, on_step,
+                                         should_stop, on_download, expected_models,
+                                         (template, template_face, alpha, box))
+
+    def _generate_locked(self, request, result: GenerationResult, seed: int, references: ReferenceFaces, analyzer,
+                         out_dir, on_step, should_stop, on_download, expected_models, inpainting) -> GenerationResult:
+        manager = self.manager
+        template, template_face, alpha, box = inpainting
         studio = manager.studio_model(request.models.base_model, request.models.adapter, on_download)
         encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
         controlnet = controlnet_file = None
@@ -220,7 +230,7 @@ class Engine:
             request.models.controlnet = controlnet_file.spec
 
         kind = ("inpaint" if template is not None else "txt2img") + ("+pose" if controlnet is not None else "")
-        with manager.gpu_lock, out_of_memory_guard(manager.placement, self._doing(request)):
+        with out_of_memory_guard(manager.placement, self._doing(request)):
             pipe = manager.pipeline(studio, kind, controlnet)
             prepared = self._prepare(request, studio, pipe, encoder, references, models, template, template_face,
                                      alpha, box)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,9 @@ class ModelManager:
         self.registry = registry or ModelRegistry.default()
         self.hub = hub or ModelHub(settings.home, offline=settings.offline)
         self.hashes = HashCache(settings.home / "hashes.json")
-        # Loads (which can take minutes) are serialised; `gpu_lock` serialises work on the loaded models.
+        # Loads (which can take minutes) are serialised; `gpu_lock` serialises work on the loaded models. Lock
+        # order, everywhere: `gpu_lock` first, then `_load_lock` (the engine holds `gpu_lock` while it asks for
+        # models, so the reverse order could deadlock).
         self._load_lock = threading.RLock()
         self.gpu_lock = threading.RLock()
         self._studio: StudioModel | None = None
@@ -191,7 +194,7 @@ class ModelManager:
         base_source = self.source("base_model", base)
         adapter_source = self.adapter_source(base_source, adapter)
         key = (base_source.label, adapter_source.label)
-        with self._load_lock:
+        with self.gpu_lock, self._load_lock:  # never swap models under a running generation
             if self._studio is not None and self._studio_key == key:
                 return self._studio
             base_path = self.locate(base_source, progress)
@@ -199,12 +202,10 @@ class ModelManager:
             config_path = None
             if base_path.is_file():
                 config_path = self.locate(self.source("pipeline_config", None), progress)
-            with self.gpu_lock:  # never swap models under a running generation
-                self._drop_studio()
-                with out_of_memory_guard(self.placement, f"loading the base model {base_source.label}"):
-                    self._studio = self._load_studio(base_source, base_path, adapter_source, adapter_path,
-                                                     config_path)
-                self._studio_key = key
+            self._drop_studio()
+            with out_of_memory_guard(self.placement, f"loading the base model {base_source.label}"):
+                self._studio = self._load_studio(base_source, base_path, adapter_source, adapter_path, config_path)
+            self._studio_key = key
             return self._studio
 
     def _load_studio(self, base_source: ModelSource, base_path: Path, adapter_source: ModelSource,
@@ -300,7 +301,7 @@ class ModelManager:
 
         The LoRA stays loaded for the next request with the same file; another file replaces it.
         """
-        with self._load_lock, self.gpu_lock:
+        with self.gpu_lock, self._load_lock:
             pipe = self.pipeline(studio, "txt2img")
             if lora is None:
                 if studio.lora is not None:
@@ -335,42 +336,39 @@ class ModelManager:
         """(TransFace, LoadedFile): the frozen face encoder, in float32 (FACT computes its attention in float32)."""
         from facestudio.fact import TransFace
 
-        source = self.source("face_encoder", spec)
-        with self._load_lock:
-            if source.label in self._face_encoders:
-                return self._face_encoders[source.label]
-            path = self.locate(source, progress)
-            self._count("face_encoder")
+        def load(path: Path):
             model = TransFace.from_checkpoint(path).float().eval().requires_grad_(False)
-            model.to(self.placement.device)
-            entry = (model, self._loaded_file(source, path))
-            self._face_encoders[source.label] = entry
-            return entry
+            return model.to(self.placement.device)
+
+        return self._cached_load(self._face_encoders, self.source("face_encoder", spec), load, progress)
 
     def controlnet(self, spec: str | Path | None = None, progress: DownloadCallback | None = None):
-        """(ControlNetModel, LoadedFile): the pose ControlNet (a diffusers folder or hub id)."""
+        """(ControlNetModel, LoadedFile): the pose ControlNet (a diffusers folder, single file or hub id)."""
         from diffusers import ControlNetModel
 
         source = self.source("controlnet", spec)
-        with self._load_lock:
-            if source.label in self._controlnets:
-                return self._controlnets[source.label]
-            path = self.locate(source, progress)
-            self._count("controlnet")
+
+        def load(path: Path):
+            loader = ControlNetModel.from_single_file if path.is_file() else ControlNetModel.from_pretrained
             try:
-                if path.is_file():
-                    model = ControlNetModel.from_single_file(str(path), dtype=self.placement.dtype,
-                                                             local_files_only=True)
-                else:
-                    model = ControlNetModel.from_pretrained(str(path), dtype=self.placement.dtype,
-                                                            local_files_only=True)
+                model = loader(str(path), dtype=self.placement.dtype, local_files_only=True)
             except (OSError, ValueError) as err:
                 raise CheckpointError(f"Cannot load the ControlNet {source.label}: {err}") from err
             model.requires_grad_(False).eval()
-            if not self.placement.low_vram:
-                model.to(self.placement.device)
-            entry = (model, self._loaded_file(source, path))
-            self._controlnets[source.label] = entry
+            return model if self.placement.low_vram else model.to(self.placement.device)
+
+        return self._cached_load(self._controlnets, source, load, progress)
+
+    def _cached_load(self, cache: dict[str, tuple[Any, LoadedFile]], source: ModelSource,
+                     load: Callable[[Path], Any], progress: DownloadCallback | None) -> tuple[Any, LoadedFile]:
+        """The one path for side models: cache hit, else locate (download), load once, remember."""
+        with self._load_lock:
+            if source.label in cache:
+                return cache[source.label]
+            path = self.locate(source, progress)
+            self._count(source.kind)
+            entry = (load(path), self._loaded_file(source, path))
+            cache[source.label] = entry
             return entry
 
     def analyzer(self):
@@ -413,7 +411,7 @@ class ModelManager:
         choices = ("all", "base_model", "face_encoder", "controlnet", "face_analyzer")
         if what not in choices:
             raise ValueError(f"`what` must be one of {choices}; got {what!r}.")
-        with self._load_lock, self.gpu_lock:
+        with self.gpu_lock, self._load_lock:
             before = set(self.loaded())
             if what in ("all", "base_model"):
                 self._drop_studio()

@@ -268,3 +268,16 @@ def test_models_load_once_under_concurrent_requests_and_unload_frees(tiny_studio
 def test_nothing_is_loaded_until_asked(tiny_studio, tmp_path):
     manager = make_manager(tiny_studio, tmp_path / "home")
     assert manager.loaded() == [] and manager.load_count == {}
+
+
+def test_sliced_attention_set_before_fact_gives_the_same_image(tiny_studio, tiny_request, engine, tmp_path):
+    from facestudio.engine import Engine
+
+    manager = make_manager(tiny_studio, tmp_path / "home", attention="sliced")
+    sliced = run(Engine(manager), tiny_request(face_strength=0.8))[0]
+    default = run(engine, tiny_request(face_strength=0.8))[0]
+    assert np.abs(pixels(sliced.image) - pixels(default.image)).max() <= 2
+    processors = manager.studio_model(*_models(tiny_request())).unet.attn_processors
+    assert any(type(p).__name__ == "GatedFaceAttnProcessor" and type(p.base_processor).__name__ ==
+               "SlicedAttnProcessor" for p in processors.values())
+    manager.unload()
