@@ -273,8 +273,11 @@ class Engine:
             alpha = parsing.inpaint_mask(request.mask_region, request.mask_dilate_px, request.mask_feather_px)
         else:
             alpha = _load_mask(request.mask, template.size)
-            if analysis.faces:  # the face under the mask, for the similarity shown with the result
-                face = max(analysis.faces, key=lambda f: float(alpha[int(f.center[1]), int(f.center[0])]))
+            height, width = alpha.shape
+            covered = [f for f in analysis.faces
+                       if alpha[min(max(int(f.center[1]), 0), height - 1), min(max(int(f.center[0]), 0), width - 1)] > 0]
+            if covered:  # the face under the mask, for the similarity shown with the result
+                face = covered[0]
         box = crop_around_mask(alpha, request.width / request.height)
         return template, face, alpha, box
 

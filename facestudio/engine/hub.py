@@ -26,6 +26,12 @@ from facestudio.errors import DownloadError, ModelNotAvailableError
 logger = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
+# What a folder needs before it counts as cached (a half-finished snapshot does not).
+_REQUIRED_PARTS = {
+    "base_model": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "controlnet": ("config.json",),
+    "pipeline_config": ("model_index.json", "tokenizer"),
+}
 
 
 def offline_from_env() -> bool:
@@ -119,7 +125,8 @@ class ModelHub:
         if root is None:
             return None
         target = root / record.file if record.file else root / record.subfolder if record.subfolder else root
-        if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        if not target.exists() or (target.is_dir() and not all((target / part).exists()
+                                                               for part in _REQUIRED_PARTS.get(record.kind, ()))):
             return None
         return target
 

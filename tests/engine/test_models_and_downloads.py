@@ -143,3 +143,14 @@ def test_manager_that_may_not_download_says_so(tiny_studio, tmp_path):
         manager.studio_model("majicmix")
     plans = make_manager(tiny_studio, tmp_path).needed_downloads([manager.source("base_model", "film")])
     assert [p.record.key for p in plans] == ["film"]
+
+
+def test_half_downloaded_base_model_does_not_count_as_cached(registry, tmp_path):
+    hub = ModelHub(tmp_path, offline=True)
+    record = resolve_source("hf:owner/sd15-finetune", "base_model", registry).record
+    cache = hub.cache_dir("huggingface")
+    _fake_hf_cache(cache, "owner/sd15-finetune", "model_index.json", b"{}")
+    assert hub.cached_path(record) is None
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        _fake_hf_cache(cache, "owner/sd15-finetune", f"{part}/config.json", b"{}")
+    assert hub.cached_path(record) is not None and (hub.cached_path(record) / "unet").is_dir()
