@@ -7,6 +7,7 @@ A thin front: it parses arguments, calls the same functions the UI calls, prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -74,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.set_defaults(handler=run_similarity)
 
     from facestudio.cli_generate import add_generation_commands
+    from facestudio.cli_train import add_training_commands
 
     add_generation_commands(commands, _add_backend_options)
+    add_training_commands(commands, _add_backend_options)
     return parser
 
 
@@ -104,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error worth a message
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as err:  # a bug: say so in one line, keep the traceback for --debug
         if args.debug:
             raise

@@ -83,3 +83,7 @@ class GenerationCancelledError(FaceStudioError):
 
 class MetadataError(FaceStudioError):
     """A PNG does not carry FaceStudio generation parameters, or they are damaged."""
+
+
+class DatasetError(FaceStudioError):
+    """A training photo folder, archive or dataset cannot be used (missing, unsafe, corrupt, or not a dataset)."""

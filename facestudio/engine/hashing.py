@@ -9,23 +9,12 @@ import os
 import threading
 from pathlib import Path
 
+from facestudio.digest import sha256_file
+
 logger = logging.getLogger(__name__)
 
 # Files that define a diffusers folder's weights and behaviour; other files (README, images) do not count.
 _FOLDER_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt")
-_CHUNK = 8 * 2**20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class HashCache:

@@ -1,0 +1,93 @@
+"""The command line's training commands: `prepare` (photos → a training dataset).
+
+A thin front: flags become `PrepareSettings`, `facestudio.training.prepare_dataset` does the work, and this module
+prints one line per photo and a summary (or the report as JSON). Errors reach `cli.main`, which prints one
+sentence and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+#: The detector scans for faces down to this size (the analyzer's default), below the keep threshold, so a small
+#: face is reported as too small, and a small second face counts, instead of going unseen.
+DETECTOR_MIN_FACE_PX = 30
+
+
+def add_training_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    from facestudio.training import PAD_MODES, PrepareSettings
+
+    defaults = PrepareSettings()
+    # "resolve": `prepare` redefines --min-face-px (the smallest face kept) over the backend options' detector one.
+    prepare = commands.add_parser(
+        "prepare", help="turn photos of people into a training dataset", conflict_handler="resolve",
+        description="Screen photos (a folder, one sub-folder per person, or a .zip of it) and write a training "
+                    "dataset: square crops around the face, face and head masks, FACT reference crops, captions, "
+                    "manifest.json and report.json. Rejected photos are listed with their reason.")
+    prepare.add_argument("photos", type=Path, metavar="PHOTOS",
+                         help="folder or .zip of photos; sub-folders are identities (a flat folder is one identity)")
+    prepare.add_argument("--out", required=True, type=Path, metavar="DATASET",
+                         help="dataset folder: new, empty, or a previous dataset (replaced)")
+    prepare.add_argument("--class-word", default=defaults.class_word, metavar="WORD",
+                         help=f"caption 'a photo of a WORD' unless a .txt beside the photo says otherwise "
+                              f"(default {defaults.class_word})")
+    add_backend_options(prepare)
+    prepare.add_argument("--min-face-px", type=int, default=defaults.min_face_px, metavar="N",
+                         help=f"reject faces narrower than N pixels in the photo (default {defaults.min_face_px})")
+    prepare.add_argument("--min-sharpness", type=float, default=defaults.min_sharpness, metavar="X",
+                         help=f"reject faces whose sharpness (variance of the Laplacian at 112 px) is below X "
+                              f"(default {defaults.min_sharpness:g}; 0 keeps all)")
+    prepare.add_argument("--face-fraction", type=float, default=defaults.face_fraction, metavar="F",
+                         help=f"face width as a fraction of the crop width (default {defaults.face_fraction})")
+    prepare.add_argument("--size", type=int, default=defaults.size, metavar="PX",
+                         help=f"side of the square training images and masks (default {defaults.size})")
+    prepare.add_argument("--pad", choices=tuple(PAD_MODES), default=defaults.pad,
+                         help=f"how a crop is filled beyond the photo's edge (default {defaults.pad})")
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="write into a non-empty folder that is not a FaceStudio dataset (other files are kept)")
+    prepare.add_argument("--json", action="store_true", help="print the report as JSON")
+    prepare.set_defaults(handler=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from facestudio.face import FaceAnalyzer
+    from facestudio.training import PrepareSettings, prepare_dataset
+
+    settings = PrepareSettings(class_word=args.class_word, min_face_px=args.min_face_px,
+                               min_sharpness=args.min_sharpness, face_fraction=args.face_fraction, size=args.size,
+                               pad=args.pad, overwrite=args.overwrite)
+    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=min(DETECTOR_MIN_FACE_PX, settings.min_face_px))
+    try:
+        report = prepare_dataset(args.photos, args.out, analyzer, settings,
+                                 on_item=None if args.json else _print_item)
+    finally:
+        analyzer.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_summary(report)
+    if not report.kept:
+        print(f"error: none of the {len(report.items)} photo(s) in {args.photos} could be used (reasons above); "
+              "nothing was written.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_item(item, done: int, total: int) -> None:
+    counter = f"[{done}/{total}]"
+    if item.kept:
+        print(f"{counter} kept      {item.source} -> {item.entry.image}  (face {item.face_px:.0f} px, "
+              f"sharpness {item.sharpness:.0f})", flush=True)
+    else:
+        print(f"{counter} rejected  {item.source}: {item.reason}: {item.detail}", flush=True)
+
+
+def _print_summary(report) -> None:
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    where = f"; dataset in {report.out}" if report.written else ""
+    print(f"{len(report.items)} photo(s): {len(report.kept)} kept, {len(report.rejected)} rejected{where}")
