@@ -77,10 +77,6 @@ class InsufficientVRAMError(FaceStudioError):
         self.free_bytes = free_bytes
 
 
-class GenerationCancelledError(FaceStudioError):
-    """The user stopped a generation; images finished before the stop are kept."""
-
-
 class MetadataError(FaceStudioError):
     """A PNG does not carry FaceStudio generation parameters, or they are damaged."""
 

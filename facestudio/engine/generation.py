@@ -28,12 +28,12 @@ from facestudio import __version__
 from facestudio.engine.compositing import CropBox, crop_around_mask, paste_back, working_size
 from facestudio.engine.devices import out_of_memory_guard
 from facestudio.engine.hub import DownloadCallback, DownloadPlan
-from facestudio.engine.manager import LoadedFile, ModelManager, StudioModel
+from facestudio.engine.manager import ModelManager, StudioModel
 from facestudio.engine.metadata import read_png_record, save_png
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
 from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest
 from facestudio.engine.schedulers import SCHEDULERS, make_scheduler
-from facestudio.errors import GenerationCancelledError, InvalidRequestError
+from facestudio.errors import InvalidRequestError
 from facestudio.face import load_image
 from facestudio.face.align import to_unit_range
 from facestudio.face.identity import Similarity
@@ -170,8 +170,7 @@ class Engine:
             logger.warning("%s was made on %s/%s; on %s/%s the result will be close but not bit-identical.",
                            Path(png).name, record["device"], record.get("dtype"), placement.device.type,
                            placement.dtype_name)
-        result = self._run(request, out_dir, on_step, should_stop, on_download, expected_models=record.get("models"))
-        return result
+        return self._run(request, out_dir, on_step, should_stop, on_download, expected_models=record.get("models"))
 
     def _check_unchanged(self, paths: list[str], digests: list[str], png_name: str) -> None:
         for path, digest in zip(paths, digests, strict=False):
@@ -204,56 +203,56 @@ class Engine:
         # 2. Models (download if needed, load once), configured and used under one hold of the GPU lock, so a
         # concurrent request cannot swap the base model or the LoRA between configuration and use.
         with manager.gpu_lock:
-            return self._generate_locked(request, result, seed, references, analyzer, out_dir, on_step,
-                                         should_stop, on_download, expected_models,
-                                         (template, template_face, alpha, box))
-
-    def _generate_locked(self, request, result: GenerationResult, seed: int, references: ReferenceFaces, analyzer,
-                         out_dir, on_step, should_stop, on_download, expected_models, inpainting) -> GenerationResult:
-        manager = self.manager
-        template, template_face, alpha, box = inpainting
-        studio = manager.studio_model(request.models.base_model, request.models.adapter, on_download)
-        encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
-        controlnet = controlnet_file = None
-        if request.uses_pose:
-            controlnet, controlnet_file = manager.controlnet(request.models.controlnet, on_download)
-        lora_file = manager.apply_lora(studio, request.lora, request.lora_scale)
-        models = {"base_model": studio.base.to_dict(), "fact_adapter": studio.adapter_file.to_dict(),
-                  "face_encoder": encoder_file.to_dict(),
-                  "controlnet": controlnet_file.to_dict() if controlnet_file else None,
-                  "lora": lora_file.to_dict() if lora_file else None}
-        result.warnings.extend(_model_differences(expected_models, models))
-        request.models.base_model = studio.base.spec
-        request.models.adapter = studio.adapter_file.spec
-        request.models.face_encoder = encoder_file.spec
-        if controlnet_file is not None:
-            request.models.controlnet = controlnet_file.spec
-
-        kind = ("inpaint" if template is not None else "txt2img") + ("+pose" if controlnet is not None else "")
-        with out_of_memory_guard(manager.placement, self._doing(request)):
-            pipe = manager.pipeline(studio, kind, controlnet)
-            prepared = self._prepare(request, studio, pipe, encoder, references, models, template, template_face,
-                                     alpha, box)
-            for index in range(request.num_images):
-                if should_stop is not None and should_stop():
-                    result.cancelled = True
-                    break
-                image_seed = seed + index
-                image, stopped = self._denoise(request, prepared, image_seed, index, on_step, should_stop)
-                if stopped:
-                    result.cancelled = True
-                    break
-                if template is not None:
-                    image = paste_back(template, image, alpha, box)
-                similarity = result_similarity(analyzer, image, references, near=template_face)
-                record = self._record(request, prepared, image_seed, index, image, similarity)
-                generated = GeneratedImage(image, image_seed, similarity, record)
-                if out_dir is not None:
-                    generated.path = save_png(image, _output_path(out_dir, request.mode, image_seed), record)
-                result.images.append(generated)
+            studio = manager.studio_model(request.models.base_model, request.models.adapter, on_download)
+            encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
+            controlnet = controlnet_file = None
+            if request.uses_pose:
+                controlnet, controlnet_file = manager.controlnet(request.models.controlnet, on_download)
+            lora_file = manager.apply_lora(studio, request.lora, request.lora_scale)
+            models = {"base_model": studio.base.to_dict(), "fact_adapter": studio.adapter_file.to_dict(),
+                      "face_encoder": encoder_file.to_dict(),
+                      "controlnet": controlnet_file.to_dict() if controlnet_file else None,
+                      "lora": lora_file.to_dict() if lora_file else None}
+            result.warnings.extend(_model_differences(expected_models, models))
+            request.models.base_model = studio.base.spec
+            request.models.adapter = studio.adapter_file.spec
+            request.models.face_encoder = encoder_file.spec
+            if controlnet_file is not None:
+                request.models.controlnet = controlnet_file.spec
+            kind = ("inpaint" if template is not None else "txt2img") + ("+pose" if controlnet is not None else "")
+            with out_of_memory_guard(manager.placement, self._doing(request)):
+                pipe = manager.pipeline(studio, kind, controlnet)
+                prepared = self._prepare(request, studio, pipe, encoder, references, models, template,
+                                         template_face, alpha, box)
+                self._render(request, prepared, seed, result, out_dir, on_step, should_stop,
+                             (template, template_face, alpha, box))
         if result.cancelled:
             logger.info("Stopped after %d of %d image(s).", len(result.images), request.num_images)
         return result
+
+    def _render(self, request, prepared: _Prepared, seed: int, result: GenerationResult, out_dir: Path | None,
+                on_step: StepCallback | None, should_stop: StopCheck | None, inpainting: tuple) -> None:
+        """Denoise, paste back (inpainting), score and save each image in turn; stops between or within images."""
+        template, template_face, alpha, box = inpainting
+        analyzer = self.manager.analyzer()
+        references = prepared.references
+        for index in range(request.num_images):
+            if should_stop is not None and should_stop():
+                result.cancelled = True
+                break
+            image_seed = seed + index
+            image, stopped = self._denoise(request, prepared, image_seed, index, on_step, should_stop)
+            if stopped:
+                result.cancelled = True
+                break
+            if template is not None:
+                image = paste_back(template, image, alpha, box)
+            similarity = result_similarity(analyzer, image, references, near=template_face)
+            record = self._record(request, prepared, image_seed, index, image, similarity)
+            generated = GeneratedImage(image, image_seed, similarity, record)
+            if out_dir is not None:
+                generated.path = save_png(image, _output_path(out_dir, request.mode, image_seed), record)
+            result.images.append(generated)
 
     @staticmethod
     def _doing(request: GenerateRequest) -> str:
@@ -320,7 +319,7 @@ class Engine:
             if template_face is not None:
                 extra["template_face_bbox"] = [round(float(v), 1) for v in template_face.bbox]
         if request.uses_pose:
-            pose_image = self._pose_image(request, width, height, template, box)
+            pose_image = self._pose_image(request, width, height)
             inputs["control_image" if template is not None else "image"] = pose_image
             inputs["controlnet_conditioning_scale"] = request.pose_strength
             extra["pose_image"] = {"path": str(Path(request.pose).resolve()),
@@ -328,7 +327,7 @@ class Engine:
         inputs.update(width=width, height=height)
         return _Prepared(studio, pipe, references, prompt_embeds, negative_embeds, models, inputs, extra, steps_run)
 
-    def _pose_image(self, request, width: int, height: int, template, box) -> Image.Image:
+    def _pose_image(self, request, width: int, height: int) -> Image.Image:
         from facestudio.face.pose import pose_condition
 
         name = Path(request.pose).name
@@ -439,4 +438,3 @@ def _output_path(out_dir: Path, mode: str, seed: int) -> Path:
     return path
 
 
-__all__ = ["Engine", "GeneratedImage", "GenerationCancelledError", "GenerationResult", "LoadedFile", "StepProgress"]

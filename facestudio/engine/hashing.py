@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
-from facestudio.digest import sha256_file
+from facestudio.files import sha256_file, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +42,7 @@ class HashCache:
         if self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._entries))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self._entries).encode())
         except OSError as err:
             logger.debug("Cannot write the hash cache %s: %s", self.path, err)
 

@@ -77,12 +77,6 @@ class DownloadPlan:
     exact: bool
 
     @property
-    def total_bytes(self) -> int:
-        if not self.exact:
-            return self.record.size_bytes
-        return sum(f.size_bytes or 0 for f in self.files)
-
-    @property
     def missing_bytes(self) -> int:
         if not self.exact:
             return self.record.size_bytes
@@ -117,11 +111,7 @@ class ModelHub:
 
     def cached_path(self, record: ModelRecord) -> Path | None:
         """The model's file or folder if the cache has all of it, else `None`. Never touches the network."""
-        try:
-            root = self._local_root(record)
-        except Exception as err:  # each hub client signals "not cached" with its own exception types
-            logger.debug("%s not in the cache: %s", record.key, err)
-            return None
+        root = self.cached_path_root(record)
         if root is None:
             return None
         target = root / record.file if record.file else root / record.subfolder if record.subfolder else root
@@ -188,9 +178,11 @@ class ModelHub:
         return files
 
     def cached_path_root(self, record: ModelRecord) -> Path | None:
+        """The snapshot folder the hub client has for `record`, or `None`; reads the cache only."""
         try:
             return self._local_root(record)
-        except Exception:  # not cached yet
+        except Exception as err:  # each hub client signals "not cached" with its own exception types
+            logger.debug("%s not in the cache: %s", record.key, err)
             return None
 
     # ------------------------------------------------------------------------------------------------ fetch

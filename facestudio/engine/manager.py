@@ -90,7 +90,6 @@ class StudioModel:
     placement: DevicePlacement
     pipelines: dict[str, Any] = field(default_factory=dict)
     lora: LoadedFile | None = None
-    lora_scale: float = 0.0
     offloaded_pipeline: Any = None
 
     @property
@@ -327,7 +326,6 @@ class ModelManager:
                     raise CheckpointError(f"{path.name} is not a LoRA for a Stable Diffusion 1.5 model: {err}") from err
                 studio.lora = loaded
             pipe.set_adapters([name], adapter_weights=[float(scale)])
-            studio.lora_scale = float(scale)
             return loaded
 
     # ----------------------------------------------------------------------------------------- other models

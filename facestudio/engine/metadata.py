@@ -7,15 +7,15 @@ Diffusion tools show ("Steps: 30, Sampler: ..., Seed: ...").
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
 from facestudio.errors import MetadataError
+from facestudio.files import write_atomic
 
 METADATA_KEY = "facestudio"
 METADATA_FORMAT = 1
@@ -50,16 +50,9 @@ def save_png(image: Image.Image, path: Path, record: dict[str, Any]) -> Path:
     info = PngImagePlugin.PngInfo()
     info.add_text(METADATA_KEY, json.dumps({"format": METADATA_FORMAT, **record}, sort_keys=True))
     info.add_text("parameters", parameters_text(record))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return write_atomic(path, buffer.getvalue())
 
 
 def read_png_record(path: str | Path) -> dict[str, Any]:

@@ -73,10 +73,6 @@ class ModelSource:
     path: Path | None = None
 
     @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
-    @property
     def is_single_file(self) -> bool:
         return self.path is not None and self.path.is_file()
 

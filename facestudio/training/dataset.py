@@ -38,12 +38,12 @@ import numpy as np
 from PIL import Image
 
 from facestudio import __version__
-from facestudio.digest import sha256_file
 from facestudio.errors import DatasetError, FaceStudioError, ImageLoadError
 from facestudio.face.analyzer import FaceAnalyzer
 from facestudio.face.geometry import SquareCrop
 from facestudio.face.image import load_image
 from facestudio.face.types import Face
+from facestudio.files import sha256_file, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -545,20 +545,6 @@ def _caption(photo: SourcePhoto, settings: PrepareSettings) -> str:
     return text or settings.default_caption
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as writer:
-            writer.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def _png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, "PNG", compress_level=4)
@@ -610,7 +596,7 @@ def _write_item(photo: SourcePhoto, staging: Path, crop: TrainingCrop, outputs: 
     contents = {"images": _png_bytes(crop.pixels), "face_masks": _mask_png(face_mask),
                 "head_masks": _mask_png(head_mask), "references": _png_bytes(reference)}
     for folder, relative in paths.items():
-        _write_atomic(staging / relative, contents[folder])
+        write_atomic(staging / relative, contents[folder])
     return DatasetItem(
         identity=photo.identity, source=photo.relative, sha256=digest, image=paths["images"],
         face_mask=paths["face_masks"], head_mask=paths["head_masks"], reference=paths["references"],
@@ -663,7 +649,7 @@ def _commit(staging: Path, out: Path, manifest: dict, report: dict) -> None:
     a manifest is always complete. Other files in `out` are left alone."""
     replaced = staging / "replaced"
     replaced.mkdir()
-    _write_atomic(out / MARKER_NAME, _json_bytes({"format": MANIFEST_FORMAT, "see": MANIFEST_NAME}))
+    write_atomic(out / MARKER_NAME, _json_bytes({"format": MANIFEST_FORMAT, "see": MANIFEST_NAME}))
     with contextlib.suppress(FileNotFoundError):
         os.remove(out / MANIFEST_NAME)
     for folder in OUTPUT_FOLDERS:
@@ -671,8 +657,8 @@ def _commit(staging: Path, out: Path, manifest: dict, report: dict) -> None:
         if target.exists() or target.is_symlink():
             os.replace(target, replaced / folder)
         os.replace(staging / folder, target)
-    _write_atomic(out / REPORT_NAME, _json_bytes(report))
-    _write_atomic(out / MANIFEST_NAME, _json_bytes(manifest))
+    write_atomic(out / REPORT_NAME, _json_bytes(report))
+    write_atomic(out / MANIFEST_NAME, _json_bytes(manifest))
 
 
 def _remove_stale_staging(out: Path, keep: Path) -> None:
