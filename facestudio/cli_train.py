@@ -1,4 +1,4 @@
-"""The command line's training commands: `prepare` (photos → a training dataset).
+"""The command line's training commands: `prepare` (photos → a training dataset) and `train` (FAIR training).
 
 A thin front: flags become `PrepareSettings`, `facestudio.training.prepare_dataset` does the work, and this module
 prints one line per photo and a summary (or the report as JSON). Errors reach `cli.main`, which prints one
@@ -52,6 +52,20 @@ def add_training_commands(commands, add_backend_options: Callable[[argparse.Argu
     prepare.add_argument("--json", action="store_true", help="print the report as JSON")
     prepare.set_defaults(handler=run_prepare)
 
+    from facestudio.training.train_fact import add_train_arguments
+
+    train = commands.add_parser(
+        "train", help="train the FACT adapter on a prepared dataset (FAIR)",
+        description="Fine-tune (or train from scratch) the FACT adapter on a dataset written by `prepare`. The run "
+                    "folder gets metrics.jsonl, checkpoints/, samples/, status.json and, at the end, "
+                    "adapter.safetensors (use it with `generate --adapter`). Ctrl+C stops at the next step with a "
+                    "checkpoint; `train --resume RUN` continues exactly where it stopped.")
+    add_train_arguments(train)
+    train.add_argument("--job", action="store_true",
+                       help="queue the run as a background job (see `jobs`) instead of training in this terminal")
+    train.add_argument("--name", metavar="NAME", help="name of the job (with --job; default: the dataset's name)")
+    train.set_defaults(handler=run_train)
+
 
 def run_prepare(args: argparse.Namespace) -> int:
     from facestudio.face import FaceAnalyzer
@@ -91,3 +105,59 @@ def _print_summary(report) -> None:
         print(f"warning: {warning}")
     where = f"; dataset in {report.out}" if report.written else ""
     print(f"{len(report.items)} photo(s): {len(report.kept)} kept, {len(report.rejected)} rejected{where}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from facestudio.training.train_fact import config_from_namespace, run_training, train_args_from_namespace
+
+    if args.job:
+        return _submit_job(args, config_from_namespace)
+    if args.name:
+        print("error: --name names a background job; add --job.", file=sys.stderr)
+        return 1
+    train_args = train_args_from_namespace(args)
+    if train_args.config is None:
+        train_args.run.clear_cancel()  # the user asks to continue: an old cancel request no longer applies
+    status = run_training(train_args, on_progress=_ProgressLine())
+    print(file=sys.stderr)
+    if status.state == "done":
+        print(f"done: {train_args.run.adapter_path}  (python -m facestudio generate --adapter "
+              f"{train_args.run.adapter_path} ...)")
+        return 0
+    print(f"{status.state} at step {status.step}/{status.total}; continue with "
+          f"`python -m facestudio train --resume {train_args.run.root}`")
+    return 0 if status.state == "cancelled" else 1
+
+
+def _submit_job(args: argparse.Namespace, config_from_namespace) -> int:
+    from facestudio.engine import studio_home
+    from facestudio.jobs import JobStore
+
+    if args.resume is not None or args.out is not None:
+        print("error: a --job lives in FACESTUDIO_HOME/jobs: drop --out, and resume jobs with "
+              "`python -m facestudio jobs resume ID`.", file=sys.stderr)
+        return 1
+    config = config_from_namespace(args)
+    job = JobStore(studio_home()).submit_training(config, args.name or Path(config.dataset).resolve().name)
+    print(f"queued job {job.id}; it runs when the studio or `python -m facestudio jobs run` works the queue; "
+          f"follow it with `python -m facestudio jobs show {job.id}`")
+    return 0
+
+
+class _ProgressLine:
+    """One self-rewriting status line on stderr while training in the foreground."""
+
+    def __init__(self):
+        self._last = 0.0
+
+    def __call__(self, status) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self._last < 0.5 and status.step < status.total:
+            return
+        self._last = now
+        eta = "" if status.eta_seconds is None else f"  ETA {status.eta_seconds / 60:.1f} min"
+        loss = "" if status.loss is None else f"  loss {status.loss:.4f}"
+        print(f"\r{status.state} step {status.step}/{status.total}{loss}{eta}   ", end="", file=sys.stderr,
+              flush=True)

@@ -83,3 +83,11 @@ class MetadataError(FaceStudioError):
 
 class DatasetError(FaceStudioError):
     """A training photo folder, archive or dataset cannot be used (missing, unsafe, corrupt, or not a dataset)."""
+
+
+class TrainingError(FaceStudioError):
+    """A training run cannot start or continue: a bad setting, a run folder that is not a run, a damaged checkpoint."""
+
+
+class JobError(FaceStudioError):
+    """A background job that does not exist, or an action its state does not allow (cancel a finished job...)."""

@@ -33,3 +33,11 @@ def analyzer():
     analyzer = FaceAnalyzer(backend="mediapipe", identity="dlib")
     yield analyzer
     analyzer.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_studio(tmp_path_factory):
+    """Tiny random SD1.5-topology models on disk (see `tests.engine.tiny_models`), built once per session."""
+    from tests.engine.tiny_models import build_tiny_studio
+
+    return build_tiny_studio(tmp_path_factory.mktemp("tiny-studio"))

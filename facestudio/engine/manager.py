@@ -196,16 +196,19 @@ class ModelManager:
         with self.gpu_lock, self._load_lock:  # never swap models under a running generation
             if self._studio is not None and self._studio_key == key:
                 return self._studio
-            base_path = self.locate(base_source, progress)
+            base_path, config_path = self.locate_base(base_source, progress)
             adapter_path = self.locate(adapter_source, progress)
-            config_path = None
-            if base_path.is_file():
-                config_path = self.locate(self.source("pipeline_config", None), progress)
             self._drop_studio()
             with out_of_memory_guard(self.placement, f"loading the base model {base_source.label}"):
                 self._studio = self._load_studio(base_source, base_path, adapter_source, adapter_path, config_path)
             self._studio_key = key
             return self._studio
+
+    def locate_base(self, source: ModelSource, progress: DownloadCallback | None = None) -> tuple[Path, Path | None]:
+        """(model path, config folder): a single-file base model also needs the SD1.5 configs and tokenizer."""
+        path = self.locate(source, progress)
+        config_path = self.locate(self.source("pipeline_config", None), progress) if path.is_file() else None
+        return path, config_path
 
     def _load_studio(self, base_source: ModelSource, base_path: Path, adapter_source: ModelSource,
                      adapter_path: Path, config_path: Path | None) -> StudioModel:
@@ -214,7 +217,7 @@ class ModelManager:
         self._count("base_model")
         placement = self.placement
         logger.info("Loading base model %s (%s, %s)", base_source.label, placement.device, placement.dtype_name)
-        pipe = _load_base_pipeline(base_path, placement.dtype, config_path)
+        pipe = load_base_pipeline(base_path, placement.dtype, config_path)
         components = {name: pipe.components[name] for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
         for name in ("vae", "text_encoder", "unet"):
             components[name].requires_grad_(False).eval()  # inference only: no autograd state, dropout off
@@ -427,7 +430,7 @@ class ModelManager:
             return sorted(before - set(self.loaded()))
 
 
-def _load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None):
+def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None):
     """A `StableDiffusionPipeline` from a diffusers folder or a single-file checkpoint, without the safety checker."""
     from diffusers import StableDiffusionPipeline
 

@@ -9,6 +9,7 @@ from facestudio.fact.attention import (
     FaceConditioning,
     FaceTokenPassThroughProcessor,
     GatedFaceAttnProcessor,
+    IncrementObserver,
     split_face_tokens,
 )
 from facestudio.fact.checkpoints import (
@@ -35,6 +36,7 @@ __all__ = [
     "FaceResampler",
     "FaceTokenPassThroughProcessor",
     "GatedFaceAttnProcessor",
+    "IncrementObserver",
     "PreviousAttention",
     "ResamplerConfig",
     "TransFace",

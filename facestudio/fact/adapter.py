@@ -304,10 +304,9 @@ class FACTAdapter(nn.Module):
         for processor in self.face_processors().values():
             yield from processor.parameters()
 
-    def save(self, path: str | Path, base_model: str = "sd15") -> Path:
-        """Save in the released key layout: `.safetensors` with metadata, or a `.ckpt` torch pickle of a flat dict
-        (readable by the authors' loader). The write is atomic."""
-        metadata = {
+    def file_metadata(self, base_model: str = "sd15") -> dict[str, str]:
+        """The safetensors metadata of a FaceStudio adapter file (what `from_checkpoint` reads back)."""
+        return {
             "format": "pt",
             "facestudio_kind": "fact_adapter",
             "facestudio_format_version": FORMAT_VERSION,
@@ -317,4 +316,8 @@ class FACTAdapter(nn.Module):
             # Not recoverable from tensor shapes (only heads * dim_head is): needed to load the file back.
             "resampler_heads": str(self.local_fac_prj.config.heads),
         }
-        return save_state_dict(self.state_dict(), path, metadata=metadata)
+
+    def save(self, path: str | Path, base_model: str = "sd15") -> Path:
+        """Save in the released key layout: `.safetensors` with metadata, or a `.ckpt` torch pickle of a flat dict
+        (readable by the authors' loader). The write is atomic."""
+        return save_state_dict(self.state_dict(), path, metadata=self.file_metadata(base_model))

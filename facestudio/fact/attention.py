@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +161,16 @@ class _GatedFeedForward(nn.Module):
         return self.net(hidden_states)
 
 
+class IncrementObserver(Protocol):
+    """Called by a face layer with its input visual tokens and the increment it adds to them (FAIR reads both).
+
+    Under gradient checkpointing a layer runs again in the backward pass and calls the observer again; it must
+    compute the same thing both times (what it records the second time can be ignored).
+    """
+
+    def __call__(self, layer: GatedFaceAttnProcessor, hidden_states: torch.Tensor, increment: torch.Tensor) -> None: ...
+
+
 class GatedFaceAttnProcessor(nn.Module):
     r"""Attention processor for a UNet `attn2` layer: FACT's gated face self-attention, `ln`, then the layer's
     original text cross-attention.
@@ -178,6 +188,9 @@ class GatedFaceAttnProcessor(nn.Module):
         heads (`int`): heads of the face self-attention; FACT uses the UNet attention's head count.
         conditioning (`FaceConditioning`, *optional*): shared strength and face-token count; a new one if omitted.
         ln_eps (`float`, *optional*, defaults to 1e-5): eps of `ln`.
+
+    `increment_observer` (an `IncrementObserver`, `None` by default) sees each call's visual tokens and face
+    increment: training computes FAIR from them.
     """
 
     def __init__(
@@ -204,6 +217,7 @@ class GatedFaceAttnProcessor(nn.Module):
         self.alpha_attn = nn.Parameter(torch.tensor(0.0))
         self.alpha_dense = nn.Parameter(torch.tensor(0.0))
         self.bind_base_processor(None)
+        self.increment_observer: IncrementObserver | None = None
 
     @property
     def base_processor(self) -> Any:
@@ -310,6 +324,8 @@ class GatedFaceAttnProcessor(nn.Module):
             return _call_base_processor(base, attn, self.ln(hidden_states), encoder_hidden_states, attention_mask, temb)
 
         increment = self.face_increment(hidden_states, face, scale)
+        if self.increment_observer is not None:
+            self.increment_observer(self, hidden_states, increment)
         cross = _call_base_processor(
             base, attn, self.ln(hidden_states + increment), encoder_hidden_states, attention_mask, temb
         )

@@ -12,12 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.engine.tiny_models import TinyStudio, build_tiny_studio
-
-
-@pytest.fixture(scope="session")
-def tiny_studio(tmp_path_factory) -> TinyStudio:
-    return build_tiny_studio(tmp_path_factory.mktemp("tiny-studio"))
+from tests.engine.tiny_models import TinyStudio
 
 
 def make_manager(tiny: TinyStudio, home: Path, **overrides):

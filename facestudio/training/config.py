@@ -1,0 +1,189 @@
+"""`TrainConfig`: every setting of a FAIR training run, with the defaults FaceStudio chose where FACT.md §7 says
+*unknown* (the README's training section gives the reasons).
+
+A run's config is written once into RUN/config.json; `--resume` reads it back, so a resumed run cannot silently
+change its settings. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from facestudio.errors import TrainingError
+from facestudio.training.run import RunFolder, RunStatus
+
+CONFIG_FORMAT = "facestudio-train"
+CONFIG_VERSION = 1
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+TRAINABLE = ("adapter", "face-layers")
+LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
+#: `init` values that are not a registry name or a path.
+INIT_DEFAULT, INIT_SCRATCH = "default", "scratch"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    Args:
+        dataset (`str`): folder written by `python -m facestudio prepare`.
+        base_model (`str`, *optional*): registry name, diffusers folder, single file or hub id; the default base.
+        init (`str`, *optional*, defaults to `"default"`): the adapter to start from: `default` (the released
+            adapter of the base model), a registry name, a file, or `scratch` (a fresh adapter, gates at 0).
+        face_encoder (`str`, *optional*): TransFace weights; the release's by default.
+        steps (`int`): optimizer steps.
+        lr (`float`): peak learning rate of AdamW.
+        batch_size (`int`): images per step per process (before gradient accumulation).
+        gradient_accumulation (`int`): micro-batches per optimizer step.
+        resolution (`int`): side of the training images (multiple of 8).
+        fair_weight (`float`): weight of FAIR in the loss (FACT's file names suggest 0.01).
+        drop_prob (`float`): probability that a sample is conditioned on the "no face" tokens.
+        shuffle_prob (`float`): probability that a sample is conditioned on another photo of the same person.
+        curriculum (`bool`): ramp the shuffle probability from 0 (between `curriculum_start` and `curriculum_end`,
+            fractions of `steps`) instead of using it from the first step.
+        trainable (`str`): `adapter` (resampler + face layers) or `face-layers` (the resampler stays frozen).
+        lr_scheduler, warmup_steps, weight_decay, max_grad_norm: the optimisation schedule.
+        checkpoint_every, keep_checkpoints: a checkpoint every N steps (and at the end), the last K kept.
+        sample_every, sample_seeds, sample_steps, sample_strength: sample images at fixed seeds every N steps.
+        seed (`int`): everything random in the run (data order, noise, timesteps, drop, shuffle) follows from it.
+        mixed_precision (`str`): `auto` (bf16 where the GPU has it, else fp16; `no` on the CPU), `no`, `fp16`, `bf16`.
+        gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
+        cpu (`bool`): train on the CPU even when a GPU is present.
+    """
+
+    dataset: str
+    base_model: str | None = None
+    init: str = INIT_DEFAULT
+    face_encoder: str | None = None
+    steps: int = 1000
+    lr: float = 1e-4
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    resolution: int = 512
+    fair_weight: float = 0.01
+    drop_prob: float = 0.05
+    shuffle_prob: float = 0.5
+    curriculum: bool = True
+    curriculum_start: float = 0.2
+    curriculum_end: float = 0.5
+    trainable: str = "adapter"
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    sample_every: int = 250
+    sample_seeds: tuple[int, ...] = (0, 1)
+    sample_steps: int = 20
+    sample_strength: float = 0.5
+    seed: int = 0
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = True
+    cpu: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
+
+    def check(self) -> TrainConfig:
+        """Raise `TrainingError` naming the first setting that is out of range; return self."""
+        def need(ok: bool, name: str, value, expected: str) -> None:
+            if not ok:
+                raise TrainingError(f"--{name.replace('_', '-')} must be {expected}; got {value!r}.")
+
+        def finite(value) -> bool:
+            return isinstance(value, (int, float)) and math.isfinite(value)
+
+        need(isinstance(self.steps, int) and self.steps >= 1, "steps", self.steps, "a whole number >= 1")
+        need(finite(self.lr) and 0 < self.lr < 1, "lr", self.lr, "a number between 0 and 1")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        need(isinstance(self.gradient_accumulation, int) and self.gradient_accumulation >= 1,
+             "gradient_accumulation", self.gradient_accumulation, ">= 1")
+        need(isinstance(self.resolution, int) and self.resolution >= 64 and self.resolution % 64 == 0,
+             "resolution", self.resolution, "a multiple of 64, at least 64")
+        need(finite(self.fair_weight) and self.fair_weight >= 0, "fair_weight", self.fair_weight, ">= 0")
+        for name in ("drop_prob", "shuffle_prob"):
+            value = getattr(self, name)
+            need(finite(value) and 0 <= value <= 1, name, value, "between 0 and 1")
+        need(finite(self.curriculum_start) and finite(self.curriculum_end)
+             and 0 <= self.curriculum_start <= self.curriculum_end <= 1, "curriculum_end", self.curriculum_end,
+             f"between --curriculum-start ({self.curriculum_start}) and 1")
+        need(self.trainable in TRAINABLE, "trainable", self.trainable, f"one of {', '.join(TRAINABLE)}")
+        need(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", self.lr_scheduler,
+             f"one of {', '.join(LR_SCHEDULERS)}")
+        need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
+        need(finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        need(finite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm,
+             ">= 0 (0 turns clipping off)")
+        need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1, "checkpoint_every",
+             self.checkpoint_every, ">= 1")
+        need(isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1, "keep_checkpoints",
+             self.keep_checkpoints, ">= 1")
+        need(isinstance(self.sample_every, int) and self.sample_every >= 0, "sample_every", self.sample_every,
+             ">= 0 (0 turns samples off)")
+        need(isinstance(self.sample_steps, int) and self.sample_steps >= 1, "sample_steps", self.sample_steps, ">= 1")
+        need(finite(self.sample_strength) and self.sample_strength >= 0, "sample_strength", self.sample_strength,
+             ">= 0")
+        need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
+             f"one of {', '.join(MIXED_PRECISION)}")
+        need(bool(str(self.dataset).strip()), "dataset", self.dataset, "a dataset folder")
+        return self
+
+    def shuffle_probability(self, step: int) -> float:
+        """The shuffle probability at optimizer step `step` (0-based), following the curriculum."""
+        if not self.curriculum:
+            return self.shuffle_prob
+        start, end = self.curriculum_start * self.steps, self.curriculum_end * self.steps
+        if step < start:
+            return 0.0
+        if step >= end or end <= start:
+            return self.shuffle_prob
+        return self.shuffle_prob * (step - start) / (end - start)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["sample_seeds"] = list(self.sample_seeds)
+        return {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config.json") -> TrainConfig:
+        if data.get("format") != CONFIG_FORMAT:
+            raise TrainingError(f"{where} is not a FaceStudio training configuration.")
+        if data.get("format_version") != CONFIG_VERSION:
+            raise TrainingError(f"{where} has format version {data.get('format_version')!r}; this FaceStudio reads "
+                                f"version {CONFIG_VERSION}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"format", "format_version"})
+        if unknown:
+            raise TrainingError(f"{where} has settings this FaceStudio does not know: {', '.join(unknown)}.")
+        try:
+            return cls(**{key: value for key, value in data.items() if key in known})
+        except TypeError as err:
+            raise TrainingError(f"{where} is malformed ({err}).") from err
+
+    def replace(self, **changes) -> TrainConfig:
+        return TrainConfig(**{**asdict(self), **changes})
+
+
+def create_run(root: str | Path, config: TrainConfig, *, state: str = "queued") -> RunFolder:
+    """Make a new run folder holding `config` and a status (`queued` for a job, `running` for the foreground).
+
+    Refuses a folder that already holds a run, or any non-empty folder: a run never overwrites earlier work.
+    """
+    config.check()
+    run = RunFolder(Path(root))
+    if run.exists():
+        raise TrainingError(f"{run.root} already holds a training run; continue it with `python -m facestudio train "
+                            f"--resume {run.root}` or choose another --out.")
+    if run.root.exists() and (not run.root.is_dir() or any(run.root.iterdir())):
+        raise TrainingError(f"{run.root} exists and is not empty; choose a new folder for the run.")
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.write_config_dict(config.to_dict())
+    run.write_status(RunStatus(state=state, total=config.steps))
+    return run
+
+
+def read_config(run: RunFolder) -> TrainConfig:
+    return TrainConfig.from_dict(run.read_config_dict(), str(run.config_path)).check()

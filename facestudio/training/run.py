@@ -1,0 +1,246 @@
+"""A training run on disk: the one contract between the trainer, the job runner, the command line and the UI.
+
+    RUN/
+      config.json          the run's `TrainConfig` (written once, when the run is created)
+      status.json          `RunStatus`: state, step/total, ETA, last loss, error (atomic rewrites)
+      metrics.jsonl        one JSON line per optimizer step: step, loss, mse, fair, lr, seconds_per_step
+      checkpoints/step-N/  adapter, optimizer, scheduler, RNG states and data position (see `checkpoint.py`)
+      samples/             step-N_seed-S.png at fixed seeds every `sample_every` steps
+      adapter.safetensors  the trained adapter in the released layout (exists only for a finished run)
+      train.log            the trainer's log, when it runs as a job
+      cancel.request       present while a cancel is asked for; the trainer checkpoints and stops at the next step
+
+Every file is written atomically (temporary file, then rename), so a reader in another process sees a whole
+file or the previous one. Nothing here imports torch: the UI and `jobs list` read runs without loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from facestudio.errors import TrainingError
+from facestudio.files import write_atomic
+
+CONFIG_NAME = "config.json"
+STATUS_NAME = "status.json"
+METRICS_NAME = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+ADAPTER_NAME = "adapter.safetensors"
+LOG_NAME = "train.log"
+CANCEL_NAME = "cancel.request"
+CHECKPOINT_PREFIX = "step-"
+#: A checkpoint folder is complete only once this file is in it (it is written last, then the folder is renamed).
+CHECKPOINT_DONE_NAME = "state.json"
+
+QUEUED, RUNNING, CANCELLING, CANCELLED, FAILED, DONE, INTERRUPTED = (
+    "queued", "running", "cancelling", "cancelled", "failed", "done", "interrupted")
+RUN_STATES = (QUEUED, RUNNING, CANCELLING, CANCELLED, FAILED, DONE, INTERRUPTED)
+#: States in which no process works on the run.
+FINISHED_STATES = frozenset((CANCELLED, FAILED, DONE, INTERRUPTED))
+#: States a run can be resumed from.
+RESUMABLE_STATES = frozenset((CANCELLED, FAILED, INTERRUPTED))
+#: States in which a process is (or should be) working on the run.
+ACTIVE_STATES = frozenset((RUNNING, CANCELLING))
+
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+@dataclass
+class RunStatus:
+    """What `status.json` says. `eta_seconds` and `seconds_per_step` are estimates from the steps run so far;
+    `checkpoint_step` is the last complete checkpoint; `error` is one sentence for a failed run."""
+
+    state: str = QUEUED
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    seconds_per_step: float | None = None
+    eta_seconds: float | None = None
+    checkpoint_step: int | None = None
+    error: str | None = None
+    pid: int | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunStatus:
+        known = {f.name for f in fields(cls)}
+        status = cls(**{key: value for key, value in data.items() if key in known})
+        if status.state not in RUN_STATES:
+            raise ValueError(f"unknown state {status.state!r}")
+        return status
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths and small reads/writes of one run folder (see the module docstring)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / STATUS_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / METRICS_NAME
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / SAMPLES_DIR
+
+    @property
+    def adapter_path(self) -> Path:
+        return self.root / ADAPTER_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / LOG_NAME
+
+    @property
+    def cancel_path(self) -> Path:
+        return self.root / CANCEL_NAME
+
+    def exists(self) -> bool:
+        """A folder is a run once its config is written."""
+        return self.config_path.is_file()
+
+    # -- status ---------------------------------------------------------------------------------------------------
+
+    def read_status(self) -> RunStatus | None:
+        """The run's status, or None when there is none yet. A damaged file reads as a failed run, never raises."""
+        try:
+            data = json.loads(self.status_path.read_text(encoding="utf-8"))
+            return RunStatus.from_dict(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as err:
+            return RunStatus(state=FAILED, error=f"{self.status_path} is unreadable ({err}).")
+
+    def write_status(self, status: RunStatus) -> RunStatus:
+        status.updated_at = time.time()
+        write_atomic(self.status_path, (json.dumps(status.to_dict(), indent=2) + "\n").encode("utf-8"))
+        return status
+
+    # -- cancel requests (a file, so any process can ask: the UI, `jobs cancel`, a second terminal) ----------------
+
+    def request_cancel(self) -> None:
+        write_atomic(self.cancel_path, f"{time.time()}\n".encode())
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_path.exists()
+
+    def clear_cancel(self) -> None:
+        self.cancel_path.unlink(missing_ok=True)
+
+    # -- config ---------------------------------------------------------------------------------------------------
+
+    def read_config_dict(self) -> dict:
+        try:
+            data = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise TrainingError(f"{self.root} is not a training run (it has no {CONFIG_NAME}).") from err
+        except (OSError, ValueError) as err:
+            raise TrainingError(f"{self.config_path} cannot be read as JSON ({err}).") from err
+        if not isinstance(data, dict):
+            raise TrainingError(f"{self.config_path} does not hold a training configuration.")
+        return data
+
+    def write_config_dict(self, data: dict) -> None:
+        write_atomic(self.config_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    # -- checkpoints, samples, metrics ----------------------------------------------------------------------------
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / f"{CHECKPOINT_PREFIX}{step}"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints, oldest first (half-written ones, left by a killed process, are ignored)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for entry in self.checkpoints_dir.iterdir():
+            match = _CHECKPOINT_RE.match(entry.name)
+            if match and (entry / CHECKPOINT_DONE_NAME).is_file():
+                found.append((int(match.group(1)), entry))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def samples(self) -> list[Path]:
+        """Sample images, oldest step first."""
+        if not self.samples_dir.is_dir():
+            return []
+        return sorted(self.samples_dir.glob("*.png"), key=lambda p: (_sample_step(p), p.name))
+
+    def read_metrics(self) -> list[dict]:
+        """Every complete metrics line (a line cut short by a kill is skipped)."""
+        try:
+            text = self.metrics_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        rows = []
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Keep the metrics of steps <= `last_step` (a resumed run repeats the steps after its checkpoint)."""
+        rows = [row for row in self.read_metrics() if int(row.get("step", 0)) <= last_step]
+        write_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+
+
+def _sample_step(path: Path) -> int:
+    match = re.match(r"^step-(\d+)", path.stem)
+    return int(match.group(1)) if match else -1
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists and is not a zombie (tells a running job from one whose process died)."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's process: it exists
+        return True

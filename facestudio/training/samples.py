@@ -1,0 +1,46 @@
+"""Sample images during training: the same prompt, reference photo and seeds every time, so the samples of
+successive steps show what training changed (and nothing else)."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+#: Classifier-free guidance of the samples (the release's text-to-image setting).
+SAMPLE_GUIDANCE = 7.0
+
+
+def render_samples(models, reference: torch.Tensor, prompt: str, config, device: torch.device) -> list[Image.Image]:
+    """One image per `config.sample_seeds`, at the training resolution, face strength `config.sample_strength`,
+    with the "no face" tokens in the negative branch (face CFG on, as the release does)."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    adapter = models.adapter
+    pipe = StableDiffusionPipeline(
+        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
+        scheduler=DPMSolverMultistepScheduler.from_config(models.scheduler_config, use_karras_sigmas=True),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    previous_scale = adapter.scale
+    was_training = adapter.training
+    adapter.eval()
+    try:
+        with torch.no_grad():
+            face = adapter.encode_faces(models.face_encoder(reference.to(device, torch.float32)))
+            no_face = adapter.no_face_tokens(reference.shape[0])
+            text, negative = pipe.encode_prompt(prompt, device, 1, True, "")
+            prompt_embeds = torch.cat([text, face.to(text)], dim=1)
+            negative_embeds = torch.cat([negative, no_face.to(negative)], dim=1)
+            adapter.set_scale(config.sample_strength)
+            images = []
+            for seed in config.sample_seeds:
+                generator = torch.Generator().manual_seed(seed)
+                result = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
+                              num_inference_steps=config.sample_steps, guidance_scale=SAMPLE_GUIDANCE,
+                              width=config.resolution, height=config.resolution, generator=generator)
+                images.append(result.images[0])
+    finally:
+        adapter.set_scale(previous_scale)
+        adapter.train(was_training)
+    return images

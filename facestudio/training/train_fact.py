@@ -1,0 +1,713 @@
+"""FAIR training of the FACT adapter (FACT.md §7), on accelerate, following diffusers' training-script conventions.
+
+Frozen: VAE, text encoder, UNet, TransFace (cast to the mixed-precision dtype, except TransFace, which FACT runs in
+float32). Trainable: the resampler and the 16 face layers (or the face layers only), kept in float32. Loss: the
+noise-prediction MSE plus `fair_weight` x FAIR, FAIR computed from each face layer's actual increment (see
+`fair.py`). Face condition drop (the "no face" tokens) and shuffle (another photo of the same person), with the
+shuffle probability following the curriculum (`TrainConfig.shuffle_probability`).
+
+Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several GPUs with
+`accelerate launch -m facestudio.training.train_fact DATASET --out RUN`. `--resume RUN` continues from the last
+checkpoint and reaches the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facestudio.errors import FaceStudioError, TrainingError
+from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from facestudio.training.config import (
+    INIT_SCRATCH,
+    LR_SCHEDULERS,
+    MIXED_PRECISION,
+    TRAINABLE,
+    TrainConfig,
+    create_run,
+    read_config,
+)
+from facestudio.training.run import (
+    CANCELLED,
+    CANCELLING,
+    DONE,
+    FAILED,
+    RUNNING,
+    RunFolder,
+    RunStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The run gives up after this many optimizer steps in a row with a non-finite loss (fp16 overflow that the
+#: gradient scaler cannot absorb, or a learning rate that is far too high).
+MAX_NONFINITE_STEPS = 5
+#: At most one progress line in the log per this many seconds (checkpoints and the end are always logged).
+LOG_EVERY_SECONDS = 10.0
+#: status.json is rewritten at most this often while training (state changes are written at once).
+STATUS_EVERY_SECONDS = 0.5
+
+
+# -- arguments ---------------------------------------------------------------------------------------------------------
+
+
+def _on_off(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("on", "yes", "true", "1"):
+        return True
+    if lowered in ("off", "no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+
+
+def _seed_list(value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2; got {value!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed")
+    return seeds
+
+
+#: (flag, type, help) of every setting; defaults come from `TrainConfig`. Each maps to the field of the same name.
+_SETTINGS: tuple[tuple[str, Any, str], ...] = (
+    ("--base-model", str, "base SD1.5 model: registry name, diffusers folder, single file or hub id (default: the "
+                          "default base)"),
+    ("--init", str, "adapter to start from: default (the base model's released adapter), a registry name, a file, "
+                    "or scratch"),
+    ("--face-encoder", str, "TransFace weights (default: the release's)"),
+    ("--steps", int, "optimizer steps"),
+    ("--lr", float, "peak learning rate (AdamW)"),
+    ("--batch-size", int, "images per step and process"),
+    ("--gradient-accumulation", int, "micro-batches per optimizer step"),
+    ("--resolution", int, "training image side in pixels (multiple of 64)"),
+    ("--fair-weight", float, "weight of FAIR in the loss"),
+    ("--drop-prob", float, "probability of conditioning a sample on the 'no face' tokens"),
+    ("--shuffle-prob", float, "probability of conditioning on another photo of the same person"),
+    ("--curriculum", _on_off, "on: ramp the shuffle probability up from 0 (see --curriculum-start/-end)"),
+    ("--curriculum-start", float, "fraction of the steps where the shuffle ramp starts"),
+    ("--curriculum-end", float, "fraction of the steps where the shuffle ramp reaches --shuffle-prob"),
+    ("--trainable", str, f"what trains: {' or '.join(TRAINABLE)}"),
+    ("--lr-scheduler", str, f"learning-rate schedule: {', '.join(LR_SCHEDULERS)}"),
+    ("--warmup-steps", int, "learning-rate warm-up steps"),
+    ("--weight-decay", float, "AdamW weight decay"),
+    ("--max-grad-norm", float, "gradient clipping norm (0: off)"),
+    ("--checkpoint-every", int, "save a checkpoint every N steps (and at the end)"),
+    ("--keep-checkpoints", int, "keep the last K checkpoints"),
+    ("--sample-every", int, "render sample images every N steps (0: never)"),
+    ("--sample-seeds", _seed_list, "seeds of the sample images, comma-separated"),
+    ("--sample-steps", int, "denoising steps of the sample images"),
+    ("--sample-strength", float, "face strength of the sample images"),
+    ("--seed", int, "seed of everything random in the run"),
+    ("--mixed-precision", str, f"{', '.join(MIXED_PRECISION)} (auto: bf16 or fp16 on a GPU, no on the CPU)"),
+    ("--gradient-checkpointing", _on_off, "on: recompute UNet activations in the backward pass (less memory)"),
+)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `train` flags, shared by `python -m facestudio train` and `python -m facestudio.training.train_fact`."""
+    defaults = TrainConfig(dataset="-")
+    parser.add_argument("dataset", nargs="?", metavar="DATASET", help="dataset folder written by `prepare`")
+    parser.add_argument("--out", type=Path, metavar="RUN", help="new folder for the run (checkpoints, samples, "
+                                                                   "metrics, adapter.safetensors)")
+    parser.add_argument("--resume", type=Path, metavar="RUN",
+                        help="continue RUN from its last checkpoint, with its own settings")
+    for flag, kind, text in _SETTINGS:
+        name = flag[2:].replace("-", "_")
+        default = getattr(defaults, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else (
+            ("on" if default else "off") if isinstance(default, bool) else default)
+        parser.add_argument(flag, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
+                            help=f"{text} (default {shown})")
+    parser.add_argument("--cpu", action="store_true", default=None, help="train on the CPU even if a GPU is present")
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """What to do: start `run` with `config`, or resume `run` (then `config` is None)."""
+
+    run: RunFolder
+    config: TrainConfig | None
+
+
+def _given_settings(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if f.name != "dataset" and getattr(args, f.name, None) is not None}
+
+
+def config_from_namespace(args: argparse.Namespace) -> TrainConfig:
+    """The settings of a new run from the flags (defaults for those not given)."""
+    if not args.dataset:
+        raise TrainingError("give the DATASET folder written by `python -m facestudio prepare`.")
+    return TrainConfig(dataset=str(Path(args.dataset)), **_given_settings(args)).check()
+
+
+def train_args_from_namespace(args: argparse.Namespace) -> TrainArgs:
+    """Check how the flags combine (diffusers' `parse_args` convention) and build the config."""
+    given = _given_settings(args)
+    if args.resume is not None:
+        if args.dataset or args.out or given:
+            extra = ", ".join(["DATASET"] * bool(args.dataset) + ["--out"] * bool(args.out)
+                              + [f"--{name.replace('_', '-')}" for name in given])
+            raise TrainingError(f"--resume continues a run with its own settings; drop {extra}.")
+        run = RunFolder(args.resume)
+        if not run.exists():
+            raise TrainingError(f"{args.resume} is not a training run (it has no config.json); start one with "
+                                "`python -m facestudio train DATASET --out RUN`.")
+        return TrainArgs(run, None)
+    if not args.dataset or args.out is None:
+        raise TrainingError("give a DATASET and --out RUN to start a run, or --resume RUN to continue one.")
+    return TrainArgs(RunFolder(args.out), config_from_namespace(args))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
+    parser = argparse.ArgumentParser(prog="python -m facestudio.training.train_fact",
+                                     description="Train the FACT adapter with FAIR on a prepared dataset.")
+    add_train_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
+    args = parser.parse_args(argv)
+    return train_args_from_namespace(args)
+
+
+# -- models ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingModels:
+    """The frozen models, the adapter being trained, and what the run needs to know about them."""
+
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    unet: nn.Module
+    face_encoder: nn.Module
+    adapter: Any  # FACTAdapter
+    noise_scheduler: Any
+    scheduler_config: dict
+    base_label: str
+    init_label: str
+
+
+def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.dtype,
+                manager=None) -> TrainingModels:
+    """Locate (downloading if needed) and load the base model, face encoder and starting adapter."""
+    import diffusers
+    from diffusers import DDPMScheduler
+
+    from facestudio.engine import EngineSettings, ModelManager, select_device, studio_home
+    from facestudio.engine.manager import load_base_pipeline
+    from facestudio.fact import FACTAdapter, ResamplerConfig
+
+    manager = manager or ModelManager(EngineSettings(home=studio_home(), placement=select_device("cpu")))
+    base_source = manager.source("base_model", config.base_model)
+    base_path, config_path = manager.locate_base(base_source)
+    diffusers.utils.logging.disable_progress_bar()  # the run reports its own progress
+    pipe = load_base_pipeline(base_path, weight_dtype, config_path)
+    vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
+    for model in (vae, text_encoder, unet):
+        model.requires_grad_(False).eval().to(device)
+    face_encoder, _ = manager.face_encoder(config.face_encoder)
+    face_encoder = face_encoder.to(device).float().eval().requires_grad_(False)
+
+    if config.init == INIT_SCRATCH:
+        resampler = ResamplerConfig(embedding_dim=face_encoder.config.embed_dim,
+                                    output_dim=unet.config.cross_attention_dim)
+        torch.manual_seed(config.seed)
+        adapter = FACTAdapter.for_unet(unet, resampler, device=device, dtype=torch.float32,
+                                       pass_through_other_layers=True)
+        init_label = INIT_SCRATCH
+    else:
+        init_source = manager.adapter_source(base_source, None if config.init == "default" else config.init)
+        adapter = FACTAdapter.from_checkpoint(manager.locate(init_source), unet, device=device, dtype=torch.float32,
+                                              pass_through_other_layers=True)
+        init_label = init_source.label
+    if adapter.local_fac_prj.config.embedding_dim != face_encoder.config.embed_dim:
+        raise TrainingError(f"The adapter {init_label} takes {adapter.local_fac_prj.config.embedding_dim}-wide face "
+                            f"features but the face encoder gives {face_encoder.config.embed_dim}; they do not fit.")
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    return TrainingModels(vae, text_encoder, pipe.tokenizer, unet, face_encoder, adapter, noise_scheduler,
+                          dict(pipe.scheduler.config), base_source.label, init_label)
+
+
+class TrainingModule(nn.Module):
+    """What accelerate wraps (DistributedDataParallel on several GPUs): the adapter, run through the frozen UNet.
+
+    The UNet is held outside the module tree, so only the adapter's parameters are the model's.
+    """
+
+    def __init__(self, adapter: nn.Module, unet: nn.Module):
+        super().__init__()
+        self.adapter = adapter
+        self.__dict__["unet"] = unet
+
+    def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeds: torch.Tensor,
+                face_features: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        face = self.adapter.local_fac_prj(face_features)  # [B, 16, C]
+        if bool(drop.any()):
+            no_face = self.adapter.local_fac_prj(torch.zeros_like(face_features[:1]))
+            face = torch.where(drop[:, None, None], no_face.expand_as(face), face)
+        self.adapter.set_num_face_tokens(face.shape[1])
+        embeds = torch.cat([text_embeds, face.to(text_embeds.dtype)], dim=1)
+        return self.unet(noisy_latents, timesteps, encoder_hidden_states=embeds).sample
+
+
+# -- the trainer ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    step: int
+    loss: float
+    mse: float
+    fair: float
+    lr: float
+    seconds_per_step: float
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "loss": self.loss, "mse": self.mse, "fair": self.fair, "lr": self.lr,
+                "seconds_per_step": round(self.seconds_per_step, 4)}
+
+
+ProgressCallback = Callable[[RunStatus], None]
+
+
+class FACTTrainer:
+    """One training run over a run folder: `setup()` loads everything (and the last checkpoint), `train()` runs.
+
+    `request_stop()` (a signal handler, or a cancel file the loop polls) ends the run at the next step boundary
+    with a checkpoint and the state "cancelled".
+    """
+
+    def __init__(self, run: RunFolder, config: TrainConfig, on_progress: ProgressCallback | None = None,
+                 manager=None):
+        self.run = run
+        self.config = config
+        self.on_progress = on_progress
+        self._manager = manager
+        self._stop_requested = False
+        self.step = 0
+        self.samples_seen = 0
+        self.status = run.read_status() or RunStatus(total=config.steps)
+        self._last_status_write = 0.0
+        self._last_log = 0.0
+        self._seconds_per_step: float | None = None
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+        from diffusers.optimization import get_scheduler
+
+        from facestudio.training.data import TrainingData
+        from facestudio.training.dataset import load_manifest
+        from facestudio.training.fair import FairRecorder
+
+        config = self.config
+        self.accelerator = Accelerator(
+            mixed_precision=_mixed_precision(config), gradient_accumulation_steps=config.gradient_accumulation,
+            cpu=config.cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
+        )
+        accelerator = self.accelerator
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
+                                                                              torch.float32)
+        self.data = TrainingData(load_manifest(Path(config.dataset)), config.resolution)
+        self.models = load_models(config, accelerator.device, self.weight_dtype, self._manager)
+        models = self.models
+        if config.gradient_checkpointing:
+            models.unet.enable_gradient_checkpointing()
+        adapter = models.adapter
+        adapter.train()
+        adapter.requires_grad_(True)
+        if config.trainable == "face-layers":
+            adapter.local_fac_prj.requires_grad_(False)
+        self.recorder = FairRecorder(adapter).attach()
+        params = [p for p in adapter.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
+                                          num_warmup_steps=min(config.warmup_steps, config.steps),
+                                          num_training_steps=config.steps)
+        self.module, self.optimizer = accelerator.prepare(TrainingModule(adapter, models.unet), optimizer)
+        self.trainable_parameters = params
+        self.generator = torch.Generator().manual_seed(config.seed * 1009 + accelerator.process_index)
+        latest = self.run.latest_checkpoint()
+        if latest is not None:
+            self._restore(*latest)
+
+    def _restore(self, step: int, path: Path) -> None:
+        state, adapter_state, optimizer_state, rng = load_checkpoint(path, self.accelerator.process_index)
+        adapter = self.models.adapter
+        expected = adapter.state_dict()
+        if set(adapter_state) != set(expected) or any(adapter_state[k].shape != expected[k].shape for k in expected):
+            raise TrainingError(f"The checkpoint {path} does not match this run's adapter; it belongs to another run.")
+        with torch.no_grad():
+            adapter.load_state_dict({k: v.to(expected[k].device, expected[k].dtype) for k, v in adapter_state.items()})
+        self.optimizer.load_state_dict(optimizer_state)
+        self.lr_scheduler.load_state_dict(state.scheduler)
+        if state.scaler and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state.scaler)
+        restore_rng(self.generator, rng, state.python_rng, state.numpy_rng)
+        self.step, self.samples_seen = state.step, state.samples_seen
+        if self.accelerator.is_main_process:
+            self.run.truncate_metrics(self.step)
+        rows = self.run.read_metrics()
+        self.status.loss = rows[-1].get("loss") if rows else None
+        logger.info("Resumed %s from step %d", self.run.root, self.step)
+
+    # -- control ----------------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def _should_stop(self) -> bool:
+        return self._stop_requested or self.run.cancel_requested()
+
+    # -- one step ---------------------------------------------------------------------------------------------------
+
+    def _text_embeds(self, captions: Sequence[str]) -> torch.Tensor:
+        models = self.models
+        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if missing:
+            tokens = models.tokenizer(missing, padding="max_length", truncation=True,
+                                      max_length=models.tokenizer.model_max_length, return_tensors="pt")
+            with torch.no_grad():
+                embeds = models.text_encoder(tokens.input_ids.to(self.accelerator.device))[0]
+            for caption, embed in zip(missing, embeds, strict=True):
+                self._text_cache[caption] = embed
+        return torch.stack([self._text_cache[c] for c in captions])
+
+    def _losses(self, batch, generator: torch.Generator, drop_prob: float):
+        """(loss, mse, fair) of one batch, with the autograd graph: noise, timesteps and drops from `generator`."""
+        config, models, device = self.config, self.models, self.accelerator.device
+        with torch.no_grad():
+            distribution = models.vae.encode(batch.pixel_values.to(device, self.weight_dtype)).latent_dist
+            noise_for_latents = torch.randn(distribution.mean.shape, generator=generator)
+            latents = distribution.mean + distribution.std * noise_for_latents.to(device, distribution.mean.dtype)
+            latents = latents * models.vae.config.scaling_factor
+            face_features = models.face_encoder(batch.references.to(device, torch.float32))
+        noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+        timesteps = torch.randint(0, models.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                  generator=generator).to(device)
+        drop = (torch.rand(latents.shape[0], generator=generator) < drop_prob).to(device)
+        noisy = models.noise_scheduler.add_noise(latents, noise, timesteps)
+        if models.noise_scheduler.config.prediction_type == "v_prediction":
+            target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        self.recorder.begin(batch.face_masks.to(device), tuple(latents.shape[-2:]))
+        prediction = self.module(noisy, timesteps, self._text_embeds(batch.captions), face_features, drop)
+        mse = F.mse_loss(prediction.float(), target.float())
+        fair = self.recorder.loss()
+        return mse + config.fair_weight * fair, mse, fair
+
+    def _micro_batch(self, shuffle_prob: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and backward of one micro-batch at the current data position; returns (loss, mse, fair)."""
+        config, accelerator = self.config, self.accelerator
+        processes, rank = accelerator.num_processes, accelerator.process_index
+        indices = self.data.global_indices(config.seed, self.samples_seen, config.batch_size * processes)
+        self.samples_seen += config.batch_size * processes
+        batch = self.data.batch(indices[rank * config.batch_size:(rank + 1) * config.batch_size], shuffle_prob,
+                                self.generator)
+        with accelerator.accumulate(self.module):
+            loss, mse, fair = self._losses(batch, self.generator, config.drop_prob)
+            accelerator.backward(loss)
+            self.recorder.end()
+            if accelerator.sync_gradients:
+                if config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(self.trainable_parameters, config.max_grad_norm)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), mse.detach(), fair.detach()
+
+    def evaluate(self, seed: int = 0) -> tuple[float, float]:
+        """(MSE, FAIR) averaged over the whole dataset at fixed noise and timesteps, each photo conditioned on itself
+        and never dropped: comparable between steps and between runs. Leaves the run's random streams alone."""
+        generator = torch.Generator().manual_seed(seed)
+        totals, count = [0.0, 0.0], 0
+        with torch.no_grad():
+            for start in range(0, len(self.data), self.config.batch_size):
+                indices = list(range(start, min(start + self.config.batch_size, len(self.data))))
+                _, mse, fair = self._losses(self.data.batch(indices, 0.0, generator), generator, 0.0)
+                self.recorder.end()
+                totals[0] += float(mse) * len(indices)
+                totals[1] += float(fair) * len(indices)
+                count += len(indices)
+        return totals[0] / count, totals[1] / count
+
+    def train_step(self) -> StepMetrics:
+        """One optimizer step (`gradient_accumulation` micro-batches)."""
+        started = time.perf_counter()
+        shuffle_prob = self.config.shuffle_probability(self.step)
+        lr = self.lr_scheduler.get_last_lr()[0]
+        totals = torch.zeros(3, device=self.accelerator.device)
+        for _ in range(self.config.gradient_accumulation):
+            totals += torch.stack(self._micro_batch(shuffle_prob)).float()
+        totals = self.accelerator.reduce(totals / self.config.gradient_accumulation, reduction="mean")
+        self.step += 1
+        loss, mse, fair = (float(v) for v in totals.cpu())
+        return StepMetrics(self.step, loss, mse, fair, lr, time.perf_counter() - started)
+
+    # -- the loop ---------------------------------------------------------------------------------------------------
+
+    def train(self) -> RunStatus:
+        """Run to the end or to a stop request; returns the final status (done or cancelled)."""
+        config, run, accelerator = self.config, self.run, self.accelerator
+        main = accelerator.is_main_process
+        latest = run.latest_checkpoint()
+        self._set_status(RUNNING, force=True, started_at=time.time(), finished_at=None, error=None, pid=os.getpid(),
+                         checkpoint_step=latest[0] if latest else None)
+        nonfinite = 0
+        while self.step < config.steps:
+            if self._should_stop():
+                return self._cancel()
+            loop_started = time.perf_counter()
+            metrics = self.train_step()
+            nonfinite = 0 if math.isfinite(metrics.loss) else nonfinite + 1
+            if nonfinite >= MAX_NONFINITE_STEPS:
+                raise TrainingError(f"The loss was not finite for {nonfinite} steps in a row (step {self.step}); "
+                                    "lower --lr, or use --mixed-precision bf16 or no.")
+            if main:
+                run.append_metrics(metrics.to_dict())
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                self._checkpoint()
+            if config.sample_every and (self.step % config.sample_every == 0 or self.step == config.steps):
+                self._samples()
+            self._note_speed(time.perf_counter() - loop_started)
+            self._set_status(CANCELLING if self._should_stop() else RUNNING, loss=metrics.loss)
+            self._log(metrics)
+        return self._finish()
+
+    def _note_speed(self, seconds: float) -> None:
+        previous = self._seconds_per_step
+        self._seconds_per_step = seconds if previous is None else 0.9 * previous + 0.1 * seconds
+
+    def _set_status(self, state: str, force: bool = False, **changes) -> None:
+        status = self.status
+        status.state, status.step, status.total = state, self.step, self.config.steps
+        if self._seconds_per_step is not None:
+            status.seconds_per_step = round(self._seconds_per_step, 4)
+            status.eta_seconds = round(self._seconds_per_step * (self.config.steps - self.step), 1)
+        for key, value in changes.items():
+            setattr(status, key, value)
+        now = time.monotonic()
+        if self.accelerator.is_main_process and (force or now - self._last_status_write >= STATUS_EVERY_SECONDS
+                                                 or state != RUNNING):
+            self.run.write_status(status)
+            self._last_status_write = now
+        if self.on_progress is not None:
+            self.on_progress(status)
+
+    def _log(self, metrics: StepMetrics) -> None:
+        now = time.monotonic()
+        if now - self._last_log < LOG_EVERY_SECONDS and self.step != self.config.steps:
+            return
+        self._last_log = now
+        eta = self.status.eta_seconds
+        logger.info("step %d/%d  loss %.4f (mse %.4f, fair %.4f)  lr %.2e  %.2f s/step  ETA %s", metrics.step,
+                    self.config.steps, metrics.loss, metrics.mse, metrics.fair, metrics.lr,
+                    self._seconds_per_step or 0.0, _duration(eta) if eta is not None else "?")
+
+    def _checkpoint(self) -> None:
+        from accelerate.utils import gather_object
+
+        accelerator = self.accelerator
+        tensors, python_rng, numpy_rng = capture_rng(self.generator)
+        rng_by_process = gather_object([tensors]) if accelerator.num_processes > 1 else [tensors]
+        if accelerator.is_main_process:
+            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            state = TrainingState(step=self.step, samples_seen=self.samples_seen,
+                                  scheduler=_json_safe(self.lr_scheduler.state_dict()), scaler=scaler,
+                                  python_rng=python_rng, numpy_rng=numpy_rng,
+                                  extra={"base_model": self.models.base_label, "init": self.models.init_label})
+            adapter = self.models.adapter
+            save_checkpoint(self.run, state, adapter.state_dict(), self.optimizer.state_dict(),
+                            dict(enumerate(rng_by_process)), self.config.keep_checkpoints,
+                            adapter_metadata=adapter.file_metadata(self.models.base_label))
+            self.status.checkpoint_step = self.step
+            logger.info("Checkpoint at step %d", self.step)
+        accelerator.wait_for_everyone()
+
+    def _samples(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        from facestudio.training.samples import render_samples
+
+        first = self.data.items[0]
+        reference = self.data.batch([0], 0.0, torch.Generator()).references
+        with self.accelerator.autocast():
+            images = render_samples(self.models, reference, first.caption, self.config, self.accelerator.device)
+        self.run.samples_dir.mkdir(parents=True, exist_ok=True)
+        for seed, image in zip(self.config.sample_seeds, images, strict=True):
+            from facestudio.files import write_atomic
+
+            write_atomic(self.run.samples_dir / f"step-{self.step:06d}_seed-{seed}.png", _png_bytes(image))
+
+    def _cancel(self) -> RunStatus:
+        latest = self.run.latest_checkpoint()
+        self._set_status(CANCELLING, force=True)
+        if self.step > 0 and (latest is None or latest[0] != self.step):
+            self._checkpoint()
+        self._set_status(CANCELLED, force=True, finished_at=time.time())
+        logger.info("Cancelled at step %d; continue with `python -m facestudio train --resume %s`", self.step,
+                    self.run.root)
+        return self.status
+
+    def _finish(self) -> RunStatus:
+        latest = self.run.latest_checkpoint()
+        if latest is None or latest[0] != self.step:
+            self._checkpoint()
+        if self.accelerator.is_main_process:
+            export_adapter(self.models.adapter, self.run.adapter_path, self.models.base_label)
+        self.accelerator.wait_for_everyone()
+        self._set_status(DONE, force=True, finished_at=time.time(), eta_seconds=0.0)
+        logger.info("Done: %s", self.run.adapter_path)
+        return self.status
+
+    def close(self) -> None:
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            recorder.detach()
+
+
+def export_adapter(adapter, path: Path, base_label: str) -> Path:
+    """Write the trained adapter in the released key layout and read it back: a run is done only with a file that
+    loads."""
+    from facestudio.fact import check_state_dict, load_state_dict
+
+    adapter.save(path, base_model=base_label)
+    expected = {name: tensor.shape for name, tensor in adapter.state_dict().items()}
+    try:
+        check_state_dict(load_state_dict(path), expected, what="trained FACT adapter")
+    except FaceStudioError as err:
+        path.unlink(missing_ok=True)
+        raise TrainingError(f"The trained adapter could not be read back from {path} ({err}).") from err
+    return path
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------------
+
+
+def _mixed_precision(config: TrainConfig) -> str:
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    if config.cpu or not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if torch.is_tensor(value) and value.numel() == 1:
+        return value.item()
+    return None  # functions (LambdaLR's lambdas) are rebuilt from the config, not stored
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# -- entry points ----------------------------------------------------------------------------------------------------------
+
+
+def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, manager=None) -> RunStatus:
+    """Start or resume a run in this process; returns its final status. On an error the run is marked failed (with
+    the error) and the error is raised again."""
+    run = args.run
+    if args.config is not None:
+        run = create_run(run.root, args.config, state=RUNNING)
+    config = read_config(run)
+    status = run.read_status()
+    if status is not None and status.state == DONE and run.adapter_path.is_file():
+        logger.info("%s is already done: %s", run.root, run.adapter_path)
+        return status
+    trainer = FACTTrainer(run, config, on_progress=on_progress, manager=manager)
+    restore = _install_stop_handlers(trainer)
+    try:
+        trainer.setup()
+        return trainer.train()
+    except BaseException as err:
+        message = str(err) if isinstance(err, FaceStudioError) else f"{type(err).__name__}: {err}"
+        if isinstance(err, KeyboardInterrupt):
+            message = "interrupted"
+        failed = run.read_status() or RunStatus(total=config.steps)
+        failed.state, failed.error, failed.finished_at, failed.pid = FAILED, message, time.time(), os.getpid()
+        run.write_status(failed)
+        raise
+    finally:
+        restore()
+        trainer.close()
+
+
+def _install_stop_handlers(trainer: FACTTrainer) -> Callable[[], None]:
+    """SIGTERM and the first Ctrl+C end the run at the next step with a checkpoint ("cancelled"); a second Ctrl+C
+    interrupts at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum, _frame):
+        logger.warning("Stopping at the next step (signal %d); a checkpoint will be written.", signum)
+        trainer.request_stop()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, stop)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        status = run_training(parse_args(argv))
+    except FaceStudioError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0 if status.state in (DONE, CANCELLED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
