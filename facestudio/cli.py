@@ -75,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.set_defaults(handler=run_similarity)
 
     from facestudio.cli_generate import add_generation_commands
+    from facestudio.cli_jobs import add_job_commands
     from facestudio.cli_train import add_training_commands
 
     add_generation_commands(commands, _add_backend_options)
     add_training_commands(commands, _add_backend_options)
+    add_job_commands(commands)
     return parser
 
 

@@ -12,11 +12,13 @@ from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "facestudio"
 ORDER = ["face", "fact", "engine", "training", "jobs"]
-FRONTS = {"cli", "cli_generate", "cli_train", "__main__", "app"}
+FRONTS = {"cli", "cli_generate", "cli_train", "cli_jobs", "__main__", "app"}
 # Heavy or UI libraries each layer must not import (torch has no place in face analysis; gradio only in app.py).
 FORBIDDEN = {
     "face": {"torch", "diffusers", "transformers", "accelerate", "gradio"},
     "fact": {"gradio", "diffusers.pipelines", "transformers", "accelerate"},
+    # `jobs list` and the UI's job table read run folders without loading torch or a model.
+    "jobs": {"torch", "diffusers", "transformers", "accelerate", "gradio", "facestudio.engine"},
 }
 
 

@@ -604,9 +604,12 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 
 
 def _mixed_precision(config: TrainConfig) -> str:
+    on_cpu = config.cpu or not torch.cuda.is_available()
+    if config.mixed_precision == "fp16" and on_cpu:
+        raise TrainingError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU.")
     if config.mixed_precision != "auto":
         return config.mixed_precision
-    if config.cpu or not torch.cuda.is_available():
+    if on_cpu:
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 

@@ -1,48 +1,12 @@
-"""Training fixtures: a tiny prepared dataset from the shared photos (two of one person, one of another) and a
-`TrainConfig` over the tiny random models, small enough that a step takes a fraction of a second on a CPU."""
+"""Training fixtures (the tiny dataset and `train_config` live in tests/conftest.py: the job tests use them too)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.engine.conftest import tiny_request  # noqa: F401  (a generation request over the tiny models)
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory, faces_dir, analyzer) -> Path:
-    from facestudio.training import PrepareSettings, prepare_dataset
-
-    photos = tmp_path_factory.mktemp("train-photos")
-    (photos / "obama").mkdir()
-    (photos / "biden").mkdir()
-    shutil.copy(faces_dir / "obama.jpg", photos / "obama")
-    shutil.copy(faces_dir / "obama2.jpg", photos / "obama")
-    shutil.copy(faces_dir / "biden.jpg", photos / "biden")
-    out = tmp_path_factory.mktemp("train-dataset") / "dataset"
-    report = prepare_dataset(photos, out, analyzer, PrepareSettings(size=128))
-    assert len(report.kept) == 3
-    return out
-
-
-@pytest.fixture
-def train_config(tiny_studio, tiny_dataset):
-    """A `TrainConfig` over the tiny models; keyword arguments override settings."""
-    from facestudio.training import TrainConfig
-
-    def make(**overrides):
-        settings = {
-            "dataset": str(tiny_dataset), "base_model": str(tiny_studio.base), "init": str(tiny_studio.adapter),
-            "face_encoder": str(tiny_studio.face_encoder), "steps": 6, "batch_size": 2, "resolution": 64,
-            "lr": 1e-3, "warmup_steps": 0, "checkpoint_every": 2, "sample_every": 0, "sample_steps": 2,
-            "cpu": True, "seed": 3,
-        }
-        settings.update(overrides)
-        return TrainConfig(**settings)
-
-    return make
 
 
 @pytest.fixture

@@ -1,0 +1,19 @@
+"""Background jobs: training runs queued in the studio home and run one at a time, each in its own process.
+
+Layering: uses `facestudio.training` (the run-folder contract) and never imports torch, so the command line and
+the UI can list and control jobs without loading it. The fronts use this package's public API only.
+"""
+
+from facestudio.jobs.runner import JobRunner, trainer_command
+from facestudio.jobs.store import JOB_ID_PATTERN, Job, JobStore, check_job_id, jobs_dir, runner_active
+
+__all__ = [
+    "JOB_ID_PATTERN",
+    "Job",
+    "JobRunner",
+    "JobStore",
+    "check_job_id",
+    "jobs_dir",
+    "runner_active",
+    "trainer_command",
+]

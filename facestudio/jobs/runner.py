@@ -1,0 +1,407 @@
+"""The job runner: queued jobs run one at a time, each in its own process, never in the caller's thread.
+
+Training in its own process keeps the studio responsive and lets the OS free every byte of GPU memory when a run
+ends; one job at a time, because two trainings (or a training and the studio's pipelines) do not fit on one GPU.
+Exactly one runner per studio home, across processes, is enforced by a file lock (`HOME/jobs/.runner.lock`).
+
+The trainer owns `status.json` while it runs. The runner writes a status only after the trainer's process has
+ended without writing a final one (a crash, a kill), so the two never write at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from facestudio.errors import JobError
+from facestudio.jobs.store import Job, JobStore, jobs_dir, runner_lock_path
+from facestudio.training.run import (
+    ACTIVE_STATES,
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    RunFolder,
+    RunStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The folder that holds the `facestudio` package, put on the trainer's PYTHONPATH so `-m` finds it from any cwd.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+_LOG_HEADER = "=== "
+#: How long a trainer gets to exit after SIGTERM before it is killed.
+_KILL_AFTER_SECONDS = 10.0
+
+UpdateCallback = Callable[[Job, RunStatus], None]
+
+
+def trainer_command(run_root: Path) -> list[str]:
+    """The trainer, continuing (or starting) the run in `run_root` (see `facestudio.training.train_fact`)."""
+    return [sys.executable, "-m", "facestudio.training.train_fact", "--resume", str(run_root)]
+
+
+class JobRunner:
+    """Runs the queue of a `JobStore`: in a background thread (`start`/`stop`, the studio) or in the calling
+    thread until the queue is empty (`run_until_idle`, the command line).
+
+    Args:
+        store (`JobStore`): the jobs to run.
+        command_for (`Callable[[Path], list[str]]`, *optional*, defaults to `trainer_command`): the command that
+            trains the run in a folder; tests pass a small fake trainer.
+        before_start (`Callable[[], None]`, *optional*): called before each job starts; the studio passes its model
+            manager's `unload` so the trainer finds the GPU free.
+        poll_seconds (`float`, *optional*, defaults to 0.5): how often a running job's status is read.
+        on_update (`Callable[[Job, RunStatus], None]`, *optional*): called when a job's state or step changes.
+    """
+
+    def __init__(self, store: JobStore, command_for: Callable[[Path], list[str]] | None = None,
+                 before_start: Callable[[], None] | None = None, poll_seconds: float = 0.5,
+                 on_update: UpdateCallback | None = None):
+        if poll_seconds <= 0:
+            raise ValueError(f"`poll_seconds` must be > 0; got {poll_seconds}.")
+        self.store = store
+        self.command_for = command_for or trainer_command
+        self.before_start = before_start
+        self.poll_seconds = poll_seconds
+        self.on_update = on_update
+        self._lock = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._detach = False
+        self._guard = threading.Lock()  # protects _current/_process, read by stop() from another thread
+        self._current: Job | None = None
+        self._process: subprocess.Popen | None = None
+        self._waiting_for: str | None = None
+        self._seen: tuple | None = None  # the (state, step) last passed to on_update
+
+    @property
+    def current(self) -> Job | None:
+        """The job whose trainer this runner has started and is waiting for, if any."""
+        with self._guard:
+            return self._current
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the queue in a daemon thread until `stop()`. JobError when another runner has this home."""
+        if self.running:
+            raise JobError("this job runner is already running.")
+        self._acquire()
+        self._stop.clear()
+        self._detach = False
+        self._thread = threading.Thread(target=self._loop, name="facestudio-jobs", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the queue now rather than at the next poll (after a submit or a resume)."""
+        self._wake.set()
+
+    def stop(self, cancel_running: bool = True, timeout_seconds: float = 60.0) -> None:
+        """Stop the background thread and release the home.
+
+        With `cancel_running` the running job is asked to cancel (it checkpoints and stops at its next step);
+        after `timeout_seconds` it gets SIGTERM, then SIGKILL. Without it, the trainer keeps going on its own
+        and a later runner waits for it before starting the next job.
+        """
+        self._detach = not cancel_running
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            # The thread itself asks the running job to cancel (see `_wait`), so a job it is launching right now
+            # is cancelled too; here we only wait, then end the trainer if it does not stop in time.
+            thread.join(timeout=timeout_seconds + 2 * self.poll_seconds)
+            with self._guard:
+                job, process = self._current, self._process
+            if thread.is_alive() and process is not None:
+                logger.warning("job %s did not stop within %g s of the cancel request; terminating it", job.id,
+                               timeout_seconds)
+                _end_process(process)
+                thread.join(timeout=4 * self.poll_seconds + 5)
+            if thread.is_alive():
+                logger.warning("the job runner thread did not stop; it is a daemon and ends with the process")
+            self._thread = None
+        self._release()
+
+    def run_until_idle(self) -> list[Job]:
+        """Run queued jobs in this thread until none is left; return the jobs it took from the queue, in order.
+
+        Ctrl-C asks the running job to cancel and waits for its checkpoint (a second Ctrl-C kills it), then
+        re-raises KeyboardInterrupt.
+        """
+        if self.running:
+            raise JobError("this job runner is already running in the background.")
+        self._acquire()
+        ran: list[Job] = []
+        try:
+            while True:
+                picked = self._pick()
+                if isinstance(picked, Job):
+                    self._run_job(picked, foreground=True)
+                    ran.append(picked)
+                elif picked is None:
+                    return ran
+                else:
+                    time.sleep(self.poll_seconds)
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        path = runner_lock_path(self.store.home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path, timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise JobError(f"another FaceStudio process (the studio, or `jobs resume` in another terminal) is "
+                           f"already running the jobs in {jobs_dir(self.store.home)}; it starts queued jobs "
+                           "itself.") from None
+        self._lock = lock
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- the queue ------------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                picked = self._pick()
+                if isinstance(picked, Job):
+                    self._run_job(picked, foreground=False)
+                    continue
+            except Exception:  # the studio's runner must outlive one bad job folder; the error is in the log
+                logger.exception("the job runner hit an unexpected error; it carries on")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def _pick(self) -> Job | str | None:
+        """The next job to run; None when the queue is empty; "busy" while a trainer that an earlier runner
+        left behind (`stop(cancel_running=False)`, a crashed studio) still works: one job at a time, always."""
+        oldest: Job | None = None
+        for job in self.store.list():
+            status = job.status()
+            if status.state in ACTIVE_STATES:
+                if self._waiting_for != job.id:
+                    logger.warning("waiting for job %s (pid %s), started earlier, to finish", job.id, status.pid)
+                    self._waiting_for = job.id
+                return "busy"
+            if status.state == INTERRUPTED:
+                self._record_interrupted(job, status)
+            elif status.state == QUEUED and (oldest is None or (job.created_at, job.id) < (oldest.created_at, oldest.id)):
+                oldest = job
+        self._waiting_for = None
+        return oldest
+
+    @staticmethod
+    def _record_interrupted(job: Job, status: RunStatus) -> None:
+        """This runner holds the lock, so no reader writes the verdict for a trainer that died; write it here."""
+        stored = job.folder.read_status()
+        if stored is not None and stored.state in ACTIVE_STATES and stored.updated_at == status.updated_at:
+            job.folder.write_status(status)
+
+    def _run_job(self, job: Job, *, foreground: bool) -> None:
+        folder = job.folder
+        self._seen = None
+        if folder.cancel_requested():  # cancelled while queued; the canceller's status write may still be on its way
+            self._write_final(job, replace(_stored(folder), state=CANCELLED, finished_at=time.time()))
+            return
+        if self.before_start is not None:
+            try:
+                self.before_start()
+            except Exception as err:
+                logger.exception("freeing the GPU before job %s failed", job.id)
+                self._write_final(job, replace(_stored(folder), state=FAILED, finished_at=time.time(),
+                                               error=f"the studio could not free the GPU before training ({err})."))
+                return
+        if self._stop.is_set():  # stop() came while the GPU was being freed: the job stays queued
+            return
+        command = [str(part) for part in self.command_for(folder.root)]
+        launched_at = time.time()
+        process = self._launch(job, command)
+        if process is None:
+            return
+        with self._guard:
+            self._current, self._process = job, process
+        try:
+            try:
+                returncode = self._wait(job, process)
+            except KeyboardInterrupt:
+                if not foreground:
+                    raise
+                returncode = self._cancel_after_ctrl_c(job, process)
+                self._settle(job, returncode, launched_at, stopped=True)
+                raise
+            if returncode is None:  # stop(cancel_running=False): the trainer carries on without us
+                logger.info("left job %s running in process %s", job.id, process.pid)
+                return
+            self._settle(job, returncode, launched_at, stopped=self._stop.is_set())
+        finally:
+            with self._guard:
+                self._current = self._process = None
+
+    def _launch(self, job: Job, command: list[str]) -> subprocess.Popen | None:
+        folder = job.folder
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"  # train.log shows each line as it is written
+        # Its own session: Ctrl-C in a terminal or the studio's signals do not reach the trainer; only a cancel does.
+        session = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
+                   else {"start_new_session": True})
+        logger.info("starting job %s: %s", job.id, shlex.join(command))
+        try:
+            with open(folder.log_path, "ab") as log:
+                log.write(f"\n{_LOG_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} job {job.id}: "
+                          f"{shlex.join(command)}\n".encode())
+                log.flush()
+                return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        env=env, **session)
+        except OSError as err:
+            self._write_final(job, replace(_stored(folder), state=FAILED, finished_at=time.time(),
+                                           error=f"the training process could not be started ({err})."))
+            return None
+
+    def _wait(self, job: Job, process: subprocess.Popen) -> int | None:
+        """The trainer's exit code; None when `stop(cancel_running=False)` lets it go on alone."""
+        while True:
+            try:
+                return process.wait(timeout=self.poll_seconds)
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stop.is_set():
+                if self._detach:
+                    return None
+                if not job.folder.cancel_requested():
+                    job.folder.request_cancel()
+            self._notify(job)
+
+    def _cancel_after_ctrl_c(self, job: Job, process: subprocess.Popen) -> int:
+        logger.warning("cancelling job %s: it saves a checkpoint first (Ctrl-C again ends it at once, losing the "
+                       "steps since its last checkpoint)", job.id)
+        job.folder.request_cancel()
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            _signal(process, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+            return process.wait()
+
+    def _settle(self, job: Job, returncode: int, launched_at: float, *, stopped: bool) -> None:
+        """After the trainer exits: keep its own final status, or write what happened when it could not."""
+        folder = job.folder
+        status = _stored(folder)
+        if status.state not in (QUEUED, RUNNING, CANCELLING):
+            logger.info("job %s ended: %s", job.id, status.state)
+            self._notify(job)
+            return
+        if status.state == QUEUED and status.updated_at > launched_at:
+            logger.info("job %s was re-queued while its process ended; it runs again", job.id)
+            return
+        latest = folder.latest_checkpoint()
+        now = time.time()
+        if (folder.cancel_requested() or status.state == CANCELLING) and latest is not None:
+            final = replace(status, state=CANCELLED, checkpoint_step=latest[0], finished_at=now, error=None)
+        elif stopped:
+            where = f"step {latest[0]}" if latest else "the start"
+            final = replace(status, state=INTERRUPTED, finished_at=now,
+                            error=f"the studio stopped before the training process finished; resuming continues "
+                                  f"from {where}.")
+        else:
+            final = replace(status, state=FAILED, finished_at=now, error=_exit_message(returncode, folder))
+        self._write_final(job, final)
+
+    def _write_final(self, job: Job, status: RunStatus) -> None:
+        job.folder.write_status(status)
+        # info, not warning: the status (shown by the UI and `jobs`) is where a person reads what happened.
+        logger.info("job %s %s%s", job.id, status.state, f": {status.error}" if status.error else "")
+        self._notify(job)
+
+    def _notify(self, job: Job) -> None:
+        """Call `on_update` when the job's state or step moved since the last call."""
+        if self.on_update is None:
+            return
+        status = job.status()
+        if (status.state, status.step) != self._seen:
+            self._seen = (status.state, status.step)
+            try:
+                self.on_update(job, status)
+            except Exception:
+                logger.exception("the job progress callback failed")
+
+
+def _stored(folder: RunFolder) -> RunStatus:
+    return folder.read_status() or RunStatus(state=QUEUED)
+
+
+def _exit_message(returncode: int, folder: RunFolder) -> str:
+    if returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited with code {returncode}"
+    last = _last_log_line(folder.log_path)
+    said = f" (its last log line: {last!r})" if last else ""
+    return f"the training process {how} without finishing{said}; see {folder.log_path}."
+
+
+def _last_log_line(path: Path, max_chars: int = 200) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 8192))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        line = line.strip()
+        if line and not line.startswith(_LOG_HEADER):
+            return line[:max_chars]
+    return None
+
+
+def _wait_exit(process: subprocess.Popen, timeout_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while process.poll() is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _end_process(process: subprocess.Popen) -> None:
+    """SIGTERM (the trainer checkpoints on it, like a cancel), then SIGKILL if it does not exit in time."""
+    _signal(process, signal.SIGTERM)
+    if not _wait_exit(process, _KILL_AFTER_SECONDS):
+        _signal(process, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+        _wait_exit(process, _KILL_AFTER_SECONDS)
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    """Signal the trainer's whole process group (an `accelerate launch` has worker children)."""
+    if sys.platform == "win32":
+        process.terminate()
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(process.pid, signum)
