@@ -320,7 +320,7 @@ class FACTTrainer:
 
         config = self.config
         self.accelerator = Accelerator(
-            mixed_precision=_mixed_precision(config), gradient_accumulation_steps=config.gradient_accumulation,
+            mixed_precision=resolve_mixed_precision(config), gradient_accumulation_steps=config.gradient_accumulation,
             cpu=config.cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
         )
         accelerator = self.accelerator
@@ -375,7 +375,12 @@ class FACTTrainer:
         self._stop_requested = True
 
     def _should_stop(self) -> bool:
-        return self._stop_requested or self.run.cancel_requested()
+        """Whether to stop now; on several processes all of them must agree, or the others would wait for ever."""
+        local = self._stop_requested or self.run.cancel_requested()
+        if self.accelerator.num_processes == 1:
+            return local
+        flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
     # -- one step ---------------------------------------------------------------------------------------------------
 
@@ -603,7 +608,8 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 # -- helpers ---------------------------------------------------------------------------------------------------------------
 
 
-def _mixed_precision(config: TrainConfig) -> str:
+def resolve_mixed_precision(config: TrainConfig) -> str:
+    """The accelerate mixed-precision mode a run uses (`auto` resolved for this machine)."""
     on_cpu = config.cpu or not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and on_cpu:
         raise TrainingError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU.")
@@ -648,8 +654,12 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
     """Start or resume a run in this process; returns its final status. On an error the run is marked failed (with
     the error) and the error is raised again."""
     run = args.run
+    main = _is_main_rank()
     if args.config is not None:
-        run = create_run(run.root, args.config, state=RUNNING)
+        if main:
+            run = create_run(run.root, args.config, state=RUNNING)
+        else:
+            _wait_for_run(run)
     config = read_config(run)
     status = run.read_status()
     if status is not None and status.state == DONE and run.adapter_path.is_file():
@@ -664,13 +674,27 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
         message = str(err) if isinstance(err, FaceStudioError) else f"{type(err).__name__}: {err}"
         if isinstance(err, KeyboardInterrupt):
             message = "interrupted"
-        failed = run.read_status() or RunStatus(total=config.steps)
-        failed.state, failed.error, failed.finished_at, failed.pid = FAILED, message, time.time(), os.getpid()
-        run.write_status(failed)
+        if main:
+            failed = run.read_status() or RunStatus(total=config.steps)
+            failed.state, failed.error, failed.finished_at, failed.pid = FAILED, message, time.time(), os.getpid()
+            run.write_status(failed)
         raise
     finally:
         restore()
         trainer.close()
+
+
+def _is_main_rank() -> bool:
+    """Process 0 of an `accelerate launch` (or the only process): the one that creates the run and writes status."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _wait_for_run(run: RunFolder, timeout_seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not run.exists():
+        if time.monotonic() > deadline:
+            raise TrainingError(f"The main process did not create the run {run.root} within {timeout_seconds:.0f} s.")
+        time.sleep(0.2)
 
 
 def _install_stop_handlers(trainer: FACTTrainer) -> Callable[[], None]:
