@@ -118,6 +118,11 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
 )
 
 
+_TYPE_METAVARS = {int: "N", float: "X", _on_off: "on|off", _seed_list: "S,S,..."}
+_METAVARS = {"--trainable": "|".join(TRAINABLE), "--lr-scheduler": "NAME", "--mixed-precision": "|".join(MIXED_PRECISION),
+             "--init": "default|ID|PATH|scratch", "--base-model": "ID|PATH", "--face-encoder": "ID|PATH"}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The `train` flags, shared by `python -m facestudio train` and `python -m facestudio.training.train_fact`."""
     defaults = TrainConfig(dataset="-")
@@ -131,7 +136,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else (
             ("on" if default else "off") if isinstance(default, bool) else default)
-        parser.add_argument(flag, type=kind, default=None, metavar=flag[2:].upper().replace("-", "_"),
+        parser.add_argument(flag, type=kind, default=None, metavar=_METAVARS.get(flag, _TYPE_METAVARS.get(kind, "NAME")),
                             help=f"{text} (default {shown})")
     parser.add_argument("--cpu", action="store_true", default=None, help="train on the CPU even if a GPU is present")
 
