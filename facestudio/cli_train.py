@@ -52,7 +52,7 @@ def add_training_commands(commands, add_backend_options: Callable[[argparse.Argu
     prepare.add_argument("--json", action="store_true", help="print the report as JSON")
     prepare.set_defaults(handler=run_prepare)
 
-    from facestudio.training.train_fact import add_train_arguments
+    from facestudio.training.arguments import add_train_arguments
 
     train = commands.add_parser(
         "train", help="train the FACT adapter on a prepared dataset (FAIR)",
@@ -108,7 +108,8 @@ def _print_summary(report) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from facestudio.training.train_fact import config_from_namespace, run_training, train_args_from_namespace
+    from facestudio.training.arguments import config_from_namespace, train_args_from_namespace
+    from facestudio.training.train_fact import run_training
 
     if args.job:
         return _submit_job(args, config_from_namespace)
