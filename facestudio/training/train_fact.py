@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facestudio.errors import FaceStudioError, TrainingError
+from facestudio.files import write_atomic
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
@@ -439,8 +440,6 @@ class FACTTrainer:
             images = render_samples(self.models, reference, first.caption, self.config, self.accelerator.device)
         self.run.samples_dir.mkdir(parents=True, exist_ok=True)
         for seed, image in zip(self.config.sample_seeds, images, strict=True):
-            from facestudio.files import write_atomic
-
             write_atomic(self.run.samples_dir / f"step-{self.step:06d}_seed-{seed}.png", _png_bytes(image))
 
     def _cancel(self) -> RunStatus:
