@@ -1,0 +1,119 @@
+"""Style presets: small JSON files in `presets/` that fill a generation request's prompt and settings.
+
+A preset is data, not code: a name, a prompt template with `{prompt}` where the user's words go, a negative
+prompt, recommended steps / CFG / size / face strength, an optional style LoRA and a thumbnail under `assets/`.
+Every preset is checked when it is loaded with the same rules as a request (`GenerateRequest.check`), so a preset
+that loads always gives a valid request, and a broken file is reported by name instead of failing a generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facestudio.engine.requests import GenerateRequest
+from facestudio.errors import InvalidRequestError
+
+PRESET_SUFFIX = ".json"
+PROMPT_SLOT = "{prompt}"
+#: What `{prompt}` becomes when the user typed nothing.
+DEFAULT_SUBJECT = "a person"
+_KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_FIELDS = ("name", "prompt", "negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora",
+           "lora_scale", "thumbnail", "description")
+_REQUIRED = ("name", "prompt")
+
+
+@dataclass(frozen=True)
+class StylePreset:
+    """One style: `key` is the file's stem; `thumbnail` and `lora` are resolved paths (or None)."""
+
+    key: str
+    name: str
+    prompt: str
+    negative_prompt: str
+    steps: int
+    cfg: float
+    width: int
+    height: int
+    face_strength: float
+    lora: Path | None = None
+    lora_scale: float = 0.8
+    thumbnail: Path | None = None
+    description: str = ""
+
+    def render_prompt(self, user_prompt: str | None) -> str:
+        """The preset's prompt with the user's words in the `{prompt}` slot."""
+        subject = (user_prompt or "").strip() or DEFAULT_SUBJECT
+        return self.prompt.replace(PROMPT_SLOT, subject)
+
+    def apply(self, request: GenerateRequest, user_prompt: str | None = None) -> GenerateRequest:
+        """A copy of `request` with this preset's prompt and recommended settings (faces, seed, models kept)."""
+        return dataclasses.replace(
+            request, prompt=self.render_prompt(user_prompt), negative_prompt=self.negative_prompt, steps=self.steps,
+            cfg=self.cfg, width=self.width, height=self.height, face_strength=self.face_strength,
+            lora=None if self.lora is None else str(self.lora), lora_scale=self.lora_scale,
+        )
+
+
+def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
+    """Read and check one preset file; `InvalidRequestError` names the file and the problem."""
+    path = Path(path)
+    key = path.stem
+    if not _KEY_PATTERN.fullmatch(key):
+        raise InvalidRequestError(f"Preset file {path.name}: the name must be lowercase letters, digits, - or _.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InvalidRequestError(f"Preset file {path.name} cannot be read as JSON ({err}).") from err
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"Preset file {path.name} must hold a JSON object.")
+    unknown = sorted(set(data) - set(_FIELDS))
+    missing = [name for name in _REQUIRED if not data.get(name)]
+    if unknown or missing:
+        problem = f"unknown fields {', '.join(unknown)}" if unknown else f"missing {', '.join(missing)}"
+        raise InvalidRequestError(f"Preset file {path.name}: {problem}.")
+    if PROMPT_SLOT not in str(data["prompt"]):
+        raise InvalidRequestError(f"Preset file {path.name}: the prompt must contain {PROMPT_SLOT} for the user's "
+                                  "words.")
+    defaults = GenerateRequest(faces=["-"], prompt="-")
+    values: dict[str, Any] = {name: data.get(name, getattr(defaults, name)) for name in
+                              ("negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora_scale")}
+    try:
+        GenerateRequest(faces=["-"], prompt=str(data["prompt"]), **values).check()
+    except InvalidRequestError as err:
+        raise InvalidRequestError(f"Preset file {path.name}: {err}") from None
+    return StylePreset(
+        key=key, name=str(data["name"]), prompt=str(data["prompt"]), **values,
+        lora=_resolve(path.parent, data.get("lora"), path, "lora"),
+        thumbnail=_resolve(assets if assets is not None else path.parent, data.get("thumbnail"), path, "thumbnail"),
+        description=str(data.get("description", "")),
+    )
+
+
+def _resolve(folder: Path, relative: Any, path: Path, what: str) -> Path | None:
+    """A file named by a preset, inside `folder` only (a preset from elsewhere must not point anywhere)."""
+    if relative in (None, ""):
+        return None
+    candidate = (folder / str(relative)).resolve()
+    if not candidate.is_relative_to(folder.resolve()):
+        raise InvalidRequestError(f"Preset file {path.name}: the {what} {relative!r} lies outside {folder}.")
+    if not candidate.is_file():
+        raise InvalidRequestError(f"Preset file {path.name}: the {what} {relative!r} does not exist in {folder}.")
+    return candidate
+
+
+def load_presets(folder: Path, assets: Path | None = None) -> tuple[list[StylePreset], list[str]]:
+    """Every preset in `folder`, sorted by name, and one message per file that could not be loaded (a broken
+    preset is left out, never fatal)."""
+    presets, problems = [], []
+    for path in sorted(Path(folder).glob(f"*{PRESET_SUFFIX}")):
+        try:
+            presets.append(load_preset(path, assets))
+        except InvalidRequestError as err:
+            problems.append(str(err))
+    return sorted(presets, key=lambda p: p.name.lower()), problems
