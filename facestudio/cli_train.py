@@ -108,11 +108,11 @@ def _print_summary(report) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from facestudio.training.arguments import config_from_namespace, train_args_from_namespace
+    from facestudio.training.arguments import train_args_from_namespace
     from facestudio.training.train_fact import run_training
 
     if args.job:
-        return _submit_job(args, config_from_namespace)
+        return _submit_job(args)
     if args.name:
         print("error: --name names a background job; add --job.", file=sys.stderr)
         return 1
@@ -130,9 +130,10 @@ def run_train(args: argparse.Namespace) -> int:
     return 0 if status.state == "cancelled" else 1
 
 
-def _submit_job(args: argparse.Namespace, config_from_namespace) -> int:
+def _submit_job(args: argparse.Namespace) -> int:
     from facestudio.engine import studio_home
     from facestudio.jobs import JobStore
+    from facestudio.training.arguments import config_from_namespace
 
     if args.resume is not None or args.out is not None:
         print("error: a --job lives in FACESTUDIO_HOME/jobs: drop --out, and resume jobs with "

@@ -45,7 +45,6 @@ class TrainingData:
         self.manifest = manifest
         self.resolution = resolution
         self.items = manifest.items
-        self._same_identity: list[list[int]] = []
         by_identity: dict[str, list[int]] = {}
         for index, item in enumerate(self.items):
             by_identity.setdefault(item.identity, []).append(index)

@@ -93,8 +93,6 @@ class FairRecorder:
             return
         rows, columns = token_grid(hidden_states.shape[1], *self._latent_size)
         off_face = self._off_face(rows, columns, hidden_states.device)
-        if off_face.shape[0] != hidden_states.shape[0]:  # a CFG batch: the masks repeat per branch
-            off_face = off_face.repeat(hidden_states.shape[0] // off_face.shape[0], 1, 1)
         self._values.append(off_face_ratio(hidden_states, increment, off_face))
 
     def loss(self) -> torch.Tensor:
