@@ -345,24 +345,18 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     from facestudio.engine import ModelHub, ModelRegistry, format_bytes, studio_home
+    from facestudio.engine.inventory import model_states
 
     registry = ModelRegistry.default()
     hub = ModelHub(studio_home())
-    rows = []
-    for record in registry.records.values():
-        path = hub.cached_path(record)
-        rows.append({"name": record.key, "kind": record.kind, "title": record.title, "source": record.hub_label,
-                     "size_bytes": record.size_bytes, "cached": path is not None,
-                     "path": str(path) if path else None, "adapter": record.adapter,
-                     "default": record.key == registry.default_base_model})
+    rows = [row.to_dict() for row in model_states(registry, hub)]
     if args.json:
         print(json.dumps({"home": str(hub.home), "models": rows}, indent=2))
         return 0
     print(f"model cache: {hub.home / 'models'}")
     for row in rows:
-        state = "cached" if row["cached"] else "not downloaded"
         default = " (default)" if row["default"] else ""
         adapter = f", adapter {row['adapter']}" if row["adapter"] else ""
-        print(f"  {row['name']:<14} {row['kind']:<15} ~{format_bytes(row['size_bytes']):>9}  {state}{default}"
+        print(f"  {row['name']:<14} {row['kind']:<15} ~{format_bytes(row['size_bytes']):>9}  {row['state']}{default}"
               f"{adapter}\n      {row['title']}; {row['source']}")
     return 0

@@ -12,10 +12,12 @@ callback that switches the strength from 0 to `s` after `face_delay_steps` steps
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 # Random seeds leave room for `seed + i` of the largest batch.
 MAX_IMAGES_GUARD = 64
+# "Compare strengths" renders at most this many strengths side by side.
+MAX_COMPARED_STRENGTHS = 8
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,24 @@ class Engine:
         request.check()
         return self._run(request, out_dir, on_step, should_stop, on_download)
 
+    def compare_strengths(self, request: GenerateRequest, strengths: Sequence[float], *, out_dir: Path | None = None,
+                          on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
+                          on_download: DownloadCallback | None = None) -> GenerationResult:
+        """The same seed at several face strengths, one image each, in the order given.
+
+        Everything but FACT's `s` is shared (references, face tokens, prompt embeddings, seed), so the images show
+        the trade-off between likeness and following the prompt; each carries its identity similarity.
+        """
+        strengths = [float(s) for s in strengths]
+        if not 2 <= len(strengths) <= MAX_COMPARED_STRENGTHS:
+            raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(strengths)}.")
+        for value in strengths:
+            if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+                raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.")
+        request.num_images = 1
+        request.check()
+        return self._run(request, out_dir, on_step, should_stop, on_download, strengths=strengths)
+
     def regenerate(self, png: str | Path, *, faces: list[str] | None = None, out_dir: Path | None = None,
                    on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
                    on_download: DownloadCallback | None = None) -> GenerationResult:
@@ -185,7 +207,7 @@ class Engine:
 
     def _run(self, request: GenerateRequest, out_dir: Path | None, on_step: StepCallback | None,
              should_stop: StopCheck | None, on_download: DownloadCallback | None,
-             expected_models: dict | None = None) -> GenerationResult:
+             expected_models: dict | None = None, strengths: Sequence[float] | None = None) -> GenerationResult:
         manager = self.manager
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - MAX_IMAGES_GUARD)
         if seed + request.num_images - 1 > MAX_SEED:
@@ -224,24 +246,30 @@ class Engine:
                 pipe = manager.pipeline(studio, kind, controlnet)
                 prepared = self._prepare(request, studio, pipe, encoder, references, models, template,
                                          template_face, alpha, box)
-                self._render(request, prepared, seed, result, out_dir, on_step, should_stop,
+                if strengths is None:  # image i: seed + i
+                    variants = [(seed + i, request) for i in range(request.num_images)]
+                else:  # one seed, one image per strength
+                    variants = [(seed, dataclasses.replace(request, face_strength=s)) for s in strengths]
+                self._render(variants, prepared, result, out_dir, on_step, should_stop,
                              (template, template_face, alpha, box))
         if result.cancelled:
-            logger.info("Stopped after %d of %d image(s).", len(result.images), request.num_images)
+            logger.info("Stopped after %d image(s).", len(result.images))
         return result
 
-    def _render(self, request, prepared: _Prepared, seed: int, result: GenerationResult, out_dir: Path | None,
-                on_step: StepCallback | None, should_stop: StopCheck | None, inpainting: tuple) -> None:
-        """Denoise, paste back (inpainting), score and save each image in turn; stops between or within images."""
+    def _render(self, variants: list[tuple[int, GenerateRequest]], prepared: _Prepared, result: GenerationResult,
+                out_dir: Path | None, on_step: StepCallback | None, should_stop: StopCheck | None,
+                inpainting: tuple) -> None:
+        """Denoise, paste back (inpainting), score and save each (seed, request) in turn; stops between or within
+        images."""
         template, template_face, alpha, box = inpainting
         analyzer = self.manager.analyzer()
         references = prepared.references
-        for index in range(request.num_images):
+        for index, (image_seed, request) in enumerate(variants):
             if should_stop is not None and should_stop():
                 result.cancelled = True
                 break
-            image_seed = seed + index
-            image, stopped = self._denoise(request, prepared, image_seed, index, on_step, should_stop)
+            image, stopped = self._denoise(request, prepared, image_seed, index, len(variants), on_step,
+                                           should_stop)
             if stopped:
                 result.cancelled = True
                 break
@@ -335,7 +363,7 @@ class Engine:
         return pose_condition(source, width, height, name=name, mode=request.pose_mode,
                               estimator=self.manager.pose_estimator())
 
-    def _denoise(self, request, prepared: _Prepared, seed: int, index: int, on_step: StepCallback | None,
+    def _denoise(self, request, prepared: _Prepared, seed: int, index: int, total: int, on_step: StepCallback | None,
                  should_stop: StopCheck | None) -> tuple[Image.Image, bool]:
         """One pipeline call for one image; returns (image, stopped)."""
         pipe = prepared.pipe
@@ -352,7 +380,7 @@ class Engine:
             if step + 1 == delay:
                 adapter.set_scale(request.face_strength)  # "delayed face condition": face on from here
             if on_step is not None:
-                on_step(StepProgress(index, request.num_images, step + 1, prepared.steps_run))
+                on_step(StepProgress(index, total, step + 1, prepared.steps_run))
             if should_stop is not None and should_stop():
                 stopped = True
                 pipeline._interrupt = True  # diffusers skips the remaining steps

@@ -131,6 +131,8 @@ class ModelHub:
                     *[".."] * record.file.count("/")).resolve()
             return Path(snapshot_download(record.repo, revision=record.revision, cache_dir=cache,
                                           allow_patterns=list(record.allow_patterns) or None, local_files_only=True))
+        if not (Path(cache) / record.repo.split("/")[0]).is_dir():
+            return None  # nothing of this owner cached: no need to import modelscope (which imports torch)
         from modelscope.hub.snapshot_download import snapshot_download as ms_snapshot
 
         patterns = [record.file] if record.file else list(record.allow_patterns) or None

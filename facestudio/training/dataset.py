@@ -42,6 +42,7 @@ from facestudio.errors import DatasetError, FaceStudioError, ImageLoadError
 from facestudio.face.analyzer import FaceAnalyzer
 from facestudio.face.geometry import SquareCrop
 from facestudio.face.image import load_image
+from facestudio.face.quality import MIN_FACE_PX, MIN_SHARPNESS, SEVERAL_FACES_RATIO, SHARPNESS_SIZE, face_sharpness
 from facestudio.face.types import Face
 from facestudio.files import sha256_file, write_atomic
 
@@ -62,10 +63,6 @@ OUTPUT_FOLDERS = ("images", "face_masks", "head_masks", "references")
 MARKER_NAME = ".facestudio-dataset"
 STAGING_PREFIX = ".facestudio-staging-"
 _OWN_NAMES = frozenset((*OUTPUT_FOLDERS, MANIFEST_NAME, REPORT_NAME, MARKER_NAME))
-
-#: The face is measured for sharpness at this size: about the smallest face kept (96 px), so a sharp small face is
-#: hardly upscaled (which would blur it), and the resolution the face encoder sees (112x112).
-SHARPNESS_SIZE = 112
 
 #: Padding where the square crop reaches outside the photo. "reflect" (the default) mirrors the photo at its edge
 #: (BORDER_REFLECT_101): backgrounds and clothes continue plausibly, where "black" teaches the model letterbox bars
@@ -107,12 +104,12 @@ class PrepareSettings:
     """
 
     class_word: str = "person"
-    min_face_px: int = 96
-    min_sharpness: float = 50.0
+    min_face_px: int = MIN_FACE_PX
+    min_sharpness: float = MIN_SHARPNESS
     face_fraction: float = 0.4
     size: int = 512
     pad: str = "reflect"
-    several_faces_ratio: float = 0.5
+    several_faces_ratio: float = SEVERAL_FACES_RATIO
     overwrite: bool = False
 
     def __post_init__(self):
@@ -451,17 +448,6 @@ class _Rejected(Exception):
         self.reason = reason
         self.detail = detail
         self.sharpness = sharpness
-
-
-def face_sharpness(pixels: np.ndarray, face: Face) -> float:
-    """Variance of the Laplacian of the face's square, resized to `SHARPNESS_SIZE` grey pixels.
-
-    A fixed size makes the number independent of the photo's resolution: a Gaussian blur of the same fraction of the
-    face width gives about the same value on a 90 px and on a 290 px face.
-    """
-    window = SquareCrop.around(face.center, max(face.width, face.height), SHARPNESS_SIZE)
-    grey = cv2.cvtColor(window.extract(pixels), cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def _screen(analysis_faces: list[Face], pixels: np.ndarray, settings: PrepareSettings) -> tuple[Face, float]:

@@ -27,7 +27,7 @@ def test_shipped_presets_load_and_make_valid_requests():
 
 
 def test_empty_user_prompt_still_names_a_subject():
-    preset = load_preset(REPO_ROOT / "presets" / "film-noir.json")
+    preset = load_preset(REPO_ROOT / "presets" / "film-noir.json", REPO_ROOT / "assets")
     assert "a person" in preset.render_prompt("  ")
 
 

@@ -1,0 +1,301 @@
+"""A person's reference photos: checked for use (the Identity tab) and kept under a name for later (on disk).
+
+`inspect_photos` says, per photo, which faces were found, which one is used, and what is wrong (no face, several
+faces, small, blurry, a different person than the first photo), with the pictures the UI shows: the landmarks
+overlay, FACT's aligned 112 px crop and the head mask.
+
+`IdentityStore` keeps named identities in `FACESTUDIO_HOME/identities/<slug>/`: the photos re-encoded as PNG (EXIF
+rotation applied and metadata dropped) and `identity.json`. When a photo's chosen face is not its largest, the
+stored photo is cropped around the chosen face, so every consumer (which takes the largest face) sees the right one.
+An identity folder is built beside its final place and renamed into it: a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from facestudio.engine.requests import MAX_REFERENCE_PHOTOS
+from facestudio.errors import FaceNotFoundError, InvalidRequestError
+from facestudio.files import write_atomic
+
+if TYPE_CHECKING:
+    from facestudio.face.types import Face
+
+# The face layer (OpenCV, detectors) is imported where photos are read, so listing and naming identities stays light
+# (the studio's page builds with this module and must start in seconds).
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.json"
+IDENTITY_FORMAT = "facestudio-identity"
+MAX_NAME_LENGTH = 64
+#: Side of the square kept around a chosen face that is not the photo's largest, in face widths.
+CHOSEN_FACE_WINDOW = 2.6
+
+
+@dataclass
+class PhotoCheck:
+    """One reference photo as the studio sees it.
+
+    Attributes:
+        name, path: the photo. faces: every face found, largest first. face_index: the face used (`None`: none).
+        warnings: one sentence per problem. sharpness: of the face used. overlay: the photo with boxes, numbered
+        faces, landmarks and regions. crop: FACT's aligned `uint8[112, 112, 3]` input. head_mask: `uint8[H, W]`.
+    """
+
+    name: str
+    path: Path
+    width: int
+    height: int
+    faces: list[Face]
+    face_index: int | None
+    warnings: list[str]
+    sharpness: float | None = None
+    overlay: Image.Image | None = None
+    crop: np.ndarray | None = None
+    head_mask: np.ndarray | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "photo": self.name, "width": self.width, "height": self.height, "faces": len(self.faces),
+            "face_used": self.face_index,
+            "face_px": None if self.face_index is None else round(self.faces[self.face_index].width),
+            "sharpness": None if self.sharpness is None else round(self.sharpness, 1),
+            "boxes": [[round(float(v), 1) for v in face.bbox] for face in self.faces],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class IdentityCheck:
+    """All photos of one person, and the warnings that concern them together (a different person)."""
+
+    photos: list[PhotoCheck]
+    warnings: list[str]
+
+    @property
+    def usable(self) -> list[PhotoCheck]:
+        return [photo for photo in self.photos if photo.face_index is not None]
+
+    @property
+    def all_warnings(self) -> list[str]:
+        return [w for photo in self.photos for w in photo.warnings] + self.warnings
+
+    def to_dict(self) -> dict:
+        return {"photos": [p.to_dict() for p in self.photos], "warnings": list(self.warnings),
+                "usable": len(self.usable)}
+
+
+def parse_face_indexes(text: str | None, count: int) -> list[int | None]:
+    """'0, 1, 0' -> [0, 1, 0]: the face used in each photo (0 = largest); missing entries mean the largest."""
+    parts = [part.strip() for part in (text or "").replace(";", ",").split(",")]
+    parts = [part for part in parts if part]
+    if len(parts) > count:
+        raise InvalidRequestError(f"Give at most one face number per photo ({count}); got {len(parts)}.")
+    indexes: list[int | None] = []
+    for part in parts:
+        if not part.isdigit():
+            raise InvalidRequestError(f"Face numbers are whole numbers from 0 (the largest face); got {part!r}.")
+        indexes.append(int(part))
+    return indexes + [None] * (count - len(indexes))
+
+
+def inspect_photos(analyzer, paths: list[str | Path], face_indexes: list[int | None] | None = None, *,
+                   names: list[str] | None = None, min_face_px: int | None = None,
+                   min_sharpness: float | None = None) -> IdentityCheck:
+    """Check 1-8 photos of one person; `ImageLoadError` names a photo that cannot be read.
+
+    `min_face_px` / `min_sharpness` default to the thresholds dataset preparation rejects with.
+    """
+    from facestudio.face import quality
+    from facestudio.face.identity import cosine_similarity
+
+    min_face_px = quality.MIN_FACE_PX if min_face_px is None else min_face_px
+    min_sharpness = quality.MIN_SHARPNESS if min_sharpness is None else min_sharpness
+    if not paths:
+        raise InvalidRequestError("Upload at least one photo of the person.")
+    if len(paths) > MAX_REFERENCE_PHOTOS:
+        raise InvalidRequestError(f"Use at most {MAX_REFERENCE_PHOTOS} photos of one person; got {len(paths)}.")
+    face_indexes = face_indexes or [None] * len(paths)
+    names = names or [Path(p).name for p in paths]
+    photos = [_inspect_one(analyzer, Path(path), name, index, min_face_px, min_sharpness)
+              for path, name, index in zip(paths, names, face_indexes, strict=True)]
+    warnings = []
+    usable = [photo for photo in photos if photo.embedding is not None]
+    threshold = analyzer.embedder.threshold
+    for photo in usable[1:]:
+        value = cosine_similarity(usable[0].embedding, photo.embedding)
+        if value < threshold:
+            warnings.append(f"{photo.name} looks like a different person than {usable[0].name} (similarity "
+                            f"{value:.2f} < {threshold}); use photos of one person only.")
+    return IdentityCheck(photos, warnings)
+
+
+def _inspect_one(analyzer, path: Path, name: str, index: int | None, min_face_px: int,
+                 min_sharpness: float) -> PhotoCheck:
+    from facestudio.face import load_image
+    from facestudio.face.debug import draw_analysis
+    from facestudio.face.quality import competing_faces, face_sharpness
+
+    image = load_image(path, name=name)
+    faces = analyzer.analyze(image).faces
+    check = PhotoCheck(name, path, image.width, image.height, faces, None, [])
+    parsings = []
+    if not faces:
+        check.warnings.append(f"{name}: no face found; use a clear photo with the face visible.")
+    else:
+        if index is not None and index >= len(faces):
+            raise FaceNotFoundError(f"{name} has {len(faces)} face(s); face {index} does not exist "
+                                    f"(use 0 to {len(faces) - 1}, 0 is the largest).")
+        check.face_index = index or 0
+        face = faces[check.face_index]
+        rivals = competing_faces(faces)
+        if rivals > 1:
+            check.warnings.append(f"{name}: {rivals} faces of similar size; face {check.face_index} is used (pick "
+                                  "another by its number, or use a photo of the person alone).")
+        if face.width < min_face_px:
+            check.warnings.append(f"{name}: the face is small ({face.width:.0f} px wide, {min_face_px} px or more "
+                                  "gives a better likeness).")
+        pixels = np.asarray(image)
+        check.sharpness = face_sharpness(pixels, face)
+        if check.sharpness < min_sharpness:
+            check.warnings.append(f"{name}: the face is blurry (sharpness {check.sharpness:.0f}, below "
+                                  f"{min_sharpness:g}).")
+        parsing = analyzer.parse(image, face)
+        parsings = [parsing]
+        check.crop = analyzer.reference_crop(image, face, parsing)
+        check.head_mask = (parsing.head_mask() * 255).astype(np.uint8)
+        check.embedding = np.asarray(analyzer.embed(image, face), dtype=np.float32)
+    check.overlay = draw_analysis(image, faces, parsings)
+    return check
+
+
+# -- named identities on disk -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A saved identity: its name, folder and photo files (what `GenerateRequest.faces` takes)."""
+
+    name: str
+    slug: str
+    folder: Path
+    photos: tuple[Path, ...]
+    created: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "slug": self.slug, "photos": [p.name for p in self.photos],
+                "created": self.created}
+
+
+def identity_slug(name: str) -> str:
+    """The folder name of an identity: lower case letters, digits and dashes, from the name the user gave."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequestError("Give the identity a name.")
+    if len(name.strip()) > MAX_NAME_LENGTH:
+        raise InvalidRequestError(f"Identity names are at most {MAX_NAME_LENGTH} characters; got {len(name.strip())}.")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
+    if not slug:
+        raise InvalidRequestError(f"The name {name!r} needs at least one letter or digit.")
+    return slug
+
+
+class IdentityStore:
+    """Named identities under `home/identities`; names map to folders only through `identity_slug`."""
+
+    def __init__(self, home: Path):
+        self.root = Path(home) / "identities"
+
+    def list(self) -> list[Identity]:
+        """Every readable identity, sorted by name; a damaged folder is logged and skipped."""
+        found = []
+        if self.root.is_dir():
+            for folder in sorted(self.root.iterdir()):
+                if folder.name.startswith(".") or not (folder / IDENTITY_FILE).is_file():
+                    continue
+                try:
+                    found.append(self._read(folder))
+                except (OSError, ValueError, KeyError, InvalidRequestError) as err:
+                    logger.warning("Skipping the identity in %s: %s", folder, err)
+        return sorted(found, key=lambda identity: identity.name.lower())
+
+    def get(self, name: str) -> Identity:
+        folder = self.root / identity_slug(name)
+        if not (folder / IDENTITY_FILE).is_file():
+            known = ", ".join(i.name for i in self.list()) or "none yet"
+            raise InvalidRequestError(f"There is no saved identity {name!r} (saved: {known}).")
+        return self._read(folder)
+
+    def _read(self, folder: Path) -> Identity:
+        data = json.loads((folder / IDENTITY_FILE).read_text())
+        if data.get("format") != IDENTITY_FORMAT:
+            raise ValueError(f"{IDENTITY_FILE} is not a FaceStudio identity")
+        photos = []
+        for entry in data["photos"]:
+            path = folder / Path(entry["file"]).name  # only files inside the folder
+            if not path.is_file():
+                raise InvalidRequestError(f"The photo {path.name} of identity {data['name']!r} is missing.")
+            photos.append(path)
+        return Identity(data["name"], folder.name, folder, tuple(photos), data.get("created", ""))
+
+    def save(self, name: str, check: IdentityCheck, overwrite: bool = False) -> Identity:
+        """Keep the usable photos of `check` as identity `name`; `overwrite` replaces one of the same name."""
+        from facestudio.face import load_image
+
+        slug = identity_slug(name)
+        usable = check.usable
+        if not usable:
+            raise InvalidRequestError("None of the photos shows a face; there is nothing to save.")
+        final = self.root / slug
+        if final.exists() and not overwrite:
+            raise InvalidRequestError(f"An identity named {name.strip()!r} exists; choose another name or replace it.")
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{slug}.", dir=self.root))
+        try:
+            entries = []
+            for number, photo in enumerate(usable, start=1):
+                image = load_image(photo.path, name=photo.name)
+                if photo.face_index:  # keep the chosen face as the largest one
+                    image = _around_face(image, photo.faces[photo.face_index])
+                file_name = f"photo-{number:02d}.png"
+                image.save(staging / file_name, format="PNG")
+                entries.append({"file": file_name, "source": photo.name, "face_index": photo.face_index})
+            record = {"format": IDENTITY_FORMAT, "version": 1, "name": name.strip(), "photos": entries,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            write_atomic(staging / IDENTITY_FILE, json.dumps(record, indent=2).encode())
+            if final.exists():
+                retired = final.with_name(f".{slug}.old-{time.time_ns()}")
+                final.rename(retired)
+                staging.rename(final)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self._read(final)
+
+    def delete(self, name: str) -> None:
+        identity = self.get(name)
+        shutil.rmtree(identity.folder)
+
+
+def _around_face(image: Image.Image, face: Face) -> Image.Image:
+    """A window around `face`, clipped to the photo (no padding a detector could take for something)."""
+    half = max(face.width, face.height) * CHOSEN_FACE_WINDOW / 2
+    x, y = (float(v) for v in face.center)
+    box = (max(0, round(x - half)), max(0, round(y - half)), min(image.width, round(x + half)),
+           min(image.height, round(y + half)))
+    return image.crop(box)

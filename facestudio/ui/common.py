@@ -1,0 +1,86 @@
+"""Small pieces every tab uses: errors as `gr.Error`, GPU work marked for Spaces, and engine progress drawn on
+the page."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from facestudio.errors import FaceStudioError
+
+logger = logging.getLogger("facestudio.app")
+
+#: Every event that runs on the GPU (or the shared face analyzer) shares this concurrency group: one at a time.
+GPU = "gpu"
+
+try:  # Hugging Face Spaces (ZeroGPU) attaches a GPU to functions marked with `spaces.GPU`.
+    import spaces as _spaces
+except ImportError:  # everywhere else the mark is a no-op
+    _spaces = None
+
+
+def gpu_work(duration: int = 120) -> Callable[[Callable], Callable]:
+    """Mark a handler as GPU work: `spaces.GPU(duration=...)` when the `spaces` package is installed."""
+
+    def mark(fn: Callable) -> Callable:
+        return _spaces.GPU(duration=duration)(fn) if _spaces is not None else fn
+
+    return mark
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show the studio's errors as one sentence (`gr.Error`); anything unexpected is logged with its traceback
+    and shown as one line, so the page never shows a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except FaceStudioError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}); the studio's log has the details.",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+class PageProgress:
+    """Engine callbacks (downloads, denoising steps) -> `gr.Progress` on the page."""
+
+    def __init__(self, progress: Any, what: str = "Generating"):
+        self.progress = progress
+        self.what = what
+
+    def step(self, step) -> None:
+        label = f"{self.what}: image {step.image + 1}/{step.num_images}, step {step.step}/{step.steps}"
+        self.progress(step.fraction, desc=label)
+
+    def download(self, event) -> None:
+        if event.total_bytes:
+            from facestudio.engine import format_bytes
+
+            self.progress(event.done_bytes / event.total_bytes,
+                          desc=f"Downloading {event.model}: {format_bytes(event.done_bytes)} of "
+                               f"{format_bytes(event.total_bytes)}")
+
+    def say(self, fraction: float | None, text: str) -> None:
+        self.progress(fraction, desc=text)
+
+
+def similarity_caption(image) -> str:
+    """'seed 7 · identity 0.82 (same person)' for a `GeneratedImage`."""
+    parts = [f"seed {image.seed}"]
+    if image.similarity is None:
+        parts.append("no face found in the result")
+    else:
+        verdict = "same person" if image.similarity.same_person else "weak likeness"
+        parts.append(f"identity {image.similarity.similarity:.2f} ({verdict})")
+    return " · ".join(parts)

@@ -1,0 +1,278 @@
+"""Generate tab: new portraits of a person in a chosen style, with every setting of the engine, "compare
+strengths" (one seed at several face strengths, each with its identity score) and "reuse these settings"."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from facestudio.engine.requests import DEFAULT_NEGATIVE_PROMPT, MAX_IMAGES, MAX_SEED, GenerateRequest, ModelChoice
+from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from facestudio.errors import InvalidRequestError
+from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
+from facestudio.ui.context import StudioContext
+from facestudio.ui.identity_tab import identity_choices, reference_photos
+
+SIZES = ["512x512", "512x768", "768x512", "576x768", "768x576", "640x640", "768x768", "512x640", "640x512",
+         "256x256"]
+DEFAULT_STRENGTHS = "0.2, 0.4, 0.6, 0.8"
+
+
+class StopFlags:
+    """One "stop" flag per browser session, so one person's Stop never ends another person's generation."""
+
+    def __init__(self):
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def reset(self, session: str) -> threading.Event:
+        with self._lock:
+            flag = self._flags[session] = threading.Event()
+            return flag
+
+    def stop(self, session: str) -> None:
+        with self._lock:
+            if session in self._flags:
+                self._flags[session].set()
+
+
+def session_of(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in str(text).lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise InvalidRequestError(f"The size must look like 512x768; got {text!r}.") from None
+    return width, height
+
+
+def size_choices(extra: str | None = None) -> list[str]:
+    return SIZES if extra is None or extra in SIZES else [*SIZES, extra]
+
+
+def parse_strengths(text: str) -> list[float]:
+    values = []
+    for part in str(text).replace(";", ",").split(","):
+        if part.strip():
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise InvalidRequestError(f"Strengths are numbers separated by commas; got {part.strip()!r}.") from None
+    return values
+
+
+@dataclass
+class GenerateTab:
+    identity: gr.Dropdown
+    adapter: gr.Dropdown
+
+
+def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
+    scheduler_titles = [choice.title for choice in SCHEDULERS.values()]
+
+    def request_from(identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed,
+                     randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength
+                     ) -> GenerateRequest:
+        width, height = parse_size(size)
+        return GenerateRequest(
+            faces=reference_photos(ctx, identity, photos), prompt=prompt or "", negative_prompt=negative or "",
+            seed=None if randomize or seed is None else int(seed), steps=int(steps), cfg=float(cfg),
+            width=width, height=height, num_images=int(num_images), face_strength=float(strength),
+            face_delay_steps=int(delay), face_cfg=bool(face_cfg), scheduler=scheduler or DEFAULT_SCHEDULER,
+            lora=ctx.checked_choice(lora, ctx.lora_choices(), "LoRA"), lora_scale=float(lora_scale),
+            pose=None if pose is None else str(ctx.upload(pose, "pose image")), pose_strength=float(pose_strength),
+            models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices(), "base model"),
+                               adapter=ctx.checked_choice(adapter, ctx.adapter_choices(), "adapter"),
+                               face_encoder=ctx.options.face_encoder),
+        )
+
+    def finish(result, captions: list[str]):
+        gallery = [(str(image.path), caption) for image, caption in zip(result.images, captions, strict=True)]
+        records = [image.record for image in result.images]
+        notes = list(result.warnings)
+        if result.cancelled:
+            notes.append(f"Stopped; {len(result.images)} image(s) finished.")
+        seed = result.seed
+        info = f"Seed used: **{seed}**" if seed is not None else "No image was made."
+        info += "".join(f"\n- ⚠️ {note}" for note in notes)
+        return gallery, gr.update(value=seed) if seed is not None else gr.update(), info, records
+
+    @user_errors
+    @gpu_work(180)
+    def generate(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps, cfg,
+                 scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
+                 pose_strength, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
+        gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
+                                   face_cfg, steps, cfg, scheduler, seed, random_seed, size, num_images, base_model,
+                                   adapter, lora, lora_scale, pose, pose_strength)
+        flag = stops.reset(session_of(request))
+        reporter = PageProgress(progress)
+        progress(0.0, desc="Loading models (first use can take a while)…")
+        result = ctx.engine.generate(gen_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
+                                     should_stop=flag.is_set, on_download=reporter.download)
+        return finish(result, [similarity_caption(image) for image in result.images])
+
+    @user_errors
+    @gpu_work(240)
+    def compare(strengths, identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps,
+                cfg, scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
+                pose_strength, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
+        gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
+                                   face_cfg, steps, cfg, scheduler, seed, random_seed, size, num_images, base_model,
+                                   adapter, lora, lora_scale, pose, pose_strength)
+        flag = stops.reset(session_of(request))
+        reporter = PageProgress(progress, "Comparing strengths")
+        progress(0.0, desc="Loading models (first use can take a while)…")
+        result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ctx.outputs_dir(),
+                                              on_step=reporter.step, should_stop=flag.is_set,
+                                              on_download=reporter.download)
+        captions = [f"strength {image.record['request']['face_strength']:g} · {similarity_caption(image)}"
+                    for image in result.images]
+        return finish(result, captions)
+
+    def stop(request: gr.Request = None):
+        stops.stop(session_of(request))
+        return "Stopping after the current step…"
+
+    pictured = [preset for preset in ctx.presets if preset.thumbnail is not None]
+
+    def choose_preset(evt: gr.SelectData):
+        return pictured[evt.index].key
+
+    @user_errors
+    def apply_preset(key: str | None, subject: str):
+        preset = ctx.preset(key)
+        if preset is None:
+            return [gr.update()] * 8
+        size = f"{preset.width}x{preset.height}"
+        lora = str(preset.lora) if preset.lora is not None else ""
+        description = f"**{preset.name}**" + (f" — {preset.description}" if preset.description else "")
+        return (preset.render_prompt(subject), preset.negative_prompt, preset.steps, preset.cfg,
+                gr.update(choices=size_choices(size), value=size), preset.face_strength, lora, description)
+
+    def select_result(evt: gr.SelectData):
+        return evt.index
+
+    @user_errors
+    def reuse(records: list[dict] | None, index: int | None):
+        if not records:
+            raise InvalidRequestError("Make an image first, then pick it in the gallery to reuse its settings.")
+        record = records[index if index is not None and 0 <= index < len(records) else 0]
+        return settings_from_record(record)
+
+    @user_errors
+    def reuse_png(file):
+        from facestudio.engine.metadata import read_png_record
+
+        path = ctx.upload(file, "PNG")
+        if path is None:
+            return [gr.update()] * len(reusable)
+        return settings_from_record(read_png_record(path))
+
+    def settings_from_record(record: dict[str, Any]) -> list:
+        data = dict(record.get("request") or {})
+        size = f"{data.get('width', 512)}x{data.get('height', 512)}"
+        models = data.get("models") or {}
+        choice = {"base": {v for _, v in ctx.base_model_choices()}, "adapter": {v for _, v in ctx.adapter_choices()}}
+        scheduler = SCHEDULERS.get(data.get("scheduler", DEFAULT_SCHEDULER), SCHEDULERS[DEFAULT_SCHEDULER]).title
+        return [
+            data.get("prompt", ""), data.get("negative_prompt", DEFAULT_NEGATIVE_PROMPT),
+            data.get("face_strength", 0.5), data.get("face_delay_steps", 0), data.get("face_cfg", True),
+            data.get("steps", 30), data.get("cfg", 7.0), scheduler, record.get("seed", data.get("seed")), False,
+            gr.update(choices=size_choices(size), value=size),
+            models.get("base_model") if models.get("base_model") in choice["base"] else gr.update(),
+            models.get("adapter") if models.get("adapter") in choice["adapter"] else gr.update(),
+            data.get("lora_scale", 0.8),
+        ]
+
+    # -- layout --------------------------------------------------------------------------------------------------
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                identity = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
+                                       allow_custom_value=True, elem_id="generate-identity")
+                photos = gr.File(label="…or photos of the person (1–8)", file_count="multiple", file_types=["image"],
+                                 elem_id="generate-photos", height=120)
+            gr.Markdown("**Style** — pick a preset; it fills the prompt and settings below (all editable).")
+            presets = gr.Gallery(value=[(str(p.thumbnail), p.name) for p in pictured], label="Style presets", columns=7, height=230, allow_preview=False,
+                                 elem_id="generate-presets", show_label=False)
+            with gr.Row():
+                preset_key = gr.Dropdown(label="Style", choices=[(p.name, p.key) for p in ctx.presets], value=None,
+                                         elem_id="generate-style", scale=1)
+                subject = gr.Textbox(label="Subject", value="a person", scale=2,
+                                     info="What `{prompt}` becomes in the style's prompt.")
+            preset_info = gr.Markdown()
+            prompt = gr.Textbox(label="Prompt", lines=3, value="a portrait photo of a person, natural light",
+                                elem_id="generate-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=2, value=DEFAULT_NEGATIVE_PROMPT)
+            with gr.Row():
+                strength = gr.Slider(0.0, 1.5, value=0.5, step=0.05, label="Face strength",
+                                     info="0 = the base model alone; higher = more likeness, less prompt",
+                                     elem_id="generate-strength")
+                num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
+                size = gr.Dropdown(label="Size (width x height)", choices=SIZES, value="512x512",
+                                   elem_id="generate-size")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                randomize = gr.Checkbox(label="Random seed", value=True)
+            with gr.Accordion("Sampling, face conditioning, models, pose", open=False):
+                with gr.Row():
+                    steps = gr.Slider(1, 100, value=30, step=1, label="Steps", elem_id="generate-steps")
+                    cfg = gr.Slider(1.0, 15.0, value=7.0, step=0.5, label="CFG")
+                    scheduler = gr.Dropdown(label="Scheduler", choices=scheduler_titles,
+                                            value=SCHEDULERS[DEFAULT_SCHEDULER].title)
+                with gr.Row():
+                    delay = gr.Slider(0, 50, value=0, step=1, label="Delayed face condition (steps without the face)")
+                    face_cfg = gr.Checkbox(label="Face CFG ('no face' in the negative branch)", value=True)
+                with gr.Row():
+                    base_model = gr.Dropdown(label="Base model", choices=ctx.base_model_choices(),
+                                             value=ctx.base_model_choices()[0][1])
+                    adapter = gr.Dropdown(label="FACT adapter (trained ones appear here)",
+                                          choices=ctx.adapter_choices(), value=ctx.options.adapter or "",
+                                          allow_custom_value=True)
+                with gr.Row():
+                    lora = gr.Dropdown(label="Style LoRA", choices=ctx.lora_choices(), value="")
+                    lora_scale = gr.Slider(-1.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
+                with gr.Row():
+                    pose = gr.Image(label="Pose from this photo (optional, OpenPose ControlNet)", type="filepath",
+                                    sources=["upload"], height=200)
+                    pose_strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Pose strength")
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                stop_button = gr.Button("Stop", variant="stop", scale=0)
+            with gr.Row():
+                strengths = gr.Textbox(label="Strengths to compare", value=DEFAULT_STRENGTHS, scale=2)
+                compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1)
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(label="Results", columns=2, height=560, format="png", elem_id="generate-gallery",
+                                 buttons=["download", "fullscreen"])
+            info = gr.Markdown(elem_id="generate-info")
+            with gr.Row():
+                reuse_button = gr.Button("Reuse these settings", elem_id="generate-reuse")
+                png = gr.File(label="…or from a FaceStudio PNG", file_types=[".png"], height=100)
+    records = gr.State([])
+    selected = gr.State(None)
+
+    settings = [identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize,
+                size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength]
+    reusable = [prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize, size,
+                base_model, adapter, lora_scale]
+    outputs = [gallery, seed, info, records]
+
+    go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU)
+    compare_button.click(compare, [strengths, *settings], outputs, api_name="compare_strengths", concurrency_id=GPU)
+    stop_button.click(stop, None, info, api_name="generate_stop", queue=False)
+    presets.select(choose_preset, None, preset_key, api_visibility="private")
+    preset_key.change(apply_preset, [preset_key, subject],
+                      [prompt, negative, steps, cfg, size, strength, lora, preset_info], api_visibility="private")
+    gallery.select(select_result, None, selected, api_visibility="private")
+    reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")
+    png.upload(reuse_png, png, reusable, api_name="reuse_png")
+    adapter.focus(lambda: gr.update(choices=ctx.adapter_choices()), None, adapter, api_visibility="private")
+    lora.focus(lambda: gr.update(choices=ctx.lora_choices()), None, lora, api_visibility="private")
+    return GenerateTab(identity=identity, adapter=adapter)

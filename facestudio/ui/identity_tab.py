@@ -1,0 +1,141 @@
+"""Identity tab: check 1-8 photos of one person (faces, landmarks, aligned crops, head masks, warnings) and keep
+them under a name for the other tabs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from facestudio.engine.identities import inspect_photos, parse_face_indexes
+from facestudio.errors import InvalidRequestError
+from facestudio.ui.common import GPU, gpu_work, user_errors
+from facestudio.ui.context import StudioContext
+
+PHOTO_TYPES = ["image"]
+
+
+@dataclass
+class IdentityTab:
+    saved: gr.Dropdown
+    changed: list  # events after which the list of saved identities may differ
+
+
+def identity_choices(ctx: StudioContext) -> list[str]:
+    return [identity.name for identity in ctx.identities.list()]
+
+
+def uploaded_paths(ctx: StudioContext, files, what: str = "photo") -> list:
+    """Paths of uploaded files (gradio gives paths, or objects with `.name`/`path`), each checked."""
+    paths = []
+    for item in files or []:
+        value = item if isinstance(item, str) else getattr(item, "path", None) or getattr(item, "name", None)
+        if isinstance(item, dict):
+            value = item.get("path") or item.get("name")
+        path = ctx.upload(value, what)
+        if path is not None:
+            paths.append(path)
+    return paths
+
+
+def reference_photos(ctx: StudioContext, identity: str | None, files) -> list[str]:
+    """The photos a generation uses: uploaded ones win; else the saved identity's; else an error."""
+    uploaded = uploaded_paths(ctx, files, "reference photo")
+    if uploaded:
+        return [str(p) for p in uploaded]
+    if identity:
+        return [str(p) for p in ctx.identities.get(identity).photos]
+    raise InvalidRequestError("Choose a saved identity or upload photos of the person.")
+
+
+def build_identity_tab(ctx: StudioContext) -> IdentityTab:
+    @user_errors
+    @gpu_work(60)
+    def analyze(files, faces_used: str):
+        paths = uploaded_paths(ctx, files)
+        check = _inspect(paths, faces_used)
+        overlays, crops, masks = [], [], []
+        for number, photo in enumerate(check.photos):
+            label = f"{number}: {photo.name} · {len(photo.faces)} face(s)"
+            overlays.append((photo.overlay, label + ("" if photo.face_index is None else f", using {photo.face_index}")))
+            if photo.crop is not None:
+                crops.append((photo.crop, f"{number}: {photo.name}"))
+                masks.append((photo.head_mask, f"{number}: {photo.name}"))
+        warnings = check.all_warnings
+        summary = (f"**{len(check.usable)} of {len(check.photos)} photo(s) usable.**" +
+                   ("" if not warnings else "\n\n" + "\n".join(f"- ⚠️ {w}" for w in warnings)))
+        used = ", ".join("0" if p.face_index is None else str(p.face_index) for p in check.photos)
+        return overlays, crops, masks, summary, check.to_dict(), used
+
+    def _inspect(paths, faces_used: str):
+        return inspect_photos(ctx.manager.analyzer(), paths, parse_face_indexes(faces_used, len(paths)),
+                              names=[p.name for p in paths])
+
+    @user_errors
+    @gpu_work(60)
+    def save(files, faces_used: str, name: str, replace: bool):
+        paths = uploaded_paths(ctx, files)
+        check = _inspect(paths, faces_used)
+        identity = ctx.identities.save(name, check, overwrite=bool(replace))
+        skipped = len(check.photos) - len(check.usable)
+        note = f" ({skipped} photo(s) without a face left out)" if skipped else ""
+        return (f"Saved **{identity.name}** with {len(identity.photos)} photo(s){note}.",
+                gr.update(choices=identity_choices(ctx), value=identity.name))
+
+    @user_errors
+    def show_saved(name: str | None):
+        if not name:
+            return [], ""
+        from facestudio.face import load_image
+
+        identity = ctx.identities.get(name)
+        return ([(load_image(p, name=p.name), p.name) for p in identity.photos],
+                f"**{identity.name}**: {len(identity.photos)} photo(s), saved {identity.created}.")
+
+    @user_errors
+    def delete(name: str | None):
+        if not name:
+            raise InvalidRequestError("Choose the identity to delete.")
+        ctx.identities.delete(name)
+        return f"Deleted **{name}**.", gr.update(choices=identity_choices(ctx), value=None), []
+
+    gr.Markdown("Upload 1–8 photos of **one** person. Each photo shows the faces found (numbered, 0 = largest) with "
+                "their five landmarks and face regions; below are the aligned crops FACT's face encoder receives and "
+                "the head masks. Save the photos under a name to reuse them in the other tabs.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            photos = gr.File(label="Photos of one person (1–8)", file_count="multiple", file_types=PHOTO_TYPES,
+                             elem_id="identity-photos")
+            faces_used = gr.Textbox(label="Face used in each photo", placeholder="0, 0, 1",
+                                    info="Comma-separated face numbers, one per photo (0 = the largest face). "
+                                         "Filled in after the analysis; change it when a photo shows several people.",
+                                    elem_id="identity-faces-used")
+            analyze_button = gr.Button("Analyze", variant="primary", elem_id="identity-analyze")
+            with gr.Group():
+                name = gr.Textbox(label="Identity name", placeholder="e.g. Alex", max_length=64,
+                                  elem_id="identity-name")
+                replace = gr.Checkbox(label="Replace a saved identity of the same name", value=False)
+                save_button = gr.Button("Save identity", elem_id="identity-save")
+            status = gr.Markdown(elem_id="identity-status")
+        with gr.Column(scale=2):
+            overlays = gr.Gallery(label="Faces found", columns=4, height=360, format="png",
+                                  elem_id="identity-overlays")
+            with gr.Row():
+                crops = gr.Gallery(label="Aligned crops (FACT input)", columns=4, height=180, format="png")
+                masks = gr.Gallery(label="Head masks", columns=4, height=180, format="png")
+            report = gr.JSON(label="Analysis", open=False)
+    with gr.Accordion("Saved identities", open=False):
+        with gr.Row():
+            saved = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
+                                allow_custom_value=True, elem_id="identity-saved")
+            delete_button = gr.Button("Delete", variant="stop", scale=0)
+        saved_info = gr.Markdown()
+        saved_photos = gr.Gallery(label="Its photos", columns=8, height=160)
+
+    analyze_button.click(analyze, [photos, faces_used], [overlays, crops, masks, status, report, faces_used],
+                         api_name="analyze", concurrency_id=GPU)
+    saving = save_button.click(save, [photos, faces_used, name, replace], [status, saved], api_name="save_identity",
+                               concurrency_id=GPU)
+    saved.change(show_saved, saved, [saved_photos, saved_info], api_visibility="private")
+    deleting = delete_button.click(delete, saved, [saved_info, saved, saved_photos], api_name="delete_identity")
+    return IdentityTab(saved=saved, changed=[saving, deleting])

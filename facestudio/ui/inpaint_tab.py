@@ -1,0 +1,145 @@
+"""Inpaint tab: put the person into one face of a template photo, with an automatic face/head mask or a painted
+one, and a before/after slider."""
+
+from __future__ import annotations
+
+import uuid
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from facestudio.engine.requests import MAX_SEED, InpaintRequest
+from facestudio.errors import InvalidRequestError
+from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
+from facestudio.ui.context import StudioContext
+from facestudio.ui.generate_tab import StopFlags, session_of
+from facestudio.ui.identity_tab import identity_choices, reference_photos
+
+MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted below", "painted")]
+
+
+def painted_mask(editor_value) -> np.ndarray | None:
+    """The union of the painted layers' alpha (white = repaint) as `uint8[H, W]`; None when nothing is painted."""
+    if not editor_value:
+        return None
+    layers = [layer for layer in (editor_value.get("layers") or []) if layer is not None]
+    mask = None
+    for layer in layers:
+        array = np.asarray(layer)
+        alpha = array[..., 3] if array.ndim == 3 and array.shape[2] == 4 else (array.reshape(*array.shape[:2], -1)
+                                                                             .max(axis=2))
+        mask = alpha if mask is None else np.maximum(mask, alpha)
+    if mask is None or not mask.any():
+        return None
+    return ((mask > 0) * 255).astype(np.uint8)
+
+
+def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
+    @user_errors
+    @gpu_work(60)
+    def show_faces(template):
+        from facestudio.face import load_image
+        from facestudio.face.debug import draw_analysis
+
+        path = ctx.upload(template, "template photo")
+        if path is None:
+            return None, gr.update(choices=[], value=None), None
+        image = load_image(path, name=path.name)
+        faces = ctx.manager.analyzer().analyze(image).faces
+        if not faces:
+            raise InvalidRequestError(f"No face found in {path.name}; use a template photo with a visible face, or "
+                                      "paint the mask yourself.")
+        overlay = draw_analysis(image, faces)
+        choices = [(f"face {i} ({face.width:.0f} px wide)", i) for i, face in enumerate(faces)]
+        editor = {"background": np.asarray(image), "layers": [], "composite": None}
+        return overlay, gr.update(choices=choices, value=0), editor
+
+    @user_errors
+    @gpu_work(180)
+    def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
+                denoise, strength, steps, seed, randomize,
+                progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
+        template_path = ctx.upload(template, "template photo")
+        if template_path is None:
+            raise InvalidRequestError("Upload the template photo first.")
+        mask = mask_mode or "face"
+        if mask == "painted":
+            painted = painted_mask(editor)
+            if painted is None:
+                raise InvalidRequestError("Paint over the area to replace in the editor, or choose an automatic mask.")
+            mask_path = ctx.scratch_dir() / f"mask-{uuid.uuid4().hex}.png"
+            Image.fromarray(painted).save(mask_path)
+            mask = str(mask_path)
+        elif mask not in ("face", "head"):
+            raise InvalidRequestError(f"The mask must be face, head or painted; got {mask!r}.")
+        inpaint_request = InpaintRequest(
+            faces=reference_photos(ctx, identity, photos), image=str(template_path), mask=mask,
+            face_index=int(face_index or 0), prompt=prompt or "", negative_prompt=negative or "",
+            denoise=float(denoise), face_strength=float(strength), steps=int(steps),
+            seed=None if randomize or seed is None else int(seed),
+            mask_dilate_px=None if not dilate else int(dilate), mask_feather_px=None if not feather else int(feather),
+            models=ctx.default_models())
+        flag = stops.reset(session_of(request))
+        reporter = PageProgress(progress, "Inpainting")
+        progress(0.0, desc="Loading models (first use can take a while)…")
+        result = ctx.engine.inpaint(inpaint_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
+                                    should_stop=flag.is_set, on_download=reporter.download)
+        if not result.images:
+            return None, gr.update(), "Stopped before the image was finished.", None
+        image = result.images[0]
+        info = f"Seed used: **{image.seed}** · {similarity_caption(image)}"
+        info += "".join(f"\n- ⚠️ {w}" for w in result.warnings)
+        return (str(template_path), str(image.path)), image.seed, info, str(image.path)
+
+    gr.Markdown("Upload a template photo; its faces are numbered (0 = largest). Pick the face to replace and the "
+                "mask: the face region or the whole head (grown and softened by the sliders), or paint your own. "
+                "Only the area under the mask changes.")
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                identity = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
+                                       allow_custom_value=True, elem_id="inpaint-identity")
+                photos = gr.File(label="…or photos of the person", file_count="multiple", file_types=["image"],
+                                 height=120)
+            template = gr.Image(label="Template photo", type="filepath", sources=["upload"], height=300,
+                                elem_id="inpaint-template")
+            numbered = gr.Image(label="Faces in the template", interactive=False, height=300)
+            with gr.Row():
+                face_index = gr.Dropdown(label="Face to replace", choices=[], value=None, allow_custom_value=True,
+                                         elem_id="inpaint-face")
+                mask_mode = gr.Radio(label="Mask", choices=MASK_MODES, value="face")
+            with gr.Row():
+                dilate = gr.Slider(0, 128, value=0, step=1, label="Grow mask (px, 0 = automatic)")
+                feather = gr.Slider(0, 128, value=0, step=1, label="Feather (px, 0 = automatic)")
+            editor = gr.ImageEditor(label="Paint the mask (with 'Painted below')", type="numpy", height=360,
+                                    sources=[], brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                                    layers=False, elem_id="inpaint-editor")
+        with gr.Column():
+            prompt = gr.Textbox(label="Prompt", value=InpaintRequest.prompt, lines=2)
+            negative = gr.Textbox(label="Negative prompt", value=InpaintRequest.negative_prompt, lines=2)
+            with gr.Row():
+                denoise = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Denoise",
+                                    info="how much of the masked area is redrawn")
+                strength = gr.Slider(0.0, 1.5, value=0.55, step=0.05, label="Face strength")
+            with gr.Row():
+                steps = gr.Slider(1, 100, value=30, step=1, label="Steps")
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                randomize = gr.Checkbox(label="Random seed", value=True)
+            with gr.Row():
+                go = gr.Button("Inpaint", variant="primary", elem_id="inpaint-button")
+                stop_button = gr.Button("Stop", variant="stop", scale=0)
+            slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="inpaint-result")
+            info = gr.Markdown()
+            download = gr.File(label="Result (PNG with its settings)", interactive=False)
+
+    template.upload(show_faces, template, [numbered, face_index, editor], api_name="template_faces",
+                    concurrency_id=GPU)
+    go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
+                       denoise, strength, steps, seed, randomize], [slider, seed, info, download],
+             api_name="inpaint", concurrency_id=GPU)
+    def stop(request: gr.Request = None):
+        stops.stop(session_of(request))
+
+    stop_button.click(stop, None, None, queue=False, api_visibility="private")
+    return identity

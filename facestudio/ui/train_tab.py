@@ -1,0 +1,204 @@
+"""Train tab: photos of a person -> a prepared dataset -> a background training job, followed live (step, ETA, loss
+plot, sample images) and cancelled or resumed. The jobs live on disk, so the list survives a page reload or a restart
+of the studio; the runner trains in its own process after the studio frees its models."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from facestudio.errors import InvalidRequestError
+from facestudio.jobs.store import check_job_id
+from facestudio.training.config import TrainConfig
+from facestudio.training.run import FINISHED_STATES
+from facestudio.ui.common import GPU, user_errors
+from facestudio.ui.context import AUTO_ADAPTER, StudioContext
+from facestudio.ui.identity_tab import uploaded_paths
+
+REFRESH_SECONDS = 2.0
+JOB_COLUMNS = ["id", "name", "state", "step", "loss", "ETA", "adapter"]
+REPORT_COLUMNS = ["photo", "kept", "reason"]
+SCRATCH = "scratch"
+
+
+@dataclass
+class TrainTab:
+    job: gr.Dropdown
+    refresh: list  # components a page load refreshes, with `refresh_outputs`
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def jobs_table(ctx: StudioContext) -> pd.DataFrame:
+    rows = []
+    for job in ctx.jobs.list():
+        status = ctx.jobs.effective_status(job)
+        rows.append([job.id, job.name, status.state, f"{status.step}/{status.total}",
+                     "" if status.loss is None else f"{status.loss:.4f}", _eta(status.eta_seconds),
+                     "yes" if job.folder.adapter_path.is_file() else ""])
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+def job_choices(ctx: StudioContext) -> list[tuple[str, str]]:
+    return [(f"{job.name} ({job.id})", job.id) for job in ctx.jobs.list()]
+
+
+def init_choices(ctx: StudioContext) -> list[tuple[str, str]]:
+    """Where training starts: the released adapter of the base model, another adapter, or from scratch."""
+    choices = [("released adapter of the base model", "default")]
+    choices += [(label, value) for label, value in ctx.adapter_choices() if value != AUTO_ADAPTER]
+    return [*choices, ("from scratch", SCRATCH)]
+
+
+def build_train_tab(ctx: StudioContext) -> TrainTab:
+    defaults = TrainConfig(dataset="-")
+
+    @user_errors
+    def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
+              resolution, batch_size, checkpoint_every, sample_every, progress=gr.Progress()):  # noqa: B008
+        from facestudio.jobs.intake import prepare_training_photos
+        from facestudio.training.dataset import PrepareSettings
+
+        name = " ".join(str(name or "").split())
+        if not name:
+            raise InvalidRequestError("Give the training a name (for example the person's name).")
+        photos = uploaded_paths(ctx, files)
+        base = ctx.checked_choice(base_model, ctx.base_model_choices(), "base model")
+        init = ctx.checked_choice(init, init_choices(ctx), "initial adapter") or "default"
+        config = TrainConfig(
+            dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder, steps=int(steps),
+            lr=float(lr), fair_weight=float(fair_weight), drop_prob=float(drop_prob),
+            shuffle_prob=float(shuffle_prob), curriculum=bool(curriculum), resolution=int(resolution),
+            batch_size=int(batch_size), checkpoint_every=int(checkpoint_every), sample_every=int(sample_every),
+            cpu=ctx.options.device == "cpu")
+        config.check()  # refuse bad settings before any photo is prepared
+
+        def on_item(item, done: int, total: int) -> None:
+            progress(done / max(total, 1), desc=f"Preparing photos {done}/{total}")
+
+        with ctx.manager.gpu_lock:  # the face analyzer is shared with the other tabs
+            report = prepare_training_photos(ctx.home, name, ctx.manager.analyzer(), PrepareSettings(),
+                                             photos=photos or None, folder=(folder or "").strip() or None,
+                                             on_item=on_item)
+        table = pd.DataFrame([[item.source, "kept" if item.kept else "rejected", "" if item.kept else
+                               f"{item.reason}: {item.detail}"] for item in report.items], columns=REPORT_COLUMNS)
+        if not report.kept:
+            raise InvalidRequestError(f"None of the {len(report.items)} photo(s) can be used for training: " +
+                                      "; ".join(f"{item.source}: {item.detail}" for item in report.items[:5]))
+        job = ctx.jobs.submit_training(config.replace(dataset=report.out), name)
+        ctx.runner.wake()
+        warnings = "".join(f"\n- ⚠️ {w}" for w in report.warnings)
+        message = (f"Queued job **{job.id}**: {len(report.kept)} photo(s) kept, {len(report.rejected)} rejected."
+                   f"{warnings}")
+        return table, message, gr.update(choices=job_choices(ctx), value=job.id), jobs_table(ctx)
+
+    @user_errors
+    def status(job_id: str | None):
+        table = jobs_table(ctx)
+        if not job_id:
+            return "No job selected.", {}, pd.DataFrame({"step": [], "loss": []}), [], table
+        job = ctx.jobs.get(check_job_id(job_id))
+        state = ctx.jobs.effective_status(job)
+        metrics = job.folder.read_metrics()
+        plot = pd.DataFrame({"step": [row["step"] for row in metrics], "loss": [row["loss"] for row in metrics]})
+        samples = [(str(path), path.stem) for path in job.folder.samples()[-8:]]
+        lines = [f"**{job.name}** · {state.state} · step {state.step}/{state.total}"]
+        if state.loss is not None:
+            lines.append(f"loss {state.loss:.4f}")
+        if state.eta_seconds is not None and state.state not in FINISHED_STATES:
+            lines.append(f"ETA {_eta(state.eta_seconds)}")
+        if state.checkpoint_step:
+            lines.append(f"checkpoint at step {state.checkpoint_step}")
+        text = " · ".join(lines)
+        if state.error:
+            text += f"\n\n⚠️ {state.error}"
+        if job.folder.adapter_path.is_file():
+            text += f"\n\nAdapter: `{job.folder.adapter_path}` (choose it in Generate → FACT adapter)."
+        data = job.to_dict(state)
+        data["updated"] = time.strftime("%H:%M:%S")
+        return text, data, plot, samples, table
+
+    @user_errors
+    def cancel(job_id: str | None):
+        if not job_id:
+            raise InvalidRequestError("Choose the job to cancel.")
+        state = ctx.jobs.cancel(check_job_id(job_id))
+        return f"Job {job_id}: {state.state}."
+
+    @user_errors
+    def resume(job_id: str | None):
+        if not job_id:
+            raise InvalidRequestError("Choose the job to resume.")
+        job = ctx.jobs.resume(check_job_id(job_id))
+        ctx.runner.wake()
+        return f"Job {job.id} is queued again; it continues from its last checkpoint."
+
+    def refresh_jobs():
+        choices = job_choices(ctx)
+        return gr.update(choices=choices, value=choices[0][1] if choices else None), jobs_table(ctx)
+
+    gr.Markdown("Train the face adapter further on photos of one person (FACT's decoupled training with FAIR). The "
+                "photos are checked and cropped first; training runs in the background, one job at a time, and "
+                "keeps checkpoints, so a job can be cancelled and resumed, and survives a restart of the studio.")
+    with gr.Row():
+        with gr.Column():
+            files = gr.File(label="Photos of the person", file_count="multiple", file_types=["image"],
+                            elem_id="train-photos")
+            folder = gr.Textbox(label="…or a folder of photos inside the studio's folder",
+                                placeholder=str(ctx.home / "photos" / "alex"))
+            name = gr.Textbox(label="Name", placeholder="alex", elem_id="train-name")
+            with gr.Row():
+                base_model = gr.Dropdown(label="Base model", choices=ctx.base_model_choices(),
+                                         value=ctx.base_model_choices()[0][1])
+                init = gr.Dropdown(label="Start from", choices=init_choices(ctx),
+                                   value=ctx.options.adapter or "default", allow_custom_value=True)
+            with gr.Row():
+                steps = gr.Number(label="Steps", value=defaults.steps, precision=0, minimum=1, elem_id="train-steps")
+                lr = gr.Number(label="Learning rate", value=defaults.lr)
+                fair_weight = gr.Number(label="FAIR weight", value=defaults.fair_weight)
+            with gr.Row():
+                drop_prob = gr.Slider(0.0, 1.0, value=defaults.drop_prob, step=0.01, label="Face drop probability")
+                shuffle_prob = gr.Slider(0.0, 1.0, value=defaults.shuffle_prob, step=0.01,
+                                         label="Shuffle probability (another photo of the person)")
+                curriculum = gr.Checkbox(label="Curriculum (shuffle ramps up)", value=defaults.curriculum)
+            with gr.Accordion("More settings", open=False), gr.Row():
+                resolution = gr.Number(label="Resolution", value=defaults.resolution, precision=0,
+                                       elem_id="train-resolution")
+                batch_size = gr.Number(label="Batch size", value=defaults.batch_size, precision=0)
+                checkpoint_every = gr.Number(label="Checkpoint every N steps", value=defaults.checkpoint_every,
+                                             precision=0)
+                sample_every = gr.Number(label="Samples every N steps (0: none)", value=defaults.sample_every,
+                                         precision=0)
+            start_button = gr.Button("Start training", variant="primary", elem_id="train-start")
+            message = gr.Markdown(elem_id="train-message")
+            report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check", interactive=False, wrap=True)
+        with gr.Column():
+            with gr.Row():
+                job = gr.Dropdown(label="Job", choices=job_choices(ctx), value=None, allow_custom_value=True,
+                                  elem_id="train-job", scale=3)
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="train-cancel", scale=1)
+                resume_button = gr.Button("Resume", elem_id="train-resume", scale=1)
+            progress_text = gr.Markdown(elem_id="train-progress")
+            loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240, elem_id="train-loss")
+            samples = gr.Gallery(label="Samples", columns=4, height=200, elem_id="train-samples")
+            job_json = gr.JSON(label="Job status", open=False)
+            table = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, elem_id="train-jobs")
+    timer = gr.Timer(REFRESH_SECONDS)
+
+    status_outputs = [progress_text, job_json, loss_plot, samples, table]
+    start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
+                               shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every],
+                       [report, message, job, table], api_name="train_start", concurrency_id=GPU)
+    timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
+    job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
+    cancel_button.click(cancel, job, message, api_name="train_cancel", queue=False)
+    resume_button.click(resume, job, message, api_name="train_resume", queue=False)
+    init.focus(lambda: gr.update(choices=init_choices(ctx)), None, init, api_visibility="private")
+    return TrainTab(job=job, refresh=[refresh_jobs, [job, table]])
