@@ -71,6 +71,14 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
+    """What to say when a public link is opened without a password."""
+    if share and auth is None:
+        return ("--share without --auth: anyone with the public link can use this studio, its files and its GPU; "
+                "add --auth USER:PASS.")
+    return None
+
+
 def create_studio(args: argparse.Namespace):
     """The context and the page for these options (the tests build the studio through this too)."""
     from facestudio.engine.settings import studio_home
@@ -91,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     auth = parse_auth(args.auth)
-    if args.share and auth is None:
-        logger.warning("--share without --auth: anyone with the public link can use this studio, its files and its "
-                       "GPU; add --auth USER:PASS.")
+    warning = share_warning(args.share, auth)
+    if warning:
+        logger.warning(warning)
     from facestudio.errors import FaceStudioError
 
     try:

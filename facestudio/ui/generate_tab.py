@@ -216,7 +216,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                                      elem_id="generate-strength")
                 num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
                 size = gr.Dropdown(label="Size (width x height)", choices=SIZES, value="512x512",
-                                   elem_id="generate-size")
+                                   allow_custom_value=True, elem_id="generate-size",
+                                   info="or type one, e.g. 512x704 (multiples of 8, 256-1024)")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                 randomize = gr.Checkbox(label="Random seed", value=True)
@@ -236,7 +237,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                                           choices=ctx.adapter_choices(), value=ctx.options.adapter or "",
                                           allow_custom_value=True)
                 with gr.Row():
-                    lora = gr.Dropdown(label="Style LoRA", choices=ctx.lora_choices(), value="")
+                    lora = gr.Dropdown(label="Style LoRA (files in FACESTUDIO_HOME/loras appear here)",
+                                       choices=ctx.lora_choices(), value="", allow_custom_value=True)
                     lora_scale = gr.Slider(-1.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
                 with gr.Row():
                     pose = gr.Image(label="Pose from this photo (optional, OpenPose ControlNet)", type="filepath",

@@ -1,0 +1,234 @@
+"""Every endpoint of the studio through `gradio_client`, against the studio running over the tiny models.
+
+These are the calls a script (or the page) makes: they must give the documented outputs, save what they say they
+save, and turn bad input into one clear sentence.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.ui.conftest import wait_until
+
+GENERATE_DEFAULTS = dict(identity=None, photos=None, prompt="a portrait photo", negative_prompt="blurry",
+                         face_strength=0.5, face_delay_steps=0, face_cfg=True, steps=3, cfg=7.0,
+                         scheduler="DPM++ 2M Karras", seed=5, random_seed=False, size="256x256", num_images=1,
+                         base_model=None, adapter=None, lora="", lora_scale=0.8, pose=None, pose_strength=1.0)
+
+
+def generate_args(studio, **overrides):
+    args = dict(GENERATE_DEFAULTS, base_model=str(studio.tiny.base), adapter=str(studio.tiny.adapter))
+    args.update(overrides)
+    return args
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    return studio.client()
+
+
+@pytest.fixture(scope="module")
+def photo(faces_dir):
+    from gradio_client import handle_file
+
+    return lambda name: handle_file(str(faces_dir / name))
+
+
+def test_every_documented_endpoint_is_callable(client):
+    endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/analyze", "/generate", "/inpaint", "/train_start", "/train_status", "/train_cancel"} <= endpoints
+    assert {"/compare_strengths", "/save_identity", "/train_resume", "/models_status", "/download_model",
+            "/unload"} <= endpoints
+
+
+def test_analyze_shows_faces_crops_masks_and_warnings(client, photo):
+    overlays, crops, masks, summary, report, used = client.predict(
+        [photo("obama.jpg"), photo("biden.jpg"), photo("astronaut.png")], "", api_name="/analyze")
+    assert len(overlays) == 3 and len(crops) == 3 and len(masks) == 3
+    assert Image.open(crops[0]["image"]).size == (112, 112)
+    assert "3 of 3 photo(s) usable" in summary
+    assert "biden.jpg looks like a different person" in summary
+    assert "astronaut.png: the face is small" in summary
+    assert used == "0, 0, 0"
+    assert [p["faces"] for p in report["photos"]] == [1, 1, 1]
+
+
+def test_analyze_refuses_a_face_number_that_does_not_exist(client, photo):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"obama.jpg has 1 face\(s\); face 3 does not exist"):
+        client.predict([photo("obama.jpg")], "3", api_name="/analyze")
+
+
+def test_a_saved_identity_generates_and_shows_in_the_list(client, photo, studio):
+    status, saved = client.predict([photo("obama.jpg"), photo("obama2.jpg")], "", "Test Person", False,
+                                   api_name="/save_identity")
+    assert "Saved **Test Person** with 2 photo(s)" in status
+    assert ["Test Person", "Test Person"] in saved["choices"]
+    assert (studio.home / "identities" / "test-person" / "identity.json").is_file()
+
+    gallery, seed, info, *_ = client.predict(**generate_args(studio, identity="Test Person"), api_name="/generate")
+    assert len(gallery) == 1 and seed["value"] == 5
+
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="An identity named 'Test Person' exists"):
+        client.predict([photo("obama.jpg")], "", "Test Person", False, api_name="/save_identity")
+
+
+def test_generate_saves_pngs_with_their_settings_and_identity_scores(client, photo, studio):
+    from facestudio.engine import read_png_record
+
+    args = generate_args(studio, photos=[photo("obama.jpg")], num_images=2)
+    gallery, seed, info, *_ = client.predict(**args, api_name="/generate")
+    assert [item["caption"].split(" · ")[0] for item in gallery] == ["seed 5", "seed 6"]
+    assert all("identity" in item["caption"] or "no face" in item["caption"] for item in gallery)
+    assert "Seed used: **5**" in info
+    saved = sorted((studio.home / "outputs").rglob("generate-*-5.png"))
+    assert saved, "the result is kept in FACESTUDIO_HOME/outputs"
+    record = read_png_record(gallery[0]["image"])  # the download carries the metadata
+    assert record["seed"] == 5 and record["request"]["prompt"] == "a portrait photo"
+
+    again, *_ = client.predict(**dict(args, num_images=1), api_name="/generate")
+    assert np.array_equal(pixels(again[0]["image"]), pixels(gallery[0]["image"]))
+
+
+def test_compare_strengths_renders_one_seed_at_each_strength(client, photo, studio):
+    gallery, seed, info, *_ = client.predict("0, 0.8", **generate_args(studio, photos=[photo("obama.jpg")]),
+                                             api_name="/compare_strengths")
+    captions = [item["caption"] for item in gallery]
+    assert [c.split(" · ")[0] for c in captions] == ["strength 0", "strength 0.8"]
+    assert all("seed 5" in c for c in captions)
+    assert not np.array_equal(pixels(gallery[0]["image"]), pixels(gallery[1]["image"]))
+
+    plain, *_ = client.predict(**generate_args(studio, photos=[photo("obama.jpg")], face_strength=0.0),
+                               api_name="/generate")
+    assert np.array_equal(pixels(plain[0]["image"]), pixels(gallery[0]["image"]))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"photos": None}, "Choose a saved identity or upload photos of the person"),
+    ({"size": "300x300"}, "`width` must be a multiple of 8"),
+    ({"photos": None, "identity": "nobody here"}, "There is no saved identity 'nobody here'"),
+    ({"adapter": "/etc/passwd"}, "is not one of the offered adapter choices"),
+    ({"photos": "no-face"}, "No face found in"),
+])
+def test_bad_requests_are_one_clear_sentence(client, studio, photo, tmp_path, overrides, message):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    overrides = dict({"photos": [photo("obama.jpg")]}, **overrides)
+    if overrides["photos"] == "no-face":
+        Image.new("RGB", (256, 256), (90, 120, 150)).save(tmp_path / "wall.png")
+        overrides["photos"] = [handle_file(str(tmp_path / "wall.png"))]
+    with pytest.raises(AppError, match=message) as caught:
+        client.predict(**generate_args(studio, **overrides), api_name="/generate")
+    assert "Traceback" not in str(caught.value)
+
+
+def test_a_lora_in_the_studio_folder_is_offered_and_changes_the_image(client, photo, studio):
+    (studio.home / "loras").mkdir(exist_ok=True)
+    lora = studio.home / "loras" / "style.safetensors"
+    shutil.copy(studio.tiny.lora, lora)
+    args = generate_args(studio, photos=[photo("obama.jpg")])
+    plain, *_ = client.predict(**args, api_name="/generate")
+    styled, *_ = client.predict(**dict(args, lora=str(lora), lora_scale=1.0), api_name="/generate")
+    assert not np.array_equal(pixels(plain[0]["image"]), pixels(styled[0]["image"]))
+
+
+def test_settings_come_back_from_a_png(client, photo, studio):
+    from gradio_client import handle_file
+
+    gallery, *_ = client.predict(**generate_args(studio, photos=[photo("obama.jpg")], prompt="a knight", seed=11),
+                                 api_name="/generate")
+    settings = client.predict(handle_file(gallery[0]["image"]), api_name="/reuse_png")
+    assert settings[0] == "a knight" and settings[8] == 11 and settings[10]["value"] == "256x256"
+
+
+def test_inpaint_with_the_automatic_and_a_painted_mask(client, photo, studio, tmp_path):
+    from gradio_client import handle_file
+
+    template = studio.home / "template.png"
+    Image.open(photo("biden.jpg")["path"]).convert("RGB").save(template)
+    numbered, faces, editor = client.predict(handle_file(str(template)), api_name="/template_faces")
+    assert faces["choices"][0][1] == 0
+
+    common = dict(identity=None, photos=[photo("obama.jpg")], template=handle_file(str(template)), face_index=0,
+                  dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.6, strength=0.55, steps=3,
+                  seed=1, randomize=False)
+    (before, after), seed, info, download = client.predict(mask_mode="face", editor=None, **common,
+                                                           api_name="/inpaint")
+    original, result = pixels(template), pixels(after)
+    assert result.shape == original.shape and seed == 1
+    assert not np.array_equal(original, result)
+
+    width, height = Image.open(template).size
+    layer = np.zeros((height, width, 4), np.uint8)
+    layer[10:60, 10:60] = 255  # a painted square in the corner, away from the face
+    painted = tmp_path / "layer.png"
+    Image.fromarray(layer).save(painted)
+    editor_value = {"background": handle_file(str(template)), "layers": [handle_file(str(painted))],
+                    "composite": None}
+    (_, after), *_ = client.predict(mask_mode="painted", editor=editor_value, **common, api_name="/inpaint")
+    changed = np.abs(pixels(after) - original).max(axis=2) > 0
+    assert changed[10:60, 10:60].any() and not changed[80:, 80:].any()
+
+
+def test_training_from_uploaded_photos_cancel_and_resume(client, photo, studio):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="outside the studio's folder"):
+        client.predict(files=None, folder="/etc", name="x", base_model=str(studio.tiny.base), init="default",
+                       steps=4, lr=1e-3, fair_weight=0.01, drop_prob=0.05, shuffle_prob=0.5, curriculum=True,
+                       resolution=64, batch_size=2, checkpoint_every=2, sample_every=0, api_name="/train_start")
+
+    report, message, job, table = client.predict(
+        files=[photo("obama.jpg"), photo("obama2.jpg"), photo("astronaut.png")], folder="", name="Alex",
+        base_model=str(studio.tiny.base), init=str(studio.tiny.adapter), steps=30, lr=1e-3, fair_weight=0.01,
+        drop_prob=0.05, shuffle_prob=0.5, curriculum=True, resolution=64, batch_size=2, checkpoint_every=2,
+        sample_every=0, api_name="/train_start")
+    job_id = job["value"]
+    kept = {row[0].split("_", 1)[1]: row[1] for row in report["data"]}
+    assert kept == {"obama.jpg": "kept", "obama2.jpg": "kept", "astronaut.png": "rejected"}
+    assert "Queued job" in message and job_id in message
+
+    def status():
+        return client.predict(job_id, api_name="/train_status")[1]["status"]
+
+    wait_until(lambda: status()["step"] >= 2, 240, "two training steps")
+    assert "cancel" in client.predict(job_id, api_name="/train_cancel")
+    stopped = wait_until(lambda: (s := status())["state"] == "cancelled" and s, 120, "the cancel")
+    assert stopped["checkpoint_step"] >= 2
+
+    assert "queued again" in client.predict(job_id, api_name="/train_resume")
+    text, data, plot, samples, jobs = client.predict(job_id, api_name="/train_status")
+    assert data["id"] == job_id and any(row[0] == job_id for row in jobs["data"])
+    done = wait_until(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job")
+    assert done["state"] == "done", done["error"]
+    text, data, plot, samples, jobs = client.predict(job_id, api_name="/train_status")
+    assert [row[0] for row in plot["data"]] == list(range(1, 31))  # every step once, across the resume
+    assert data["adapter"] and "Generate → FACT adapter" in text
+
+    trained = data["adapter"]  # offered in Generate without a restart
+    assert trained in {value for _, value in studio.ctx.adapter_choices()}
+    gallery, *_ = client.predict(**generate_args(studio, photos=[photo("obama.jpg")], adapter=trained),
+                                 api_name="/generate")
+    assert len(gallery) == 1
+
+
+def test_models_tab_reports_states_and_unloads(client, photo, studio):
+    client.predict(**generate_args(studio, photos=[photo("obama.jpg")]), api_name="/generate")
+    table, machine = client.predict(api_name="/models_status")
+    states = {row[0]: row[2] for row in table["data"]}
+    assert states["majicmix"] == "not downloaded" and states["base"] == "loaded"
+    assert "**Loaded:** base_model:" in machine and "**RAM:**" in machine and "torch" in machine
+    message, table, machine = client.predict("all", api_name="/unload")
+    assert "Unloaded" in message and "**Loaded:** nothing" in machine
