@@ -104,7 +104,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                                  height=120)
             template = gr.Image(label="Template photo", type="filepath", sources=["upload"], height=300,
                                 elem_id="inpaint-template")
-            numbered = gr.Image(label="Faces in the template", interactive=False, height=300)
+            numbered = gr.Image(label="Faces in the template", interactive=False, height=300,
+                                elem_id="inpaint-numbered")
             with gr.Row():
                 face_index = gr.Dropdown(label="Face to replace", choices=[], value=None, allow_custom_value=True,
                                          elem_id="inpaint-face")

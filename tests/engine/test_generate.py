@@ -281,3 +281,21 @@ def test_sliced_attention_set_before_fact_gives_the_same_image(tiny_studio, tiny
     assert any(type(p).__name__ == "GatedFaceAttnProcessor" and type(p.base_processor).__name__ ==
                "SlicedAttnProcessor" for p in processors.values())
     manager.unload()
+
+
+@pytest.mark.parametrize(("strengths", "message"), [([0.5], "Compare 2 to 8"), ([0.1] * 9, "Compare 2 to 8"),
+                                                    ([0.2, 2.5], "from 0 to 2"), ([0.2, float("nan")], "from 0 to 2")])
+def test_compare_strengths_refuses_bad_lists_before_loading(engine, tiny_request, strengths, message):
+    loads = dict(engine.manager.load_count)
+    with pytest.raises(InvalidRequestError, match=message):
+        engine.compare_strengths(tiny_request(), strengths)
+    assert engine.manager.load_count == loads
+
+
+def test_compare_strengths_keeps_the_seed_and_matches_single_generations(engine, tiny_request):
+    result = engine.compare_strengths(tiny_request(seed=9), [0.0, 1.0])
+    assert [image.seed for image in result.images] == [9, 9]
+    assert [image.record["request"]["face_strength"] for image in result.images] == [0.0, 1.0]
+    single = engine.generate(tiny_request(seed=9, face_strength=1.0)).images[0]
+    assert np.array_equal(pixels(single.image), pixels(result.images[1].image))
+    assert not np.array_equal(pixels(result.images[0].image), pixels(result.images[1].image))

@@ -1,0 +1,136 @@
+"""The studio in a real browser (Playwright driving Debian's Chromium): what a person does, click by click.
+
+Open the page, check a photo in Identity, pick a style and generate in Generate, start a training job and cancel
+it in Train, and take a screenshot of every tab into `test-artifacts/screenshots/` (or FACESTUDIO_SCREENSHOTS).
+No browser is downloaded: Chromium comes from `apt-get install chromium`. Where it is missing the test is skipped,
+unless FACESTUDIO_REQUIRE_BROWSER=1 (CI sets it), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+CHROMIUM = Path(os.environ.get("FACESTUDIO_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+TABS = ("Identity", "Generate", "Inpaint", "Train", "Models")
+
+
+def screenshots_dir() -> Path:
+    folder = Path(os.environ.get("FACESTUDIO_SCREENSHOTS", REPO_ROOT / "test-artifacts" / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install -r requirements-dev.txt)"
+    if missing is None and not CHROMIUM.exists():
+        missing = f"Chromium is not at {CHROMIUM} (apt-get install chromium)"
+    if missing:
+        if os.environ.get("FACESTUDIO_REQUIRE_BROWSER") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    local = studio.url.rstrip("/")
+    page.route(lambda url: not url.startswith(local), lambda route: route.abort())  # nothing leaves the machine
+    page.goto(studio.url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Identity").wait_for()
+    yield page
+    context.close()
+
+
+def open_tab(page, name: str) -> None:
+    from playwright.sync_api import expect
+
+    tab = page.get_by_role("tab", name=name)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
+def test_a_person_checks_a_photo_generates_in_a_style_and_trains(page, studio, faces_dir, tmp_path):
+    from playwright.sync_api import expect
+
+    shots = screenshots_dir()
+    for old in shots.glob("*.png"):
+        old.unlink()
+    photo = tmp_path / "me.jpg"
+    shutil.copy(faces_dir / "obama.jpg", photo)
+    second = tmp_path / "me2.jpg"
+    shutil.copy(faces_dir / "obama2.jpg", second)
+
+    # Identity: upload, analyze, see the face.
+    page.locator("#identity-photos input[type=file]").set_input_files([str(photo)])
+    page.locator("#identity-analyze").click()
+    expect(page.locator("#identity-overlays .grid-wrap img")).to_have_count(1, timeout=60_000)
+    expect(page.locator("#identity-status")).to_contain_text("1 of 1 photo(s) usable")
+    page.screenshot(path=str(shots / "1-identity.png"), full_page=True)
+
+    # Generate: the photo, a style from the gallery, Generate, an image in the results.
+    open_tab(page, "Generate")
+    page.locator("#generate-photos input[type=file]").set_input_files([str(photo)])
+    expect(page.locator("#generate-photos tbody tr")).to_have_count(1)
+    prompt = page.locator("#generate-prompt textarea")
+    before = prompt.input_value()
+    thumbnails = page.locator("#generate-presets .grid-wrap img")
+    expect(thumbnails).to_have_count(len([p for p in studio.ctx.presets if p.thumbnail]))
+    chosen = studio.ctx.presets[0]
+    thumbnails.first.click()
+    expect(prompt).not_to_have_value(before)
+    assert chosen.render_prompt("a person") == prompt.input_value()
+    page.locator("#generate-button").click()
+    expect(page.locator("#generate-gallery .grid-wrap img")).to_have_count(1, timeout=180_000)
+    expect(page.locator("#generate-info")).to_contain_text("Seed used")
+    page.screenshot(path=str(shots / "2-generate.png"), full_page=True)
+
+    # Inpaint: a template photo and its numbered faces.
+    open_tab(page, "Inpaint")
+    page.locator("#inpaint-template input[type=file]").set_input_files([str(second)])
+    expect(page.locator("#inpaint-numbered img")).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(shots / "3-inpaint.png"), full_page=True)
+
+    # Train: photos, a name, a small run; progress shows, then Cancel stops it.
+    open_tab(page, "Train")
+    page.locator("#train-photos input[type=file]").set_input_files([str(photo), str(second)])
+    expect(page.locator("#train-photos tbody tr")).to_have_count(2)
+    page.locator("#train-name textarea, #train-name input").first.fill("Browser test")
+    page.locator("#train-steps input").fill("400")
+    page.get_by_text("More settings").click()
+    page.locator("#train-resolution input").fill("64")
+    page.locator("#train-start").click()
+    expect(page.locator("#train-message")).to_contain_text("Queued job", timeout=120_000)
+    progress = page.locator("#train-progress")
+    expect(progress).to_contain_text("running · step", timeout=240_000)
+    expect(page.locator("#train-loss canvas, #train-loss svg").first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(shots / "4-train.png"), full_page=True)
+    page.locator("#train-cancel").click()
+    expect(progress).to_contain_text("cancelled", timeout=240_000)
+    page.screenshot(path=str(shots / "4-train-cancelled.png"), full_page=True)
+
+    # Models: the table and the machine.
+    open_tab(page, "Models")
+    expect(page.locator("#models-machine")).to_contain_text("RAM")
+    page.screenshot(path=str(shots / "5-models.png"), full_page=True)
+
+    assert sorted(p.name for p in shots.glob("*.png")) == ["1-identity.png", "2-generate.png", "3-inpaint.png",
+                                                           "4-train-cancelled.png", "4-train.png", "5-models.png"]

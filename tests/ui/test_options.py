@@ -1,0 +1,78 @@
+"""How the studio starts: flags and FACESTUDIO_* variables, the share warning, and which files requests may use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import app
+from facestudio.errors import InvalidRequestError
+
+
+def test_flags_default_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FACESTUDIO_PORT", "9000")
+    monkeypatch.setenv("FACESTUDIO_HOST", "0.0.0.0")
+    monkeypatch.setenv("FACESTUDIO_LOW_VRAM", "1")
+    monkeypatch.setenv("FACESTUDIO_BASE_MODEL", "film")
+    args = app.parse_args([])
+    assert (args.port, args.host, args.low_vram, args.base_model) == (9000, "0.0.0.0", True, "film")
+    assert app.parse_args(["--port", "7000"]).port == 7000  # a flag wins over the variable
+
+
+def test_a_public_link_without_a_password_is_warned_about():
+    assert "anyone with the public link" in app.share_warning(True, None)
+    assert app.share_warning(True, ("u", "p")) is None and app.share_warning(False, None) is None
+
+
+@pytest.mark.parametrize("text", ["user", ":pass", "user:"])
+def test_auth_must_be_user_and_password(text):
+    with pytest.raises(SystemExit, match="USER:PASS"):
+        app.parse_auth(text)
+
+
+def test_requests_may_use_uploads_and_the_studio_folder_only(tmp_path, monkeypatch):
+    from facestudio.ui.context import StudioContext, StudioOptions
+
+    uploads = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    ctx = StudioContext(StudioOptions(home=tmp_path / "home", run_jobs=False))
+    (uploads / "abc").mkdir(parents=True)
+    (uploads / "abc" / "me.jpg").write_bytes(b"x")
+    assert ctx.upload(str(uploads / "abc" / "me.jpg"), "photo") == (uploads / "abc" / "me.jpg").resolve()
+    with pytest.raises(InvalidRequestError, match="must be uploaded; passwd is not an upload"):
+        ctx.upload("/etc/passwd", "photo")
+    with pytest.raises(InvalidRequestError, match="not an upload"):
+        ctx.upload(str(uploads / ".." / "elsewhere.jpg"), "photo")
+    with pytest.raises(InvalidRequestError, match="missing"):
+        ctx.upload(str(uploads / "gone.jpg"), "photo")
+    assert ctx.upload(None, "photo") is None
+    assert not ctx.engine_started  # building the context loads nothing
+
+
+def test_dropdown_values_are_checked_on_the_server(tmp_path):
+    from facestudio.ui.context import StudioContext, StudioOptions
+
+    ctx = StudioContext(StudioOptions(home=tmp_path, adapter="/models/mine.safetensors", run_jobs=False))
+    assert ctx.checked_choice("/models/mine.safetensors", ctx.adapter_choices(), "adapter") == \
+        "/models/mine.safetensors"
+    assert ctx.checked_choice("", ctx.adapter_choices(), "adapter") is None
+    with pytest.raises(InvalidRequestError, match="not one of the offered adapter choices"):
+        ctx.checked_choice(str(Path("/etc/passwd")), ctx.adapter_choices(), "adapter")
+    assert len(ctx.presets) >= 12 and ctx.preset_problems == []
+
+
+def test_building_the_page_loads_no_model_and_no_torch(tmp_path):
+    """The page must answer within seconds: building it imports neither torch nor OpenCV (models load on use)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = ("import sys, app; ctx, demo = app.create_studio(app.parse_args([])); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'cv2', 'mediapipe') if m in sys.modules), "
+            "ctx.engine_started)")
+    env = {**__import__("os").environ, "FACESTUDIO_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split("\n")[-2] == "[] False"
