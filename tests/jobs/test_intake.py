@@ -39,7 +39,7 @@ def test_non_photos_and_nothing_are_refused(tmp_path, analyzer):
     home = tmp_path / "home"
     script = tmp_path / "run.sh"
     script.write_text("echo hi")
-    with pytest.raises(DatasetError, match="run.sh is not a photo"):
+    with pytest.raises(DatasetError, match=r"run\.sh is not a photo"):
         prepare_training_photos(home, "x", analyzer, PrepareSettings(), photos=[script])
     assert not any((home / "uploads" / "train").iterdir())  # the partial copy is removed
     with pytest.raises(DatasetError, match="Upload photos"):

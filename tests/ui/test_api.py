@@ -75,7 +75,7 @@ def test_a_saved_identity_generates_and_shows_in_the_list(client, photo, studio)
     assert ["Test Person", "Test Person"] in saved["choices"]
     assert (studio.home / "identities" / "test-person" / "identity.json").is_file()
 
-    gallery, seed, info, *_ = client.predict(**generate_args(studio, identity="Test Person"), api_name="/generate")
+    gallery, seed, _info, *_ = client.predict(**generate_args(studio, identity="Test Person"), api_name="/generate")
     assert len(gallery) == 1 and seed["value"] == 5
 
     from gradio_client.exceptions import AppError
@@ -88,7 +88,7 @@ def test_generate_saves_pngs_with_their_settings_and_identity_scores(client, pho
     from facestudio.engine import read_png_record
 
     args = generate_args(studio, photos=[photo("obama.jpg")], num_images=2)
-    gallery, seed, info, *_ = client.predict(**args, api_name="/generate")
+    gallery, _seed, info, *_ = client.predict(**args, api_name="/generate")
     assert [item["caption"].split(" · ")[0] for item in gallery] == ["seed 5", "seed 6"]
     assert all("identity" in item["caption"] or "no face" in item["caption"] for item in gallery)
     assert "Seed used: **5**" in info
@@ -102,7 +102,7 @@ def test_generate_saves_pngs_with_their_settings_and_identity_scores(client, pho
 
 
 def test_compare_strengths_renders_one_seed_at_each_strength(client, photo, studio):
-    gallery, seed, info, *_ = client.predict("0, 0.8", **generate_args(studio, photos=[photo("obama.jpg")]),
+    gallery, _seed, _info, *_ = client.predict("0, 0.8", **generate_args(studio, photos=[photo("obama.jpg")]),
                                              api_name="/compare_strengths")
     captions = [item["caption"] for item in gallery]
     assert [c.split(" · ")[0] for c in captions] == ["strength 0", "strength 0.8"]
@@ -158,13 +158,13 @@ def test_inpaint_with_the_automatic_and_a_painted_mask(client, photo, studio, tm
 
     template = studio.home / "template.png"
     Image.open(photo("biden.jpg")["path"]).convert("RGB").save(template)
-    numbered, faces, editor = client.predict(handle_file(str(template)), api_name="/template_faces")
+    _numbered, faces, _editor = client.predict(handle_file(str(template)), api_name="/template_faces")
     assert faces["choices"][0][1] == 0
 
     common = dict(identity=None, photos=[photo("obama.jpg")], template=handle_file(str(template)), face_index=0,
                   dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.6, strength=0.55, steps=3,
                   seed=1, randomize=False)
-    (before, after), seed, info, download = client.predict(mask_mode="face", editor=None, **common,
+    (_before, after), seed, _info, _download = client.predict(mask_mode="face", editor=None, **common,
                                                            api_name="/inpaint")
     original, result = pixels(template), pixels(after)
     assert result.shape == original.shape and seed == 1
@@ -190,7 +190,7 @@ def test_training_from_uploaded_photos_cancel_and_resume(client, photo, studio):
                        steps=4, lr=1e-3, fair_weight=0.01, drop_prob=0.05, shuffle_prob=0.5, curriculum=True,
                        resolution=64, batch_size=2, checkpoint_every=2, sample_every=0, api_name="/train_start")
 
-    report, message, job, table = client.predict(
+    report, message, job, _table = client.predict(
         files=[photo("obama.jpg"), photo("obama2.jpg"), photo("astronaut.png")], folder="", name="Alex",
         base_model=str(studio.tiny.base), init=str(studio.tiny.adapter), steps=30, lr=1e-3, fair_weight=0.01,
         drop_prob=0.05, shuffle_prob=0.5, curriculum=True, resolution=64, batch_size=2, checkpoint_every=2,
@@ -209,11 +209,11 @@ def test_training_from_uploaded_photos_cancel_and_resume(client, photo, studio):
     assert stopped["checkpoint_step"] >= 2
 
     assert "queued again" in client.predict(job_id, api_name="/train_resume")
-    text, data, plot, samples, jobs = client.predict(job_id, api_name="/train_status")
+    _text, data, _plot, _samples, jobs = client.predict(job_id, api_name="/train_status")
     assert data["id"] == job_id and any(row[0] == job_id for row in jobs["data"])
     done = wait_until(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job")
     assert done["state"] == "done", done["error"]
-    text, data, plot, samples, jobs = client.predict(job_id, api_name="/train_status")
+    text, data, plot, _samples, jobs = client.predict(job_id, api_name="/train_status")
     assert [row[0] for row in plot["data"]] == list(range(1, 31))  # every step once, across the resume
     assert data["adapter"] and "Generate → FACT adapter" in text
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_building_the_page_loads_no_model_and_no_torch(tmp_path):
     code = ("import sys, app; ctx, demo = app.create_studio(app.parse_args([])); "
             "print(sorted(m for m in ('torch', 'diffusers', 'cv2', 'mediapipe') if m in sys.modules), "
             "ctx.engine_started)")
-    env = {**__import__("os").environ, "FACESTUDIO_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "FACESTUDIO_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.split("\n")[-2] == "[] False"
