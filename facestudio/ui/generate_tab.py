@@ -252,6 +252,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1)
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="Results", columns=2, height=560, format="png", elem_id="generate-gallery",
+                                 object_fit="contain",
                                  buttons=["download", "fullscreen"])
             info = gr.Markdown(elem_id="generate-info")
             with gr.Row():

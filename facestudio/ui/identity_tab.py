@@ -118,11 +118,12 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
                 save_button = gr.Button("Save identity", elem_id="identity-save")
             status = gr.Markdown(elem_id="identity-status")
         with gr.Column(scale=2):
-            overlays = gr.Gallery(label="Faces found", columns=4, height=360, format="png",
+            overlays = gr.Gallery(label="Faces found", columns=4, height=360, format="png", object_fit="contain",
                                   elem_id="identity-overlays")
             with gr.Row():
-                crops = gr.Gallery(label="Aligned crops (FACT input)", columns=4, height=180, format="png")
-                masks = gr.Gallery(label="Head masks", columns=4, height=180, format="png")
+                crops = gr.Gallery(label="Aligned crops (FACT input)", columns=4, height=180, format="png",
+                                   object_fit="contain")
+                masks = gr.Gallery(label="Head masks", columns=4, height=180, format="png", object_fit="contain")
             report = gr.JSON(label="Analysis", open=False)
     with gr.Accordion("Saved identities", open=False):
         with gr.Row():

@@ -187,7 +187,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                 resume_button = gr.Button("Resume", elem_id="train-resume", scale=1)
             progress_text = gr.Markdown(elem_id="train-progress")
             loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240, elem_id="train-loss")
-            samples = gr.Gallery(label="Samples", columns=4, height=200, elem_id="train-samples")
+            samples = gr.Gallery(label="Samples", columns=4, height=200, elem_id="train-samples", object_fit="contain")
             job_json = gr.JSON(label="Job status", open=False)
             table = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, elem_id="train-jobs")
     timer = gr.Timer(REFRESH_SECONDS)

@@ -77,3 +77,24 @@ def test_building_the_page_loads_no_model_and_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.split("\n")[-2] == "[] False"
+
+
+def test_gpu_work_is_marked_for_spaces_only_when_the_package_is_there(monkeypatch):
+    import importlib
+    import sys
+    import types
+
+    import facestudio.ui.common as common
+
+    assert common.gpu_work(60)(len) is len  # no `spaces` package: unchanged
+    marked = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda duration: (lambda fn: marked.append((fn, duration)) or fn)
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    try:
+        importlib.reload(common)
+        common.gpu_work(90)(len)
+        assert marked == [(len, 90)]
+    finally:
+        monkeypatch.delitem(sys.modules, "spaces")
+        importlib.reload(common)
