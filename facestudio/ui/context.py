@@ -12,11 +12,13 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from facestudio.engine.identities import IdentityStore
 from facestudio.engine.presets import StylePreset, load_presets
+from facestudio.engine.registry import ModelRegistry
 from facestudio.errors import InvalidRequestError
 from facestudio.jobs import JobRunner, JobStore
 from facestudio.training.run import DONE
@@ -59,6 +61,7 @@ class StudioContext:
         self.presets, self.preset_problems = load_presets(options.presets_dir, options.assets_dir)
         for problem in self.preset_problems:
             logger.warning("preset skipped: %s", problem)
+        self.registry = ModelRegistry.default()
         self.runner = JobRunner(self.jobs, before_start=self.unload_models)
         self._engine = None
         self._engine_lock = threading.Lock()
@@ -145,9 +148,7 @@ class StudioContext:
     # -- choices for the dropdowns (values are checked again on the server) --------------------------------------
 
     def base_model_choices(self) -> list[tuple[str, str]]:
-        from facestudio.engine.registry import ModelRegistry
-
-        registry = ModelRegistry.default()
+        registry = self.registry
         choices = []
         if self.options.base_model:
             choices.append((f"{self.options.base_model} (started with)", self.options.base_model))
@@ -158,12 +159,10 @@ class StudioContext:
 
     def adapter_choices(self) -> list[tuple[str, str]]:
         """The registry's adapters, the one the studio started with, and every finished training job's adapter."""
-        from facestudio.engine.registry import ModelRegistry
-
         choices = [("matching the base model", AUTO_ADAPTER)]
         if self.options.adapter:
             choices.append((f"{self.options.adapter} (started with)", self.options.adapter))
-        for record in ModelRegistry.default().of_kind("fact_adapter"):
+        for record in self.registry.of_kind("fact_adapter"):
             choices.append((f"{record.key}: {record.title}", record.key))
         for job in self.jobs.list():
             if job.status().state == DONE and job.folder.adapter_path.is_file():
@@ -182,11 +181,12 @@ class StudioContext:
                 choices.append((path.name, str(path)))
         return choices
 
-    def checked_choice(self, value: str | None, choices: list[tuple[str, str]], what: str) -> str | None:
-        """`value` if it is one of `choices` (else a clear error); the empty value means the default (None)."""
+    def checked_choice(self, value: str | None, choices: Callable[[], list[tuple[str, str]]], what: str) -> str | None:
+        """`value` if it is one of `choices()` (else a clear error); the empty value means the default (None) and
+        does not list the choices (listing adapters reads every job's status)."""
         if value is None or value == "":
             return None
-        if value not in {v for _, v in choices}:
+        if value not in {v for _, v in choices()}:
             raise InvalidRequestError(f"{value!r} is not one of the offered {what} choices; reload the page.")
         return value
 

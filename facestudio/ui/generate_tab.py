@@ -84,10 +84,10 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             seed=None if randomize or seed is None else int(seed), steps=int(steps), cfg=float(cfg),
             width=width, height=height, num_images=int(num_images), face_strength=float(strength),
             face_delay_steps=int(delay), face_cfg=bool(face_cfg), scheduler=scheduler or DEFAULT_SCHEDULER,
-            lora=ctx.checked_choice(lora, ctx.lora_choices(), "LoRA"), lora_scale=float(lora_scale),
+            lora=ctx.checked_choice(lora, ctx.lora_choices, "LoRA"), lora_scale=float(lora_scale),
             pose=None if pose is None else str(ctx.upload(pose, "pose image")), pose_strength=float(pose_strength),
-            models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices(), "base model"),
-                               adapter=ctx.checked_choice(adapter, ctx.adapter_choices(), "adapter"),
+            models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
+                               adapter=ctx.checked_choice(adapter, ctx.adapter_choices, "adapter"),
                                face_encoder=ctx.options.face_encoder),
         )
 

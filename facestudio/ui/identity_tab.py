@@ -4,6 +4,7 @@ them under a name for the other tabs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -25,17 +26,9 @@ def identity_choices(ctx: StudioContext) -> list[str]:
     return [identity.name for identity in ctx.identities.list()]
 
 
-def uploaded_paths(ctx: StudioContext, files, what: str = "photo") -> list:
-    """Paths of uploaded files (gradio gives paths, or objects with `.name`/`path`), each checked."""
-    paths = []
-    for item in files or []:
-        value = item if isinstance(item, str) else getattr(item, "path", None) or getattr(item, "name", None)
-        if isinstance(item, dict):
-            value = item.get("path") or item.get("name")
-        path = ctx.upload(value, what)
-        if path is not None:
-            paths.append(path)
-    return paths
+def uploaded_paths(ctx: StudioContext, files: list[str] | None, what: str = "photo") -> list[Path]:
+    """The files of a multi-file upload (gradio passes their paths), each checked by `StudioContext.upload`."""
+    return [path for path in (ctx.upload(value, what) for value in files or []) if path is not None]
 
 
 def reference_photos(ctx: StudioContext, identity: str | None, files) -> list[str]:

@@ -8,7 +8,6 @@ import pandas as pd
 
 from facestudio.engine.hub import ModelHub, format_bytes
 from facestudio.engine.inventory import DOWNLOADED, model_states, system_report
-from facestudio.engine.registry import ModelRegistry
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, user_errors
 from facestudio.ui.context import StudioContext
@@ -19,7 +18,7 @@ UNLOAD_CHOICES = [("everything", "all"), ("base model + adapter", "base_model"),
 
 
 def build_models_tab(ctx: StudioContext) -> list:
-    registry = ModelRegistry.default()
+    registry = ctx.registry
     hub = ModelHub(ctx.home, offline=ctx.options.offline)
 
     def loaded() -> list[str]:

@@ -11,7 +11,6 @@ import gradio as gr
 import pandas as pd
 
 from facestudio.errors import InvalidRequestError
-from facestudio.jobs.store import check_job_id
 from facestudio.training.config import TrainConfig
 from facestudio.training.run import FINISHED_STATES
 from facestudio.ui.common import GPU, user_errors
@@ -70,8 +69,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         if not name:
             raise InvalidRequestError("Give the training a name (for example the person's name).")
         photos = uploaded_paths(ctx, files)
-        base = ctx.checked_choice(base_model, ctx.base_model_choices(), "base model")
-        init = ctx.checked_choice(init, init_choices(ctx), "initial adapter") or "default"
+        base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
+        init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
         config = TrainConfig(
             dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder, steps=int(steps),
             lr=float(lr), fair_weight=float(fair_weight), drop_prob=float(drop_prob),
@@ -104,7 +103,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         table = jobs_table(ctx)
         if not job_id:
             return "No job selected.", {}, pd.DataFrame({"step": [], "loss": []}), [], table
-        job = ctx.jobs.get(check_job_id(job_id))
+        job = ctx.jobs.get(job_id)  # the store checks the id before touching the file system
         state = ctx.jobs.effective_status(job)
         metrics = job.folder.read_metrics()
         plot = pd.DataFrame({"step": [row["step"] for row in metrics], "loss": [row["loss"] for row in metrics]})
@@ -129,14 +128,14 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     def cancel(job_id: str | None):
         if not job_id:
             raise InvalidRequestError("Choose the job to cancel.")
-        state = ctx.jobs.cancel(check_job_id(job_id))
+        state = ctx.jobs.cancel(job_id)
         return f"Job {job_id}: {state.state}."
 
     @user_errors
     def resume(job_id: str | None):
         if not job_id:
             raise InvalidRequestError("Choose the job to resume.")
-        job = ctx.jobs.resume(check_job_id(job_id))
+        job = ctx.jobs.resume(job_id)
         ctx.runner.wake()
         return f"Job {job.id} is queued again; it continues from its last checkpoint."
 

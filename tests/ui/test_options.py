@@ -55,11 +55,11 @@ def test_dropdown_values_are_checked_on_the_server(tmp_path):
     from facestudio.ui.context import StudioContext, StudioOptions
 
     ctx = StudioContext(StudioOptions(home=tmp_path, adapter="/models/mine.safetensors", run_jobs=False))
-    assert ctx.checked_choice("/models/mine.safetensors", ctx.adapter_choices(), "adapter") == \
+    assert ctx.checked_choice("/models/mine.safetensors", ctx.adapter_choices, "adapter") == \
         "/models/mine.safetensors"
-    assert ctx.checked_choice("", ctx.adapter_choices(), "adapter") is None
+    assert ctx.checked_choice("", ctx.adapter_choices, "adapter") is None
     with pytest.raises(InvalidRequestError, match="not one of the offered adapter choices"):
-        ctx.checked_choice(str(Path("/etc/passwd")), ctx.adapter_choices(), "adapter")
+        ctx.checked_choice(str(Path("/etc/passwd")), ctx.adapter_choices, "adapter")
     assert len(ctx.presets) >= 12 and ctx.preset_problems == []
 
 
