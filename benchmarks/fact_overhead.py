@@ -102,6 +102,7 @@ def build(device: torch.device | str, dtype: torch.dtype, num_photos: int, seed:
     adapter.set_scale(0.5)
     with torch.no_grad():
         face = adapter.encode_faces(torch.randn(num_photos, 144, 512, device=device, dtype=dtype))
+    adapter.set_num_face_tokens(face.shape[1])  # the UNet calls below pass no per-call count
     return unet, adapter, face
 
 

@@ -25,6 +25,17 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
+#: Fields whose flag is not `--` + the field's name with dashes (errors name a request's field by its flag here).
+FLAG_OF_FIELD = {"faces": "--face", "face_cfg": "--no-face-cfg", "mask_dilate_px": "--mask-dilate",
+                 "mask_feather_px": "--mask-feather"}
+
+
+def flag_of(field: str | None) -> str | None:
+    """The command-line flag that sets a request or training field."""
+    if field is None:
+        return None
+    return FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
 
 def _silence_native_stderr() -> None:
     """MediaPipe/TFLite/dlib write log lines straight to file descriptor 2 from native threads. Point fd 2 at the
@@ -104,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FaceStudioError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.worded(flag_of(err.field))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -20,44 +20,61 @@ logger = logging.getLogger("facestudio")
 
 
 def add_generation_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    from facestudio.engine.requests import DEFAULT_NEGATIVE_PROMPT, MASK_REGIONS, POSE_MODES
-    from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+    from facestudio.engine.requests import (
+        MASK_REGIONS,
+        POSE_MODES,
+        GenerateRequest,
+        InpaintRequest,
+        field_bounds,
+        field_default,
+    )
+    from facestudio.engine.schedulers import SCHEDULERS
 
     scheduler_names = ", ".join(f'"{c.title}"' for c in SCHEDULERS.values())
 
-    def sampling(parser: argparse.ArgumentParser, face_strength: float, prompt_required: bool) -> None:
+    def sampling(parser: argparse.ArgumentParser, request_class: type[GenerateRequest], prompt_required: bool) -> None:
+        def default(name: str):
+            return field_default(request_class, name)
+
+        face_strength = default("face_strength")
+        side_low, side_high = field_bounds(request_class, "width")
         parser.add_argument("--face", action="append", default=[], metavar="IMG",
                             help="reference photo of the person; repeat for up to 8 photos of the same person")
         parser.add_argument("--prompt", required=False, default=None, metavar="P",
                             help="what to draw" + (" (required)" if prompt_required else ""))
-        parser.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, metavar="N",
+        parser.add_argument("--negative-prompt", default=default("negative_prompt"), metavar="N",
                             help="what to avoid (default: a short list of common defects)")
         parser.add_argument("--seed", type=int, default=None, metavar="N",
                             help="seed of the first image (image i uses N+i); random when omitted, always printed")
-        parser.add_argument("--steps", type=int, default=30, metavar="N", help="denoising steps (default 30)")
-        parser.add_argument("--cfg", type=float, default=7.0, metavar="X", help="classifier-free guidance (default 7)")
-        parser.add_argument("--width", type=int, default=512, metavar="W",
-                            help="width, a multiple of 8 from 256 to 1024 (default 512)")
-        parser.add_argument("--height", type=int, default=512, metavar="H",
-                            help="height, a multiple of 8 from 256 to 1024 (default 512)")
-        parser.add_argument("--num-images", type=int, default=1, metavar="K", help="how many images (default 1)")
+        parser.add_argument("--steps", type=int, default=default("steps"), metavar="N",
+                            help=f"denoising steps (default {default('steps')})")
+        parser.add_argument("--cfg", type=float, default=default("cfg"), metavar="X",
+                            help=f"classifier-free guidance (default {default('cfg'):g})")
+        parser.add_argument("--width", type=int, default=default("width"), metavar="W",
+                            help=f"width, a multiple of 8 from {side_low} to {side_high} (default {default('width')})")
+        parser.add_argument("--height", type=int, default=default("height"), metavar="H",
+                            help=f"height, a multiple of 8 from {side_low} to {side_high} (default {default('height')})")
+        parser.add_argument("--num-images", type=int, default=default("num_images"), metavar="K",
+                            help=f"how many images (default {default('num_images')})")
         parser.add_argument("--face-strength", type=float, default=face_strength, metavar="S",
                             help=f"FACT adapter strength s, 0 = base model only (default {face_strength})")
-        parser.add_argument("--face-delay-steps", type=int, default=0, metavar="K",
-                            help="run the first K steps without the face (FACT's delayed face condition; default 0)")
+        parser.add_argument("--face-delay-steps", type=int, default=default("face_delay_steps"), metavar="K",
+                            help="run the first K steps without the face (FACT's delayed face condition; default "
+                                 f"{default('face_delay_steps')})")
         parser.add_argument("--no-face-cfg", action="store_true",
                             help="give the negative guidance branch the face too, instead of the 'no face' embedding")
-        parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, metavar="NAME",
-                            help=f"sampler: {scheduler_names} (default {SCHEDULERS[DEFAULT_SCHEDULER].title}; the "
+        parser.add_argument("--scheduler", default=default("scheduler"), metavar="NAME",
+                            help=f"sampler: {scheduler_names} (default {SCHEDULERS[default('scheduler')].title}; the "
                                  "FACT release used PNDM with 50 steps)")
         parser.add_argument("--lora", default=None, metavar="F", help="style LoRA .safetensors file")
-        parser.add_argument("--lora-scale", type=float, default=0.8, metavar="X", help="LoRA multiplier (default 0.8)")
+        parser.add_argument("--lora-scale", type=float, default=default("lora_scale"), metavar="X",
+                            help=f"LoRA multiplier (default {default('lora_scale'):g})")
         parser.add_argument("--pose", default=None, metavar="IMG",
                             help="pose from this photo (or OpenPose skeleton image) through the OpenPose ControlNet")
-        parser.add_argument("--pose-mode", choices=POSE_MODES, default="auto",
+        parser.add_argument("--pose-mode", choices=POSE_MODES, default=default("pose_mode"),
                             help="how to read --pose: auto (skeleton or photo, detected), photo, skeleton")
-        parser.add_argument("--pose-strength", type=float, default=1.0, metavar="X",
-                            help="ControlNet conditioning scale (default 1.0)")
+        parser.add_argument("--pose-strength", type=float, default=default("pose_strength"), metavar="X",
+                            help=f"ControlNet conditioning scale (default {default('pose_strength'):g})")
         models_and_device(parser)
         parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                             help="folder for the PNGs (created if needed; files are never overwritten)")
@@ -79,7 +96,7 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         "generate", help="new portraits of the person in the reference photos",
         description="Text-to-image with the identity of the reference photos (FACT over Stable Diffusion 1.5). "
                     "Each PNG stores its parameters; --from-png makes the same image again.")
-    sampling(generate, 0.5, prompt_required=True)
+    sampling(generate, GenerateRequest, prompt_required=True)
     generate.add_argument("--from-png", default=None, metavar="PNG",
                           help="regenerate the image stored in this FaceStudio PNG (other sampling flags are ignored; "
                                "--face replaces moved reference photos)")
@@ -89,14 +106,15 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         "inpaint", help="put the person into a face of a template photo",
         description="Repaint one face of a template photo with the identity of the reference photos. Only a crop "
                     "around the mask is processed; pixels outside the mask stay unchanged.")
-    sampling(inpaint, 0.55, prompt_required=False)
+    sampling(inpaint, InpaintRequest, prompt_required=False)
     inpaint.add_argument("--image", required=True, metavar="TEMPLATE", help="the template photo")
-    inpaint.add_argument("--mask", default="auto", metavar="|".join(MASK_REGIONS) + "|MASK.png",
+    inpaint.add_argument("--mask", default=field_default(InpaintRequest, "mask"), metavar="|".join(MASK_REGIONS) + "|MASK.png",
                          help="auto/face: the face region; head: face and hair; or a mask image (white = repaint)")
-    inpaint.add_argument("--face-index", type=int, default=0, metavar="I",
+    inpaint.add_argument("--face-index", type=int, default=field_default(InpaintRequest, "face_index"), metavar="I",
                          help="which face of the template (0 = largest, default)")
-    inpaint.add_argument("--denoise", type=float, default=0.6, metavar="X",
-                         help="how strongly the masked area is redrawn, 0-1 (default 0.6, as the release)")
+    inpaint.add_argument("--denoise", type=float, default=field_default(InpaintRequest, "denoise"), metavar="X",
+                         help="how strongly the masked area is redrawn, 0-1 (default "
+                              f"{field_default(InpaintRequest, 'denoise'):g}, as the release)")
     inpaint.add_argument("--mask-dilate", type=int, default=None, metavar="PX",
                          help="grow the automatic mask by PX pixels (default: 8%% of the face size)")
     inpaint.add_argument("--mask-feather", type=int, default=None, metavar="PX",
@@ -275,22 +293,21 @@ def run_generate(args: argparse.Namespace) -> int:
         raise InvalidRequestError("Give at least one reference photo with --face (or --from-png PNG).")
     if not args.prompt:
         raise InvalidRequestError("Give a --prompt describing the portrait.")
-    request = GenerateRequest(prompt=args.prompt, **_request_fields(args))
-    request.check()
+    request = GenerateRequest(prompt=args.prompt, **_request_fields(args)).checked()
     return _run(engine, "generate", request, args)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
     from facestudio.engine import InpaintRequest
+    from facestudio.engine.requests import MASK_REGIONS
 
     fields = _request_fields(args)
-    request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,
-                             mask_dilate_px=args.mask_dilate, mask_feather_px=args.mask_feather, **fields)
-    if args.prompt:
-        request.prompt = args.prompt
-    if args.mask not in ("auto", "face", "head") and not Path(args.mask).is_file():
+    if args.prompt:  # else the request's own default prompt
+        fields["prompt"] = args.prompt
+    if args.mask not in MASK_REGIONS and not Path(args.mask).is_file():
         raise InvalidRequestError(f"--mask {args.mask!r} is not auto, face, head or an existing mask image.")
-    request.check()
+    request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,
+                             mask_dilate_px=args.mask_dilate, mask_feather_px=args.mask_feather, **fields).checked()
     return _run(_engine(args), "inpaint", request, args)
 
 

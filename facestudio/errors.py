@@ -9,7 +9,28 @@ from __future__ import annotations
 
 
 class FaceStudioError(Exception):
-    """Base class of every error the studio reports to a user."""
+    """Base class of every error the studio reports to a user.
+
+    `field` names the request field or setting the error is about (`steps`, `faces`, `low_vram`...), or is `None`.
+    The message names it as `` `field` `` (or not at all); each front words it its own way with `worded`: the
+    command line as its flag (`--steps`), the web page as the control's label ("Steps"). Library messages never
+    name a flag or a control themselves, since the same error reaches both fronts.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def worded(self, name: str | None) -> str:
+        """The message with `field` called `name` (a flag or a label): in place of `` `field` `` where the message
+        names it, else as a hint at the end."""
+        text = str(self)
+        if self.field is None or not name:
+            return text
+        token = f"`{self.field}`"
+        if token in text:
+            return text.replace(token, name)
+        return f"{text[:-1]} ({name})." if text.endswith(".") else f"{text} ({name})"
 
 
 class ImageLoadError(FaceStudioError):
@@ -37,7 +58,7 @@ class CheckpointMismatchError(CheckpointError):
 
     def __init__(self, message: str, missing: list[str] | None = None, unexpected: list[str] | None = None,
                  mismatched: list[str] | None = None):
-        super().__init__(message)
+        super().__init__(message, field=None)
         self.missing = list(missing or [])
         self.unexpected = list(unexpected or [])
         self.mismatched = list(mismatched or [])
@@ -47,15 +68,18 @@ class UnsafeCheckpointError(CheckpointError):
     """A pickled checkpoint would need arbitrary code execution to load; it is refused."""
 
 
-class InvalidRequestError(FaceStudioError, ValueError):
-    """A generation request has an argument out of range or a combination that cannot work."""
+class InvalidRequestError(FaceStudioError):
+    """A request or setting has a value out of range, or a combination that cannot work (`field` names it).
+
+    Deliberately not a `ValueError`: a broad `except ValueError` around library code must not swallow a user's
+    mistake."""
 
 
 class UnknownModelError(FaceStudioError):
     """A model name is neither in the registry, nor an existing file or folder, nor a hub id."""
 
-    def __init__(self, message: str, key: str = "", known: list[str] | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, key: str = "", known: list[str] | None = None, *, field: str | None = None):
+        super().__init__(message, field=field)
         self.key = key
         self.known = list(known or [])
 
@@ -71,8 +95,9 @@ class DownloadError(FaceStudioError):
 class InsufficientVRAMError(FaceStudioError):
     """The accelerator ran out of memory; the memory was freed and the message suggests a lighter setting."""
 
-    def __init__(self, message: str, needed_bytes: int | None = None, free_bytes: int | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, needed_bytes: int | None = None, free_bytes: int | None = None,
+                 *, field: str | None = None):
+        super().__init__(message, field=field)
         self.needed_bytes = needed_bytes
         self.free_bytes = free_bytes
 

@@ -18,9 +18,10 @@ _EXPORTS = {
     "StepProgress": "generation",
     "DownloadEvent": "hub", "DownloadPlan": "hub", "ModelHub": "hub", "format_bytes": "hub",
     "EngineSettings": "manager", "ModelManager": "manager", "StudioModel": "manager",
-    "read_png_record": "metadata",
+    "FileDigest": "metadata", "GenerationRecord": "metadata", "read_png_record": "metadata",
     "ModelRecord": "registry", "ModelRegistry": "registry", "ModelSource": "registry", "resolve_source": "registry",
     "GenerateRequest": "requests", "InpaintRequest": "requests", "ModelChoice": "requests",
+    "field_bounds": "requests", "field_default": "requests",
     "DEFAULT_SCHEDULER": "schedulers", "SCHEDULERS": "schedulers", "scheduler_key": "schedulers",
     "studio_home": "settings",
 }
@@ -30,9 +31,15 @@ if TYPE_CHECKING:
     from facestudio.engine.generation import Engine, GeneratedImage, GenerationResult, StepProgress
     from facestudio.engine.hub import DownloadEvent, DownloadPlan, ModelHub, format_bytes
     from facestudio.engine.manager import EngineSettings, ModelManager, StudioModel
-    from facestudio.engine.metadata import read_png_record
+    from facestudio.engine.metadata import FileDigest, GenerationRecord, read_png_record
     from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
-    from facestudio.engine.requests import GenerateRequest, InpaintRequest, ModelChoice
+    from facestudio.engine.requests import (
+        GenerateRequest,
+        InpaintRequest,
+        ModelChoice,
+        field_bounds,
+        field_default,
+    )
     from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS, scheduler_key
     from facestudio.engine.settings import studio_home
 
@@ -57,8 +64,10 @@ __all__ = [
     "DownloadPlan",
     "Engine",
     "EngineSettings",
+    "FileDigest",
     "GenerateRequest",
     "GeneratedImage",
+    "GenerationRecord",
     "GenerationResult",
     "InpaintRequest",
     "ModelChoice",
@@ -69,6 +78,8 @@ __all__ = [
     "ModelSource",
     "StepProgress",
     "StudioModel",
+    "field_bounds",
+    "field_default",
     "format_bytes",
     "read_png_record",
     "resolve_source",

@@ -56,20 +56,24 @@ def select_device(device: str | None = None, dtype: str | None = None, low_vram:
     try:
         chosen = torch.device(name)
     except RuntimeError as err:
-        raise InvalidRequestError(f"`--device` {device!r} is not a device name (auto, cuda, cuda:1, mps, cpu).") from err
+        raise InvalidRequestError(f"`device` {device!r} is not a device name (auto, cuda, cuda:1, mps, cpu).",
+                                  field="device") from err
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidRequestError(f"`--device` {device!r} was asked for, but this PyTorch build sees no CUDA GPU.")
+        raise InvalidRequestError(f"`device` {device!r} was asked for, but this PyTorch build sees no CUDA GPU.",
+                                  field="device")
     if dtype is None or dtype == "auto":
         chosen_dtype = torch.float16 if chosen.type in ("cuda", "mps") else torch.float32
     else:
         try:
             chosen_dtype = DTYPES[dtype.lower()]
         except KeyError:
-            raise InvalidRequestError(f"`--dtype` {dtype!r} is not one of auto, {', '.join(DTYPES)}.") from None
+            raise InvalidRequestError(f"`dtype` {dtype!r} is not one of auto, {', '.join(DTYPES)}.",
+                                      field="dtype") from None
     if chosen.type == "cpu" and chosen_dtype != torch.float32:
-        raise InvalidRequestError(f"`--dtype` {dtype} on the CPU is not supported; use fp32 (the default there).")
+        raise InvalidRequestError(f"`dtype` {dtype} on the CPU is not supported; use fp32 (the default there).",
+                                  field="dtype")
     if low_vram and chosen.type == "cpu":
-        logger.info("--low-vram has no effect on the CPU (the models already live in RAM).")
+        logger.info("low-VRAM mode has no effect on the CPU (the models already live in RAM).")
         low_vram = False
     return DevicePlacement(chosen, chosen_dtype, low_vram)
 
@@ -103,8 +107,10 @@ def out_of_memory_guard(placement: DevicePlacement, what: str) -> Iterator[None]
         free_accelerator_memory()
         free, total = memory_info(placement.device)
         where = f" ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free now)" if free is not None else ""
-        hint = "use a smaller --width/--height or fewer images" if placement.low_vram else (
-            "try --low-vram, a smaller --width/--height, or fewer images")
+        # The front names `low_vram` its own way (a flag, or how to restart the studio with it).
+        hint = "use a smaller size or fewer images" if placement.low_vram else (
+            "try `low_vram`, a smaller size, or fewer images")
         raise InsufficientVRAMError(
-            f"Out of {placement.device.type.upper()} memory while {what}{where}; {hint}.", free_bytes=free
+            f"Out of {placement.device.type.upper()} memory while {what}{where}; {hint}.", free_bytes=free,
+            field=None if placement.low_vram else "low_vram",
         ) from None

@@ -1,13 +1,17 @@
 """The studio's engine: identity-preserving text-to-image and inpainting, over diffusers' own pipelines.
 
-`Engine.generate` and `Engine.inpaint` are what the CLI and the UI call. Each runs numbered stages:
-check the request -> load models (downloading if needed) -> reference photos -> face tokens -> prompt embeddings
--> one diffusers pipeline call per image -> similarity -> PNG with full metadata. Image `i` uses seed + i with
-its own CPU generator and its own pipeline call, so any single image is regenerated bit-for-bit from its PNG.
+`Engine.generate` and `Engine.inpaint` are what the CLI and the UI call. A run has four stages:
+1. inputs (reference photos, the template and its mask) — what can fail fast, before any model loads;
+2. load (`_load`): the models, downloading if needed, configured and used under one hold of the GPU lock;
+3. encode (`_encode`): face tokens and prompt embeddings through `facestudio.fact.face_conditioning`, and the
+   pipeline's fixed inputs (crop, mask, pose);
+4. render (`_render`): one diffusers pipeline call per image, the similarity, a PNG with its `GenerationRecord`.
+Image `i` uses seed + i with its own CPU generator and its own pipeline call, so any single image is regenerated
+bit-for-bit from its PNG.
 
-FACT's face tokens travel appended to the text embeddings (`prompt_embeds` = cat([text, face])); the negative
-branch gets the "no face" embedding when `face_cfg` is on (FACT.md §4). The "delayed face condition" is a step
-callback that switches the strength from 0 to `s` after `face_delay_steps` steps.
+The negative branch gets the "no face" embedding when `face_cfg` is on (FACT.md §4). The "delayed face
+condition" is a step callback that switches the strength from 0 to `s` after `face_delay_steps` steps. Requests are
+frozen: the engine works on copies (`dataclasses.replace`) and never changes what its caller holds.
 """
 
 from __future__ import annotations
@@ -30,15 +34,17 @@ from facestudio import __version__
 from facestudio.engine.compositing import CropBox, crop_around_mask, paste_back, working_size
 from facestudio.engine.devices import out_of_memory_guard
 from facestudio.engine.hub import DownloadCallback, DownloadPlan
-from facestudio.engine.manager import ModelManager, StudioModel
-from facestudio.engine.metadata import read_png_record, save_png
+from facestudio.engine.manager import LoadedFile, ModelManager, StudioModel
+from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
-from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest
+from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice
 from facestudio.engine.schedulers import SCHEDULERS, make_scheduler
 from facestudio.errors import InvalidRequestError
 from facestudio.face import load_image
 from facestudio.face.align import to_unit_range
 from facestudio.face.identity import Similarity
+from facestudio.face.types import Face
+from facestudio.fact import FaceConditionedEmbeds, face_conditioning
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ class GeneratedImage:
     image: Image.Image
     seed: int
     similarity: Similarity | None
-    record: dict[str, Any]
+    record: GenerationRecord
     path: Path | None = None
 
 
@@ -86,19 +92,53 @@ class GenerationResult:
         return self.images[0].seed if self.images else None
 
 
-@dataclass
-class _Prepared:
-    """What every image of one request shares: models, embeddings, pipeline and fixed inputs."""
+@dataclass(frozen=True)
+class _Callbacks:
+    on_step: StepCallback | None = None
+    should_stop: StopCheck | None = None
+    on_download: DownloadCallback | None = None
+
+    def stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+
+@dataclass(frozen=True, eq=False)
+class _Template:
+    """Inpainting's inputs: the template photo, the face being replaced, the blend mask (template size) and the
+    crop box around it."""
+
+    image: Image.Image
+    face: Face | None
+    alpha: np.ndarray
+    box: CropBox
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """Stage 2: the models of one request, and the request naming them as they were loaded."""
 
     studio: StudioModel
     pipe: Any
-    references: ReferenceFaces
-    prompt_embeds: torch.Tensor
-    negative_embeds: torch.Tensor | None
-    models: dict[str, dict[str, str] | None]
+    encoder: Any
+    uses_controlnet: bool
+    files: dict[str, LoadedFile | None]
+    request: GenerateRequest
+
+    @property
+    def models(self) -> dict[str, dict[str, str] | None]:
+        return {kind: file.to_dict() if file else None for kind, file in self.files.items()}
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Stage 3: what every image of one request shares besides the models."""
+
+    conditioning: FaceConditionedEmbeds
     pipeline_inputs: dict[str, Any]
-    extra_record: dict[str, Any]
     steps_run: int
+    digests: dict[str, FileDigest]
+    crop_box: tuple[int, int, int, int] | None = None
+    working_size: tuple[int, int] | None = None
 
 
 class Engine:
@@ -135,15 +175,15 @@ class Engine:
                  should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None
                  ) -> GenerationResult:
         """Text-to-image with the identity of the reference photos; saves PNGs into `out_dir` when given."""
-        request.check()
-        return self._run(request, out_dir, on_step, should_stop, on_download)
+        request = request.checked()
+        return self._run(request, self._variants(request), out_dir, _Callbacks(on_step, should_stop, on_download))
 
     def inpaint(self, request: InpaintRequest, *, out_dir: Path | None = None, on_step: StepCallback | None = None,
                 should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None
                 ) -> GenerationResult:
         """Paint the reference identity into one face of a template photo; the result has the template's size."""
-        request.check()
-        return self._run(request, out_dir, on_step, should_stop, on_download)
+        request = request.checked()
+        return self._run(request, self._variants(request), out_dir, _Callbacks(on_step, should_stop, on_download))
 
     def compare_strengths(self, request: GenerateRequest, strengths: Sequence[float], *, out_dir: Path | None = None,
                           on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
@@ -155,140 +195,122 @@ class Engine:
         """
         strengths = [float(s) for s in strengths]
         if not 2 <= len(strengths) <= MAX_COMPARED_STRENGTHS:
-            raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(strengths)}.")
+            raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(strengths)}.",
+                                      field="strengths")
         for value in strengths:
             if not math.isfinite(value) or not 0.0 <= value <= 2.0:
-                raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.")
-        request.num_images = 1
-        request.check()
-        return self._run(request, out_dir, on_step, should_stop, on_download, strengths=strengths)
+                raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.",
+                                          field="strengths")
+        request = dataclasses.replace(request, num_images=1).checked()
+        seed = self._seed(request)
+        variants = [dataclasses.replace(request, seed=seed, face_strength=s) for s in strengths]
+        return self._run(request, variants, out_dir, _Callbacks(on_step, should_stop, on_download))
 
     def regenerate(self, png: str | Path, *, faces: list[str] | None = None, out_dir: Path | None = None,
                    on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
                    on_download: DownloadCallback | None = None) -> GenerationResult:
-        """Make the image stored in a FaceStudio PNG again, from its metadata (same seed, models, inputs).
+        """Make the image stored in a FaceStudio PNG again, from its record (same seed, models, inputs).
 
         `faces` replaces the reference photo paths (for photos that moved); their contents must be unchanged.
         """
-        record = read_png_record(png)
-        data = dict(record["request"])
-        request_class = InpaintRequest if data.get("mode") == "inpaint" else GenerateRequest
-        request = request_class.from_dict(data)
-        request.seed = int(record["seed"])
-        request.num_images = 1
-        expected = [entry["sha256"] for entry in record.get("references", [])]
+        name = Path(png).name
+        record = GenerationRecord.from_png(png)
+        request = record.to_request()
+        expected = [entry["sha256"] for entry in record.references]
         if faces:
             if expected and len(faces) != len(expected):
-                raise InvalidRequestError(f"{Path(png).name} was made from {len(expected)} reference photo(s); "
-                                          f"got {len(faces)} with --face.")
-            request.faces = [str(f) for f in faces]
-        self._check_unchanged(request.faces, expected, Path(png).name)
-        for key, attr in (("template", "image"), ("mask_file", "mask"), ("pose_image", "pose")):
-            if record.get(key):
-                self._check_unchanged([getattr(request, attr)], [record[key]["sha256"]], Path(png).name)
+                raise InvalidRequestError(f"{name} was made from {len(expected)} reference photo(s); got {len(faces)}.",
+                                          field="faces")
+            request = dataclasses.replace(request, faces=tuple(str(f) for f in faces))
+        self._check_unchanged(request.faces, expected, name)
+        for digest, path in ((record.template, getattr(request, "image", None)),
+                             (record.mask_file, getattr(request, "mask", None)), (record.pose_image, request.pose)):
+            if digest is not None and path is not None:
+                self._check_unchanged([path], [digest.sha256], name)
         placement = self.manager.placement
-        if record.get("device") and (record["device"] != placement.device.type or
-                                     record.get("dtype") != placement.dtype_name):
+        if record.device and (record.device != placement.device.type or record.dtype != placement.dtype_name):
             logger.warning("%s was made on %s/%s; on %s/%s the result will be close but not bit-identical.",
-                           Path(png).name, record["device"], record.get("dtype"), placement.device.type,
-                           placement.dtype_name)
-        return self._run(request, out_dir, on_step, should_stop, on_download, expected_models=record.get("models"))
+                           name, record.device, record.dtype, placement.device.type, placement.dtype_name)
+        request = request.checked()
+        return self._run(request, [request], out_dir, _Callbacks(on_step, should_stop, on_download),
+                         expected_models=record.models)
 
-    def _check_unchanged(self, paths: list[str], digests: list[str], png_name: str) -> None:
+    def _check_unchanged(self, paths: Sequence[str], digests: list[str], png_name: str) -> None:
         for path, digest in zip(paths, digests, strict=False):
             if not Path(path).is_file():
-                raise InvalidRequestError(f"{path} (used to make {png_name}) is missing; pass the same file with "
-                                          "--face (or put it back) to regenerate.")
+                raise InvalidRequestError(f"{path} (used to make {png_name}) is missing; pass the same file again "
+                                          "(or put it back) to regenerate.", field="faces")
             if self.manager.hashes.file(Path(path)) != digest:
                 raise InvalidRequestError(f"{path} differs from the file {png_name} was made from (SHA-256 "
                                           "mismatch); the same image cannot be regenerated from it.")
 
-    # ------------------------------------------------------------------------------------------------ the run
-
-    def _run(self, request: GenerateRequest, out_dir: Path | None, on_step: StepCallback | None,
-             should_stop: StopCheck | None, on_download: DownloadCallback | None,
-             expected_models: dict | None = None, strengths: Sequence[float] | None = None) -> GenerationResult:
-        manager = self.manager
+    @staticmethod
+    def _seed(request: GenerateRequest) -> int:
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - MAX_IMAGES_GUARD)
         if seed + request.num_images - 1 > MAX_SEED:
-            raise InvalidRequestError(f"`seed` {seed} + {request.num_images} images passes the largest seed {MAX_SEED}.")
+            raise InvalidRequestError(f"`seed` {seed} + {request.num_images} images passes the largest seed "
+                                      f"{MAX_SEED}.", field="seed")
+        return seed
+
+    def _variants(self, request: GenerateRequest) -> list[GenerateRequest]:
+        """One request per image: image i has seed + i."""
+        seed = self._seed(request)
+        return [dataclasses.replace(request, seed=seed + i, num_images=1) for i in range(request.num_images)]
+
+    # ------------------------------------------------------------------------------------------------ the run
+
+    def _run(self, request: GenerateRequest, variants: list[GenerateRequest], out_dir: Path | None,
+             callbacks: _Callbacks, expected_models: dict | None = None) -> GenerationResult:
+        manager = self.manager
         result = GenerationResult()
 
         # 1. Inputs that can fail fast (bad photos, no face) before any big model is loaded.
-        analyzer = manager.analyzer()
-        references = prepare_references(analyzer, request.faces, manager.hashes)
+        references = prepare_references(manager.analyzer(), list(request.faces), manager.hashes)
         result.warnings.extend(references.warnings)
-        template = template_face = alpha = box = None
-        if isinstance(request, InpaintRequest):
-            template, template_face, alpha, box = self._inpaint_inputs(request)
+        template = self._template(request) if isinstance(request, InpaintRequest) else None
 
-        # 2. Models (download if needed, load once), configured and used under one hold of the GPU lock, so a
-        # concurrent request cannot swap the base model or the LoRA between configuration and use.
+        # 2-4. Models configured and used under one hold of the GPU lock, so a concurrent request cannot swap the
+        # base model or the LoRA between configuration and use.
         with manager.gpu_lock:
-            studio = manager.studio_model(request.models.base_model, request.models.adapter, on_download)
-            encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
-            controlnet = controlnet_file = None
-            if request.uses_pose:
-                controlnet, controlnet_file = manager.controlnet(request.models.controlnet, on_download)
-            lora_file = manager.apply_lora(studio, request.lora, request.lora_scale)
-            models = {"base_model": studio.base.to_dict(), "fact_adapter": studio.adapter_file.to_dict(),
-                      "face_encoder": encoder_file.to_dict(),
-                      "controlnet": controlnet_file.to_dict() if controlnet_file else None,
-                      "lora": lora_file.to_dict() if lora_file else None}
-            result.warnings.extend(_model_differences(expected_models, models))
-            request.models.base_model = studio.base.spec
-            request.models.adapter = studio.adapter_file.spec
-            request.models.face_encoder = encoder_file.spec
-            if controlnet_file is not None:
-                request.models.controlnet = controlnet_file.spec
-            kind = ("inpaint" if template is not None else "txt2img") + ("+pose" if controlnet is not None else "")
+            loaded = self._load(request, template is not None, callbacks.on_download)
+            result.warnings.extend(_model_differences(expected_models, loaded.models))
             with out_of_memory_guard(manager.placement, self._doing(request)):
-                pipe = manager.pipeline(studio, kind, controlnet)
-                prepared = self._prepare(request, studio, pipe, encoder, references, models, template,
-                                         template_face, alpha, box)
-                if strengths is None:  # image i: seed + i
-                    variants = [(seed + i, request) for i in range(request.num_images)]
-                else:  # one seed, one image per strength
-                    variants = [(seed, dataclasses.replace(request, face_strength=s)) for s in strengths]
-                self._render(variants, prepared, result, out_dir, on_step, should_stop,
-                             (template, template_face, alpha, box))
+                encoded = self._encode(loaded, references, template)
+                variants = [dataclasses.replace(v, models=loaded.request.models) for v in variants]
+                self._render(variants, loaded, encoded, references, template, result, out_dir, callbacks)
         if result.cancelled:
             logger.info("Stopped after %d image(s).", len(result.images))
         return result
 
-    def _render(self, variants: list[tuple[int, GenerateRequest]], prepared: _Prepared, result: GenerationResult,
-                out_dir: Path | None, on_step: StepCallback | None, should_stop: StopCheck | None,
-                inpainting: tuple) -> None:
-        """Denoise, paste back (inpainting), score and save each (seed, request) in turn; stops between or within
-        images."""
-        template, template_face, alpha, box = inpainting
-        analyzer = self.manager.analyzer()
-        references = prepared.references
-        for index, (image_seed, request) in enumerate(variants):
-            if should_stop is not None and should_stop():
-                result.cancelled = True
-                break
-            image, stopped = self._denoise(request, prepared, image_seed, index, len(variants), on_step,
-                                           should_stop)
-            if stopped:
-                result.cancelled = True
-                break
-            if template is not None:
-                image = paste_back(template, image, alpha, box)
-            similarity = result_similarity(analyzer, image, references, near=template_face)
-            record = self._record(request, prepared, image_seed, index, image, similarity)
-            generated = GeneratedImage(image, image_seed, similarity, record)
-            if out_dir is not None:
-                generated.path = save_png(image, _output_path(out_dir, request.mode, image_seed), record)
-            result.images.append(generated)
+    def _load(self, request: GenerateRequest, inpainting: bool, on_download: DownloadCallback | None) -> _Loaded:
+        """Stage 2: base model + adapter, face encoder, ControlNet and LoRA (the caller holds the GPU lock)."""
+        manager = self.manager
+        studio = manager.studio_model(request.models.base_model, request.models.adapter, on_download)
+        encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
+        controlnet = controlnet_file = None
+        if request.uses_pose:
+            controlnet, controlnet_file = manager.controlnet(request.models.controlnet, on_download)
+        lora_file = manager.apply_lora(studio, request.lora, request.lora_scale)
+        kind = ("inpaint" if inpainting else "txt2img") + ("+pose" if controlnet is not None else "")
+        with out_of_memory_guard(manager.placement, self._doing(request)):
+            pipe = manager.pipeline(studio, kind, controlnet)
+        files: dict[str, LoadedFile | None] = {
+            "base_model": studio.base, "fact_adapter": studio.adapter_file, "face_encoder": encoder_file,
+            "controlnet": controlnet_file, "lora": lora_file}
+        # The request as run names the models as they were resolved (a default becomes its registry name), which is
+        # what its PNG records and `--from-png` loads again.
+        as_run = dataclasses.replace(request, models=ModelChoice(
+            base_model=studio.base.spec, adapter=studio.adapter_file.spec, face_encoder=encoder_file.spec,
+            controlnet=controlnet_file.spec if controlnet_file else request.models.controlnet))
+        return _Loaded(studio, pipe, encoder, controlnet is not None, files, as_run)
 
     @staticmethod
     def _doing(request: GenerateRequest) -> str:
         what = "inpainting" if isinstance(request, InpaintRequest) else "generating"
         return f"{what} {request.num_images} image(s) at {request.width}x{request.height}"
 
-    def _inpaint_inputs(self, request: InpaintRequest):
-        """Template, the face being replaced, the blend mask (template size) and the crop box around it."""
+    def _template(self, request: InpaintRequest) -> _Template:
+        """Stage 1 of inpainting: the template, the face being replaced, the blend mask and the crop box."""
         analyzer = self.manager.analyzer()
         name = Path(request.image).name
         template = load_image(request.image, name=name)
@@ -306,128 +328,141 @@ class Engine:
             if covered:  # the face under the mask, for the similarity shown with the result
                 face = covered[0]
         box = crop_around_mask(alpha, request.width / request.height)
-        return template, face, alpha, box
+        return _Template(template, face, alpha, box)
 
-    def _prepare(self, request, studio: StudioModel, pipe, encoder, references: ReferenceFaces, models, template,
-                 template_face, alpha, box: CropBox | None) -> _Prepared:
-        adapter = studio.adapter
+    def _encode(self, loaded: _Loaded, references: ReferenceFaces, template: _Template | None) -> _Encoded:
+        """Stage 3: face tokens and prompt embeddings (both CFG branches), and the pipeline's fixed inputs."""
+        request, pipe = loaded.request, loaded.pipe
         device = pipe._execution_device
-        do_cfg = request.cfg > 1.0
-        # Face tokens: TransFace (float32) -> resampler -> [1, 16 N, 768].
         crops = torch.from_numpy(np.stack([to_unit_range(c) for c in references.crops])).float()
-        encoder_device = next(encoder.parameters()).device
+        encoder_device = next(loaded.encoder.parameters()).device
         with torch.no_grad():
-            face_tokens = encoder(crops.to(encoder_device))
-            face_embeds = adapter.encode_faces(face_tokens)
-            no_face_embeds = adapter.no_face_tokens(len(references.crops)) if request.face_cfg else face_embeds
-            prompt_embeds, negative_embeds = pipe.encode_prompt(request.prompt, device, 1, do_cfg,
+            face_features = loaded.encoder(crops.to(encoder_device))  # TransFace, float32: [N, 144, D]
+            prompt_embeds, negative_embeds = pipe.encode_prompt(request.prompt, device, 1, request.cfg > 1.0,
                                                                 request.negative_prompt)
-        prompt_embeds = torch.cat([prompt_embeds, face_embeds.to(prompt_embeds)], dim=1)
-        if negative_embeds is not None:
-            negative_embeds = torch.cat([negative_embeds, no_face_embeds.to(negative_embeds)], dim=1)
+            conditioning = face_conditioning(loaded.studio.adapter, prompt_embeds, face_features,
+                                             negative_prompt_embeds=negative_embeds, face_cfg=request.face_cfg)
 
         inputs: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
+        digests: dict[str, FileDigest] = {}
         width, height = request.width, request.height
         steps_run = request.steps
-        if template is not None:
+        crop_box = size = None
+        if template is not None and isinstance(request, InpaintRequest):
+            box = template.box
             width, height = working_size(box, request.width, request.height)
-            crop = template.crop(box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
-            crop_mask = Image.fromarray(((alpha[box.top : box.bottom, box.left : box.right] > 0) * 255)
+            crop = template.image.crop(box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
+            crop_mask = Image.fromarray(((template.alpha[box.top : box.bottom, box.left : box.right] > 0) * 255)
                                         .astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
             inputs.update(image=crop, mask_image=crop_mask, strength=request.denoise)
             steps_run = max(1, min(int(request.steps * request.denoise), request.steps))
-            extra["template"] = {"path": str(Path(request.image).resolve()),
-                                 "sha256": self.manager.hashes.file(Path(request.image))}
+            digests["template"] = self._digest(request.image)
             if request.mask_region is None:
-                extra["mask_file"] = {"path": str(Path(request.mask).resolve()),
-                                      "sha256": self.manager.hashes.file(Path(request.mask))}
-            extra["crop_box"] = list(box.as_tuple())
-            extra["working_size"] = [width, height]
-            if template_face is not None:
-                extra["template_face_bbox"] = [round(float(v), 1) for v in template_face.bbox]
-        if request.uses_pose:
-            pose_image = self._pose_image(request, width, height)
-            inputs["control_image" if template is not None else "image"] = pose_image
+                digests["mask_file"] = self._digest(request.mask)
+            crop_box, size = box.as_tuple(), (width, height)
+        if request.pose is not None:
+            inputs["control_image" if template is not None else "image"] = self._pose_image(
+                request.pose, request.pose_mode, width, height)
             inputs["controlnet_conditioning_scale"] = request.pose_strength
-            extra["pose_image"] = {"path": str(Path(request.pose).resolve()),
-                                   "sha256": self.manager.hashes.file(Path(request.pose))}
+            digests["pose_image"] = self._digest(request.pose)
         inputs.update(width=width, height=height)
-        return _Prepared(studio, pipe, references, prompt_embeds, negative_embeds, models, inputs, extra, steps_run)
+        return _Encoded(conditioning, inputs, steps_run, digests, crop_box, size)
 
-    def _pose_image(self, request, width: int, height: int) -> Image.Image:
+    def _digest(self, path: str) -> FileDigest:
+        return FileDigest(str(Path(path).resolve()), self.manager.hashes.file(Path(path)))
+
+    def _pose_image(self, pose: str, pose_mode: str, width: int, height: int) -> Image.Image:
         from facestudio.face.pose import pose_condition
 
-        name = Path(request.pose).name
-        source = load_image(request.pose, name=name)
-        return pose_condition(source, width, height, name=name, mode=request.pose_mode,
+        name = Path(pose).name
+        source = load_image(pose, name=name)
+        return pose_condition(source, width, height, name=name, mode=pose_mode,
                               estimator=self.manager.pose_estimator())
 
-    def _denoise(self, request, prepared: _Prepared, seed: int, index: int, total: int, on_step: StepCallback | None,
-                 should_stop: StopCheck | None) -> tuple[Image.Image, bool]:
+    def _render(self, variants: list[GenerateRequest], loaded: _Loaded, encoded: _Encoded,
+                references: ReferenceFaces, template: _Template | None, result: GenerationResult,
+                out_dir: Path | None, callbacks: _Callbacks) -> None:
+        """Stage 4: denoise, paste back (inpainting), score and save each variant in turn; stops between or within
+        images."""
+        analyzer = self.manager.analyzer()
+        for index, request in enumerate(variants):
+            if callbacks.stop_requested():
+                result.cancelled = True
+                break
+            image, stopped = self._denoise(request, loaded, encoded, index, len(variants), callbacks)
+            if stopped:
+                result.cancelled = True
+                break
+            if template is not None:
+                image = paste_back(template.image, image, template.alpha, template.box)
+            similarity = result_similarity(analyzer, image, references,
+                                           near=template.face if template is not None else None)
+            record = self._record(request, loaded, encoded, references, template, index, image, similarity)
+            generated = GeneratedImage(image, record.seed, similarity, record)
+            if out_dir is not None:
+                generated.path = record.to_png(image, _output_path(out_dir, request.mode, record.seed))
+            result.images.append(generated)
+
+    def _denoise(self, request: GenerateRequest, loaded: _Loaded, encoded: _Encoded, index: int, total: int,
+                 callbacks: _Callbacks) -> tuple[Image.Image, bool]:
         """One pipeline call for one image; returns (image, stopped)."""
-        pipe = prepared.pipe
-        adapter = prepared.studio.adapter
-        pipe.scheduler = make_scheduler(request.scheduler, prepared.studio.scheduler_config)
+        pipe, adapter = loaded.pipe, loaded.studio.adapter
+        conditioning = encoded.conditioning
+        pipe.scheduler = make_scheduler(request.scheduler, loaded.studio.scheduler_config)
         delay = request.face_delay_steps
         if isinstance(request, InpaintRequest):  # inpainting runs only the last `denoise` share of the steps
-            delay = min(delay, prepared.steps_run)
+            delay = min(delay, encoded.steps_run)
         adapter.set_scale(0.0 if delay > 0 else request.face_strength)
+        if loaded.uses_controlnet:
+            conditioning.bind_controlnets(adapter)
         stopped = False
 
         def step_end(pipeline, step: int, timestep, callback_kwargs):
             nonlocal stopped
             if step + 1 == delay:
                 adapter.set_scale(request.face_strength)  # "delayed face condition": face on from here
-            if on_step is not None:
-                on_step(StepProgress(index, total, step + 1, prepared.steps_run))
-            if should_stop is not None and should_stop():
+            if callbacks.on_step is not None:
+                callbacks.on_step(StepProgress(index, total, step + 1, encoded.steps_run))
+            if callbacks.stop_requested():
                 stopped = True
                 pipeline._interrupt = True  # diffusers skips the remaining steps
             return callback_kwargs
 
-        generator = torch.Generator("cpu").manual_seed(seed)
+        generator = torch.Generator("cpu").manual_seed(int(request.seed or 0))  # every variant has its own seed
         try:
             output = pipe(
-                prompt_embeds=prepared.prompt_embeds,
-                negative_prompt_embeds=prepared.negative_embeds,
+                prompt_embeds=conditioning.prompt_embeds,
+                negative_prompt_embeds=conditioning.negative_prompt_embeds,
+                cross_attention_kwargs=conditioning.cross_attention_kwargs,
                 num_inference_steps=request.steps,
                 guidance_scale=request.cfg,
                 generator=generator,
                 output_type="pil",
                 callback_on_step_end=step_end,
-                **prepared.pipeline_inputs,
+                **encoded.pipeline_inputs,
             )
         finally:
             adapter.set_scale(request.face_strength)
         return output.images[0], stopped
 
-    def _record(self, request, prepared: _Prepared, seed: int, index: int, image: Image.Image,
-                similarity: Similarity | None) -> dict[str, Any]:
+    def _record(self, request: GenerateRequest, loaded: _Loaded, encoded: _Encoded, references: ReferenceFaces,
+                template: _Template | None, index: int, image: Image.Image,
+                similarity: Similarity | None) -> GenerationRecord:
         import diffusers
 
         placement = self.manager.placement
-        data = request.to_dict()
-        data["seed"] = seed
-        data["num_images"] = 1
-        return {
-            "facestudio_version": __version__,
-            "diffusers_version": diffusers.__version__,
-            "torch_version": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "request": data,
-            "seed": seed,
-            "image_index": index,
-            "width": image.width,
-            "height": image.height,
-            "scheduler_title": SCHEDULERS[request.scheduler].title,
-            "models": prepared.models,
-            "references": prepared.references.to_records(),
-            "device": placement.device.type,
-            "dtype": placement.dtype_name,
-            "similarity": similarity.to_dict() if similarity else None,
-            **prepared.extra_record,
-        }
+        face = template.face if template is not None else None
+        return GenerationRecord(
+            request=request, image_index=index, width=image.width, height=image.height,
+            scheduler_title=SCHEDULERS[request.scheduler].title, models=loaded.models,
+            references=tuple(references.to_records()), device=placement.device.type, dtype=placement.dtype_name,
+            similarity=similarity, template=encoded.digests.get("template"),
+            mask_file=encoded.digests.get("mask_file"), pose_image=encoded.digests.get("pose_image"),
+            crop_box=encoded.crop_box, working_size=encoded.working_size,
+            template_face_bbox=tuple(round(float(v), 1) for v in face.bbox) if face is not None else None,
+            facestudio_version=__version__, diffusers_version=diffusers.__version__, torch_version=torch.__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
 
 
 def _load_mask(path: str, size: tuple[int, int]) -> np.ndarray:

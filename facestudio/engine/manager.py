@@ -464,7 +464,8 @@ def _set_attention_backend(pipe: Any, attention: str) -> None:
         try:
             pipe.enable_xformers_memory_efficient_attention()
         except (ImportError, ModuleNotFoundError, ValueError) as err:
-            raise BackendUnavailableError(f"--attention xformers needs the xformers package: {err}") from err
+            raise BackendUnavailableError(f"`attention` xformers needs the xformers package: {err}",
+                                          field="attention") from err
     elif attention == "sliced":
         pipe.enable_attention_slicing("auto")
 

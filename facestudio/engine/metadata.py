@@ -1,24 +1,179 @@
-"""Generation parameters stored in each PNG, so an image can be regenerated bit-for-bit from the file alone.
+"""What a PNG stores about how it was made (`GenerationRecord`), so an image can be regenerated bit-for-bit from the
+file alone.
 
 Two text chunks: `facestudio` holds the full JSON record (request, seed, models with SHA-256, reference photos with
 SHA-256, similarity, versions); `parameters` holds the same essentials in the plain-text form other Stable
-Diffusion tools show ("Steps: 30, Sampler: ..., Seed: ...").
+Diffusion tools show ("Steps: 30, Sampler: ..., Seed: ..."). The JSON layout is format 1 from the first release on;
+`GenerationRecord` is its typed form, and the only way the engine and the fronts read or write it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from facestudio.engine.requests import GenerateRequest, InpaintRequest
 from facestudio.errors import MetadataError
+from facestudio.face.identity import Similarity
 from facestudio.files import write_atomic
 
 METADATA_KEY = "facestudio"
 METADATA_FORMAT = 1
+
+#: The model kinds a record lists (each `{"spec", "path", "sha256"}` or `None` when the request used none).
+MODEL_KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "lora")
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """An input file as it was used: its path then, and the SHA-256 of its contents."""
+
+    path: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> FileDigest | None:
+        return None if not data else cls(str(data["path"]), str(data["sha256"]))
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """How one image was made: its request (with its own seed, one image), the models and inputs with their
+    SHA-256, the device and precision, and the identity similarity of the result.
+
+    Inpainting adds the template, the mask file (when the mask was a file), the crop box and working size, and the
+    template face that was replaced; a pose adds its photo.
+    """
+
+    request: GenerateRequest
+    image_index: int
+    width: int
+    height: int
+    scheduler_title: str
+    models: dict[str, dict[str, str] | None]
+    references: tuple[dict[str, str], ...]
+    device: str
+    dtype: str
+    similarity: Similarity | None = None
+    template: FileDigest | None = None
+    mask_file: FileDigest | None = None
+    pose_image: FileDigest | None = None
+    crop_box: tuple[int, int, int, int] | None = None
+    working_size: tuple[int, int] | None = None
+    template_face_bbox: tuple[float, ...] | None = None
+    facestudio_version: str = ""
+    diffusers_version: str = ""
+    torch_version: str = ""
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One shape for every record: each model kind present (None when unused), references as a tuple.
+        object.__setattr__(self, "models", {kind: self.models.get(kind) for kind in MODEL_KINDS})
+        object.__setattr__(self, "references", tuple(dict(entry) for entry in self.references))
+
+    @property
+    def seed(self) -> int:
+        """The seed this image was made with (a record's request always carries it)."""
+        return int(self.request.seed or 0)
+
+    @property
+    def mode(self) -> str:
+        return self.request.mode
+
+    def to_request(self) -> GenerateRequest:
+        """The request that makes this image again (one image, this seed, the models as they were named)."""
+        return self.request
+
+    # -- JSON ------------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            **self.extra,
+            "facestudio_version": self.facestudio_version,
+            "diffusers_version": self.diffusers_version,
+            "torch_version": self.torch_version,
+            "created": self.created,
+            "request": self.request.to_dict(),
+            "seed": self.seed,
+            "image_index": self.image_index,
+            "width": self.width,
+            "height": self.height,
+            "scheduler_title": self.scheduler_title,
+            "models": dict(self.models),
+            "references": [dict(entry) for entry in self.references],
+            "device": self.device,
+            "dtype": self.dtype,
+            "similarity": self.similarity.to_dict() if self.similarity else None,
+        }
+        for name in ("template", "mask_file", "pose_image"):
+            digest = getattr(self, name)
+            if digest is not None:
+                data[name] = digest.to_dict()
+        for name in ("crop_box", "working_size", "template_face_bbox"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = list(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "the record") -> GenerationRecord:
+        """Raises `MetadataError` naming `source` when a part is missing or of the wrong kind."""
+        try:
+            request_data = dict(data["request"])
+            request_class = InpaintRequest if request_data.get("mode") == "inpaint" else GenerateRequest
+            request = request_class.from_dict({**request_data, "seed": int(data["seed"]), "num_images": 1})
+            similarity = data.get("similarity")
+            known = {f.name for f in dataclasses.fields(cls)} | {"seed", "format"}
+            return cls(
+                request=request,
+                image_index=int(data.get("image_index", 0)),
+                width=int(data["width"]),
+                height=int(data["height"]),
+                scheduler_title=str(data.get("scheduler_title", request.scheduler)),
+                models=dict(data.get("models") or {}),
+                references=tuple(data.get("references") or ()),
+                device=str(data.get("device", "")),
+                dtype=str(data.get("dtype", "")),
+                similarity=Similarity(**similarity) if similarity else None,
+                template=FileDigest.from_dict(data.get("template")),
+                mask_file=FileDigest.from_dict(data.get("mask_file")),
+                pose_image=FileDigest.from_dict(data.get("pose_image")),
+                crop_box=_tuple(data.get("crop_box"), int),
+                working_size=_tuple(data.get("working_size"), int),
+                template_face_bbox=_tuple(data.get("template_face_bbox"), float),
+                facestudio_version=str(data.get("facestudio_version", "")),
+                diffusers_version=str(data.get("diffusers_version", "")),
+                torch_version=str(data.get("torch_version", "")),
+                created=str(data.get("created", "")),
+                extra={k: v for k, v in data.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise MetadataError(f"{source} has damaged FaceStudio parameters ({type(err).__name__}: {err}).") from None
+
+    # -- PNG -------------------------------------------------------------------------------------------------------
+
+    def to_png(self, image: Image.Image, path: Path) -> Path:
+        """Write `image` with this record in its text chunks, atomically (a crash never leaves half a PNG)."""
+        return save_png(image, path, self.to_dict())
+
+    @classmethod
+    def from_png(cls, path: str | Path) -> GenerationRecord:
+        """The record of a PNG written by `to_png`; `MetadataError` for anything else."""
+        return cls.from_dict(read_png_record(path), Path(path).name)
+
+
+def _tuple(value: Any, kind: type) -> tuple | None:
+    return None if value is None else tuple(kind(v) for v in value)
 
 
 def parameters_text(record: dict[str, Any]) -> str:
@@ -69,8 +224,8 @@ def read_png_record(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise MetadataError(f"{path.name} cannot be read as an image: {err}.") from err
     if image_format != "PNG":
-        raise MetadataError(f"{path.name} is a {image_format or 'non-image'} file; --from-png needs a PNG "
-                            "saved by FaceStudio.")
+        raise MetadataError(f"{path.name} is a {image_format or 'non-image'} file; reusing settings needs a "
+                            "PNG saved by FaceStudio.")
     if METADATA_KEY not in text:
         raise MetadataError(f"{path.name} carries no FaceStudio generation parameters (was it saved by FaceStudio, "
                             "and not re-saved by another program?).")

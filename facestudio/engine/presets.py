@@ -84,7 +84,7 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
     values: dict[str, Any] = {name: data.get(name, getattr(defaults, name)) for name in
                               ("negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora_scale")}
     try:
-        GenerateRequest(faces=["-"], prompt=str(data["prompt"]), **values).check()
+        GenerateRequest(faces=["-"], prompt=str(data["prompt"]), **values).checked()
     except InvalidRequestError as err:
         raise InvalidRequestError(f"Preset file {path.name}: {err}") from None
     return StylePreset(

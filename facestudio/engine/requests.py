@@ -1,8 +1,10 @@
 """What a user asks for: `GenerateRequest` (text-to-image) and `InpaintRequest` (a face into a template photo).
 
-The CLI and the UI both build these and hand them to the same engine functions. `check()` rejects bad values
-before any model is loaded, with one sentence naming the argument, the value and what is allowed. Requests are
-plain data (JSON-able through `to_dict`), which is also what a PNG's metadata stores for `--from-png`.
+The CLI and the UI both build these and hand them to the same engine functions, and both take their defaults and
+bounds from here (`field_default`, `field_bounds`): a default lives in its field, nowhere else. Requests are frozen:
+a changed request is a new one (`dataclasses.replace`), so the engine never changes what its caller holds.
+`checked()` rejects bad values before any model is loaded, with one sentence naming the field (`err.field`), the
+value and what is allowed; each front words the field its own way (a flag, a control's label).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from facestudio.engine.schedulers import DEFAULT_SCHEDULER, scheduler_key
 from facestudio.errors import InvalidRequestError
@@ -25,8 +27,16 @@ DEFAULT_NEGATIVE_PROMPT = (
 POSE_MODES = ("auto", "photo", "skeleton")
 MASK_REGIONS = ("auto", "face", "head")
 
+_BOUNDS = "bounds"
+_R = TypeVar("_R", bound="GenerateRequest")
 
-@dataclass
+
+def _bounded(default: Any, low: float, high: float) -> Any:
+    """A field with its allowed range, which `checked()` enforces and fronts read for their sliders."""
+    return field(default=default, metadata={_BOUNDS: (low, high)})
+
+
+@dataclass(frozen=True)
 class ModelChoice:
     """Which models to use; `None` picks the default (the adapter that matches the base model)."""
 
@@ -35,13 +45,18 @@ class ModelChoice:
     face_encoder: str | None = None
     controlnet: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ModelChoice:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(data or {}).items() if k in names})
 
-@dataclass
+
+@dataclass(frozen=True)
 class GenerateRequest:
     """Text-to-image with the identity of 1-8 reference photos of one person.
 
     Args:
-        faces: reference photo paths. prompt / negative_prompt: what to draw and avoid.
+        faces: reference photo paths (stored as a tuple). prompt / negative_prompt: what to draw and avoid.
         seed: the first image's seed (image i uses seed + i); `None` picks one at random (reported back).
         steps, cfg, scheduler: sampling (see `schedulers.SCHEDULERS`).
         width, height: multiples of 8 in [256, 1024].
@@ -52,57 +67,59 @@ class GenerateRequest:
         pose, pose_mode, pose_strength: an OpenPose ControlNet conditioned on a photo's pose (or a skeleton image).
     """
 
-    faces: list[str]
+    faces: tuple[str, ...]
     prompt: str
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    seed: int | None = None
-    steps: int = 30
-    cfg: float = 7.0
-    width: int = 512
-    height: int = 512
-    num_images: int = 1
-    face_strength: float = 0.5
-    face_delay_steps: int = 0
+    seed: int | None = _bounded(None, 0, MAX_SEED)
+    steps: int = _bounded(30, 1, 150)
+    cfg: float = _bounded(7.0, 0.0, 30.0)
+    width: int = _bounded(512, MIN_SIDE, MAX_SIDE)
+    height: int = _bounded(512, MIN_SIDE, MAX_SIDE)
+    num_images: int = _bounded(1, 1, MAX_IMAGES)
+    face_strength: float = _bounded(0.5, 0.0, 2.0)
+    face_delay_steps: int = _bounded(0, 0, 150)
     face_cfg: bool = True
     scheduler: str = DEFAULT_SCHEDULER
     lora: str | None = None
-    lora_scale: float = 0.8
+    lora_scale: float = _bounded(0.8, -2.0, 2.0)
     pose: str | None = None
     pose_mode: str = "auto"
-    pose_strength: float = 1.0
+    pose_strength: float = _bounded(1.0, 0.0, 2.0)
     models: ModelChoice = field(default_factory=ModelChoice)
 
-    mode = "generate"
+    mode: ClassVar[str] = "generate"
 
-    def check(self) -> None:
-        """Raise `InvalidRequestError` for the first bad value; normalise the scheduler name."""
+    def __post_init__(self) -> None:
+        # Accept any sequence of paths; keep an immutable tuple of strings.
+        faces = (self.faces,) if isinstance(self.faces, str) else self.faces
+        object.__setattr__(self, "faces", tuple(str(face) for face in faces or ()))
+
+    def checked(self: _R) -> _R:
+        """This request with the scheduler's canonical name, or `InvalidRequestError` for the first bad value."""
         if not self.faces:
-            raise InvalidRequestError("Give at least one reference photo of the face (--face).")
+            raise InvalidRequestError("Give at least one reference photo of the face.", field="faces")
         if len(self.faces) > MAX_REFERENCE_PHOTOS:
             raise InvalidRequestError(
-                f"Give at most {MAX_REFERENCE_PHOTOS} reference photos; got {len(self.faces)}."
-            )
+                f"Give at most {MAX_REFERENCE_PHOTOS} reference photos; got {len(self.faces)}.", field="faces")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InvalidRequestError("The prompt is empty; describe the portrait you want (--prompt).")
-        _check_int("seed", self.seed, 0, MAX_SEED, optional=True)
-        _check_int("steps", self.steps, 1, 150)
-        _check_float("cfg", self.cfg, 0.0, 30.0)
+            raise InvalidRequestError("The prompt is empty; describe the portrait you want.", field="prompt")
+        for spec in dataclasses.fields(self):
+            if _BOUNDS in spec.metadata:
+                optional = "None" in str(spec.type)  # `int | None`: None means "pick for me"
+                _check_bounds(spec.name, getattr(self, spec.name), *spec.metadata[_BOUNDS], optional=optional)
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, MIN_SIDE, MAX_SIDE)
             if value % 8:
                 raise InvalidRequestError(
                     f"`{name}` must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}; got {value} "
-                    f"(try {max(MIN_SIDE, value - value % 8)})."
-                )
-        _check_int("num_images", self.num_images, 1, MAX_IMAGES)
-        _check_float("face_strength", self.face_strength, 0.0, 2.0)
-        _check_int("face_delay_steps", self.face_delay_steps, 0, self.steps)
-        _check_float("lora_scale", self.lora_scale, -2.0, 2.0)
-        _check_float("pose_strength", self.pose_strength, 0.0, 2.0)
+                    f"(try {max(MIN_SIDE, value - value % 8)}).", field=name)
+        if self.face_delay_steps > self.steps:
+            raise InvalidRequestError(f"`face_delay_steps` must be at most the number of steps ({self.steps}); got "
+                                      f"{self.face_delay_steps}.", field="face_delay_steps")
         if self.pose_mode not in POSE_MODES:
-            raise InvalidRequestError(f"`pose_mode` must be one of {', '.join(POSE_MODES)}; got {self.pose_mode!r}.")
-        self.scheduler = scheduler_key(self.scheduler)
+            raise InvalidRequestError(f"`pose_mode` must be one of {', '.join(POSE_MODES)}; got {self.pose_mode!r}.",
+                                      field="pose_mode")
+        return dataclasses.replace(self, scheduler=scheduler_key(self.scheduler))
 
     @property
     def uses_pose(self) -> bool:
@@ -110,19 +127,19 @@ class GenerateRequest:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["faces"] = list(self.faces)
         data["mode"] = self.mode
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerateRequest:
+    def from_dict(cls: type[_R], data: dict[str, Any]) -> _R:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        values["models"] = ModelChoice(**{k: v for k, v in dict(data.get("models") or {}).items()
-                                          if k in {f.name for f in dataclasses.fields(ModelChoice)}})
+        values["models"] = ModelChoice.from_dict(data.get("models"))
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class InpaintRequest(GenerateRequest):
     """Put the reference identity into face number `face_index` of a template photo.
 
@@ -136,23 +153,19 @@ class InpaintRequest(GenerateRequest):
 
     image: str = ""
     mask: str = "auto"
-    face_index: int = 0
-    denoise: float = 0.6
-    face_strength: float = 0.55
-    mask_dilate_px: int | None = None
-    mask_feather_px: int | None = None
+    face_index: int = _bounded(0, 0, 1000)
+    denoise: float = _bounded(0.6, 0.01, 1.0)
+    face_strength: float = _bounded(0.55, 0.0, 2.0)
+    mask_dilate_px: int | None = _bounded(None, 0, 512)
+    mask_feather_px: int | None = _bounded(None, 0, 512)
     prompt: str = "a photo of a person, high quality, detailed face"
 
-    mode = "inpaint"
+    mode: ClassVar[str] = "inpaint"
 
-    def check(self) -> None:
-        super().check()
-        if not self.image:
-            raise InvalidRequestError("Give the template photo to paint the face into (--image).")
-        _check_int("face_index", self.face_index, 0, 1000)
-        _check_float("denoise", self.denoise, 0.01, 1.0)
-        _check_int("mask_dilate_px", self.mask_dilate_px, 0, 512, optional=True)
-        _check_int("mask_feather_px", self.mask_feather_px, 0, 512, optional=True)
+    def checked(self: _R) -> _R:
+        if not self.image:  # type: ignore[attr-defined]
+            raise InvalidRequestError("Give the template photo to paint the face into.", field="image")
+        return super().checked()
 
     @property
     def mask_region(self) -> str | None:
@@ -162,14 +175,32 @@ class InpaintRequest(GenerateRequest):
         return None
 
 
-def _check_int(name: str, value: Any, low: int, high: int, optional: bool = False) -> None:
+def field_default(request_class: type[GenerateRequest], name: str) -> Any:
+    """The default of a request field: what every front shows before the user changes it."""
+    spec = {f.name: f for f in dataclasses.fields(request_class)}[name]
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    raise KeyError(f"{request_class.__name__}.{name} has no default.")
+
+
+def field_bounds(request_class: type[GenerateRequest], name: str) -> tuple[float, float]:
+    """The allowed (low, high) of a bounded request field."""
+    spec = {f.name: f for f in dataclasses.fields(request_class)}[name]
+    return spec.metadata[_BOUNDS]
+
+
+def _check_bounds(name: str, value: Any, low: float, high: float, *, optional: bool) -> None:
+    """Whole numbers for fields whose bounds are ints (seeds, steps, sizes), any finite number otherwise."""
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidRequestError(f"`{name}` must be a whole number from {low} to {high}; got {value!r}.")
-
-
-def _check_float(name: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    whole = isinstance(low, int) and isinstance(high, int)
+    if whole:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidRequestError(f"`{name}` must be a whole number from {low} to {high}; got {value!r}.",
+                                      field=name)
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not low <= value <= high:
-        raise InvalidRequestError(f"`{name}` must be a number from {low:g} to {high:g}; got {value!r}.")
+        raise InvalidRequestError(f"`{name}` must be a number from {low:g} to {high:g}; got {value!r}.", field=name)
+

@@ -52,7 +52,8 @@ def scheduler_key(name: str) -> str:
     key = _ALIASES.get(_normalise(name))
     if key is None:
         raise InvalidRequestError(
-            f"Unknown scheduler {name!r}; choose one of: {', '.join(c.title for c in SCHEDULERS.values())}."
+            f"Unknown scheduler {name!r}; choose one of: {', '.join(c.title for c in SCHEDULERS.values())}.",
+            field="scheduler",
         )
     return key
 

@@ -18,6 +18,7 @@ from facestudio.fact.checkpoints import (
     read_safetensors_metadata,
     save_state_dict,
 )
+from facestudio.fact.conditioning import FaceConditionedEmbeds, face_conditioning
 from facestudio.fact.install import (
     FaceLayer,
     PreviousAttention,
@@ -31,6 +32,7 @@ from facestudio.fact.transface import TransFace, TransFaceConfig
 
 __all__ = [
     "FACTAdapter",
+    "FaceConditionedEmbeds",
     "FaceConditioning",
     "FaceLayer",
     "FaceResampler",
@@ -42,6 +44,7 @@ __all__ = [
     "TransFace",
     "TransFaceConfig",
     "check_state_dict",
+    "face_conditioning",
     "find_face_layers",
     "install_face_adapter",
     "install_text_only_attention",

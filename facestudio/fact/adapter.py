@@ -63,11 +63,10 @@ class FACTAdapter(nn.Module):
         ```py
         >>> adapter = FACTAdapter.from_checkpoint("adapter_maj_mask_large_new_reg001_faceshuffle_00290001.ckpt", unet)
         >>> adapter.set_scale(0.5)
-        >>> face = adapter.encode_faces(transface(aligned_photos))  # [1, 16 N, 768]
-        >>> no_face = adapter.no_face_tokens(len(aligned_photos))  # for the negative CFG branch
-        >>> embeds = torch.cat([torch.cat([negative_text, no_face], 1), torch.cat([text, face], 1)])
-        >>> noise_pred = unet(latents, t, encoder_hidden_states=embeds).sample
-        >>> controlnet_embeds = adapter.text_tokens(embeds)  # ControlNets get the text tokens only
+        >>> cond = face_conditioning(adapter, text, transface(aligned_photos), negative_prompt_embeds=negative_text)
+        >>> embeds = torch.cat([cond.negative_prompt_embeds, cond.prompt_embeds])  # "no face" in the negative branch
+        >>> noise_pred = unet(latents, t, encoder_hidden_states=embeds,
+        ...                   cross_attention_kwargs=cond.cross_attention_kwargs).sample
         >>> adapter.remove()
         ```
     """
@@ -251,11 +250,14 @@ class FACTAdapter(nn.Module):
 
     @property
     def num_face_tokens(self) -> int:
-        """How many trailing `encoder_hidden_states` tokens the face layers treat as face tokens."""
+        """How many trailing `encoder_hidden_states` tokens the face layers treat as face tokens when a call does not
+        say (`cross_attention_kwargs["num_face_tokens"]`); ControlNets, which diffusers calls without those
+        kwargs, always use it."""
         return self.conditioning.num_face_tokens
 
     def set_num_face_tokens(self, num_face_tokens: int) -> None:
-        """Declare how many face tokens follow the text tokens (`encode_faces`/`no_face_tokens` do it for you)."""
+        """Declare how many face tokens follow the text tokens for calls that do not pass the count
+        (`FaceConditionedEmbeds.bind_controlnets` does it for the ControlNets)."""
         if num_face_tokens < 0:
             raise ValueError(f"`num_face_tokens` must be >= 0; got {num_face_tokens}.")
         self.conditioning.num_face_tokens = int(num_face_tokens)
@@ -263,8 +265,8 @@ class FACTAdapter(nn.Module):
     def encode_faces(self, face_tokens: torch.Tensor) -> torch.Tensor:
         """Face-encoder tokens of N photos of one person -> FACT face tokens, concatenated.
 
-        Contract: this sets `num_face_tokens` to 16N; the next UNet calls must get
-        `cat([text_embeds, face_embeds], dim=1)` with exactly that many face tokens (both CFG branches).
+        A building block: to condition a UNet use `facestudio.fact.face_conditioning`, which appends these to the
+        text embeddings and returns the face-token count to pass with each call.
 
         Args:
             face_tokens (`torch.Tensor`): `[N, 144, D]` from `TransFace`.
@@ -275,23 +277,17 @@ class FACTAdapter(nn.Module):
         if face_tokens.ndim != 3:
             raise ValueError(f"`face_tokens` must be [N, L, D] (N photos); got shape {tuple(face_tokens.shape)}.")
         latents = self.local_fac_prj(face_tokens.to(self.local_fac_prj.latents.device))
-        self.set_num_face_tokens(latents.shape[0] * latents.shape[1])
         return latents.reshape(1, -1, latents.shape[-1])
 
     def no_face_tokens(self, num_photos: int = 1, num_patches: int = TRANSFACE_NUM_PATCHES) -> torch.Tensor:
-        """The "no face" embedding for N photos: the resampler on all-zero encoder tokens (FACT.md §3).
-
-        Sets `num_face_tokens` to 16N, like `encode_faces` with the same N.
-        """
+        """The "no face" embedding for N photos, `[1, 16 N, C]`: the resampler on all-zero encoder tokens (FACT.md §3)."""
         if num_photos < 1:
             raise ValueError(f"`num_photos` must be >= 1; got {num_photos}.")
         latents = self.local_fac_prj.latents
         zeros = torch.zeros(
             1, num_patches, self.local_fac_prj.config.embedding_dim, device=latents.device, dtype=latents.dtype
         )
-        tokens = self.local_fac_prj(zeros).repeat(1, num_photos, 1)
-        self.set_num_face_tokens(tokens.shape[1])
-        return tokens
+        return self.local_fac_prj(zeros).repeat(1, num_photos, 1)
 
     def text_tokens(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         """Drop the face tokens from `cat([text, face])`: what a ControlNet on the same pipeline must get."""

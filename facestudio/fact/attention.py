@@ -19,8 +19,8 @@ FACT's `out`. The text cross-attention is the layer's previous processor (whatev
 
 Face tokens travel after the text tokens: `encoder_hidden_states = cat([text, face], dim=1)`. How many trailing
 tokens are face tokens is not guessed from the sequence length (long-prompt tricks make the text longer than
-77): it is `FaceConditioning.num_face_tokens`, which `FACTAdapter.encode_faces` / `no_face_tokens` set, or a
-per-call `num_face_tokens` in `cross_attention_kwargs`. 0 means no face tokens are appended.
+77): it is the per-call `num_face_tokens` in `cross_attention_kwargs` (what `face_conditioning` returns), or else
+`FaceConditioning.num_face_tokens` (how ControlNets, called without those kwargs, learn it). 0 means no face tokens.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def split_face_tokens(
     if length <= num_face_tokens:
         raise ValueError(
             f"`encoder_hidden_states` has {length} tokens but {num_face_tokens} face tokens are expected after the "
-            "text tokens; append the output of `encode_faces` / `no_face_tokens` to the text embeddings, or set "
-            "`num_face_tokens` to match."
+            "text tokens; build the embeddings with `face_conditioning` and pass its `cross_attention_kwargs`, or "
+            "set `num_face_tokens` to match."
         )
     return encoder_hidden_states[:, :-num_face_tokens], encoder_hidden_states[:, -num_face_tokens:]
 

@@ -15,6 +15,8 @@ def render_samples(models, reference: torch.Tensor, prompt: str, config, device:
     with the "no face" tokens in the negative branch (face CFG on, as the release does)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+    from facestudio.fact import face_conditioning
+
     adapter = models.adapter
     pipe = StableDiffusionPipeline(
         vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
@@ -27,16 +29,16 @@ def render_samples(models, reference: torch.Tensor, prompt: str, config, device:
     adapter.eval()
     try:
         with torch.no_grad():
-            face = adapter.encode_faces(models.face_encoder(reference.to(device, torch.float32)))
-            no_face = adapter.no_face_tokens(reference.shape[0])
             text, negative = pipe.encode_prompt(prompt, device, 1, True, "")
-            prompt_embeds = torch.cat([text, face.to(text)], dim=1)
-            negative_embeds = torch.cat([negative, no_face.to(negative)], dim=1)
+            conditioning = face_conditioning(adapter, text, models.face_encoder(reference.to(device, torch.float32)),
+                                             negative_prompt_embeds=negative, face_cfg=True)
             adapter.set_scale(config.sample_strength)
             images = []
             for seed in config.sample_seeds:
                 generator = torch.Generator().manual_seed(seed)
-                result = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
+                result = pipe(prompt_embeds=conditioning.prompt_embeds,
+                              negative_prompt_embeds=conditioning.negative_prompt_embeds,
+                              cross_attention_kwargs=conditioning.cross_attention_kwargs,
                               num_inference_steps=config.sample_steps, guidance_scale=SAMPLE_GUIDANCE,
                               width=config.resolution, height=config.resolution, generator=generator)
                 images.append(result.images[0])

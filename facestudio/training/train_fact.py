@@ -137,13 +137,12 @@ class TrainingModule(nn.Module):
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeds: torch.Tensor,
                 face_features: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-        face = self.adapter.local_fac_prj(face_features)  # [B, 16, C]
-        if bool(drop.any()):
-            no_face = self.adapter.local_fac_prj(torch.zeros_like(face_features[:1]))
-            face = torch.where(drop[:, None, None], no_face.expand_as(face), face)
-        self.adapter.set_num_face_tokens(face.shape[1])
-        embeds = torch.cat([text_embeds, face.to(text_embeds.dtype)], dim=1)
-        return self.unet(noisy_latents, timesteps, encoder_hidden_states=embeds).sample
+        from facestudio.fact import face_conditioning
+
+        # One photo per sample ([B, 1, 144, D]); dropped samples get the "no face" tokens.
+        conditioning = face_conditioning(self.adapter, text_embeds, face_features[:, None], drop=drop)
+        return self.unet(noisy_latents, timesteps, encoder_hidden_states=conditioning.prompt_embeds,
+                         cross_attention_kwargs=conditioning.cross_attention_kwargs).sample
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------------

@@ -32,6 +32,26 @@ def gpu_work(duration: int = 120) -> Callable[[Callable], Callable]:
     return mark
 
 
+#: How the page names a request or setting field in an error: the label of the control that sets it. Fields not
+#: listed are named by their words ("num_images" -> "Num images").
+FIELD_LABELS = {
+    "faces": "reference photos", "prompt": "Prompt", "negative_prompt": "Negative prompt", "seed": "Seed",
+    "steps": "Steps", "cfg": "CFG", "scheduler": "Scheduler", "width": "Size (width)", "height": "Size (height)",
+    "num_images": "Images", "face_strength": "Face strength", "face_delay_steps": "Delayed face condition",
+    "lora": "Style LoRA", "lora_scale": "LoRA scale", "pose_strength": "Pose strength", "image": "template photo",
+    "face_index": "Face to replace", "denoise": "Denoise", "mask_dilate_px": "Grow mask", "mask_feather_px": "Feather",
+    "strengths": "Strengths to compare", "low_vram": "low-VRAM mode (restart the studio with --low-vram)",
+    "device": "the studio's device (--device)", "dtype": "the studio's precision (--dtype)",
+    "attention": "the studio's attention kernels (--attention)",
+}
+
+
+def field_label(field: str | None) -> str | None:
+    if field is None:
+        return None
+    return FIELD_LABELS.get(field, field.replace("_", " ").capitalize())
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show the studio's errors as one sentence (`gr.Error`); anything unexpected is logged with its traceback
     and shown as one line, so the page never shows a traceback."""
@@ -43,7 +63,7 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except FaceStudioError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(err.worded(field_label(err.field)), print_exception=False) from None
         except Exception as err:
             logger.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}); the studio's log has the details.",

@@ -9,8 +9,9 @@ from typing import Any
 
 import gradio as gr
 
-from facestudio.engine.requests import DEFAULT_NEGATIVE_PROMPT, MAX_IMAGES, MAX_SEED, GenerateRequest, ModelChoice
-from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from facestudio.engine.metadata import GenerationRecord
+from facestudio.engine.requests import MAX_IMAGES, MAX_SEED, GenerateRequest, ModelChoice, field_default
+from facestudio.engine.schedulers import SCHEDULERS
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext
@@ -72,8 +73,14 @@ class GenerateTab:
     adapter: gr.Dropdown
 
 
+def default(name: str) -> Any:
+    """A control's initial value: the request field's default (one source of truth for the CLI and the page)."""
+    return field_default(GenerateRequest, name)
+
+
 def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     scheduler_titles = [choice.title for choice in SCHEDULERS.values()]
+    default_size = f"{default('width')}x{default('height')}"
 
     def request_from(identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed,
                      randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength
@@ -83,7 +90,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             faces=reference_photos(ctx, identity, photos), prompt=prompt or "", negative_prompt=negative or "",
             seed=None if randomize or seed is None else int(seed), steps=int(steps), cfg=float(cfg),
             width=width, height=height, num_images=int(num_images), face_strength=float(strength),
-            face_delay_steps=int(delay), face_cfg=bool(face_cfg), scheduler=scheduler or DEFAULT_SCHEDULER,
+            face_delay_steps=int(delay), face_cfg=bool(face_cfg), scheduler=scheduler or default("scheduler"),
             lora=ctx.checked_choice(lora, ctx.lora_choices, "LoRA"), lora_scale=float(lora_scale),
             pose=None if pose is None else str(ctx.upload(pose, "pose image")), pose_strength=float(pose_strength),
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
@@ -131,7 +138,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ctx.outputs_dir(),
                                               on_step=reporter.step, should_stop=flag.is_set,
                                               on_download=reporter.download)
-        captions = [f"strength {image.record['request']['face_strength']:g} · {similarity_caption(image)}"
+        captions = [f"strength {image.record.request.face_strength:g} · {similarity_caption(image)}"
                     for image in result.images]
         return finish(result, captions)
 
@@ -148,18 +155,20 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     def apply_preset(key: str | None, subject: str):
         preset = ctx.preset(key)
         if preset is None:
-            return [gr.update()] * 8
-        size = f"{preset.width}x{preset.height}"
-        lora = str(preset.lora) if preset.lora is not None else ""
+            return [gr.update()] * 9
+        # The preset changes a request only through `StylePreset.apply`; the controls show the result.
+        styled = preset.apply(GenerateRequest(faces=(), prompt=""), subject)
+        size = f"{styled.width}x{styled.height}"
         description = f"**{preset.name}**" + (f" — {preset.description}" if preset.description else "")
-        return (preset.render_prompt(subject), preset.negative_prompt, preset.steps, preset.cfg,
-                gr.update(choices=size_choices(size), value=size), preset.face_strength, lora, description)
+        return (styled.prompt, styled.negative_prompt, styled.steps, styled.cfg,
+                gr.update(choices=size_choices(size), value=size), styled.face_strength, styled.lora or "",
+                styled.lora_scale, description)
 
     def select_result(evt: gr.SelectData):
         return evt.index
 
     @user_errors
-    def reuse(records: list[dict] | None, index: int | None):
+    def reuse(records: list[GenerationRecord] | None, index: int | None):
         if not records:
             raise InvalidRequestError("Make an image first, then pick it in the gallery to reuse its settings.")
         record = records[index if index is not None and 0 <= index < len(records) else 0]
@@ -167,27 +176,23 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
 
     @user_errors
     def reuse_png(file):
-        from facestudio.engine.metadata import read_png_record
-
         path = ctx.upload(file, "PNG")
         if path is None:
             return [gr.update()] * len(reusable)
-        return settings_from_record(read_png_record(path))
+        return settings_from_record(GenerationRecord.from_png(path))
 
-    def settings_from_record(record: dict[str, Any]) -> list:
-        data = dict(record.get("request") or {})
-        size = f"{data.get('width', 512)}x{data.get('height', 512)}"
-        models = data.get("models") or {}
+    def settings_from_record(record: GenerationRecord) -> list:
+        request = record.request
+        size = f"{request.width}x{request.height}"
         choice = {"base": {v for _, v in ctx.base_model_choices()}, "adapter": {v for _, v in ctx.adapter_choices()}}
-        scheduler = SCHEDULERS.get(data.get("scheduler", DEFAULT_SCHEDULER), SCHEDULERS[DEFAULT_SCHEDULER]).title
+        scheduler = SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title
         return [
-            data.get("prompt", ""), data.get("negative_prompt", DEFAULT_NEGATIVE_PROMPT),
-            data.get("face_strength", 0.5), data.get("face_delay_steps", 0), data.get("face_cfg", True),
-            data.get("steps", 30), data.get("cfg", 7.0), scheduler, record.get("seed", data.get("seed")), False,
+            request.prompt, request.negative_prompt, request.face_strength, request.face_delay_steps,
+            request.face_cfg, request.steps, request.cfg, scheduler, record.seed, False,
             gr.update(choices=size_choices(size), value=size),
-            models.get("base_model") if models.get("base_model") in choice["base"] else gr.update(),
-            models.get("adapter") if models.get("adapter") in choice["adapter"] else gr.update(),
-            data.get("lora_scale", 0.8),
+            request.models.base_model if request.models.base_model in choice["base"] else gr.update(),
+            request.models.adapter if request.models.adapter in choice["adapter"] else gr.update(),
+            request.lora_scale,
         ]
 
     # -- layout --------------------------------------------------------------------------------------------------
@@ -209,13 +214,13 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             preset_info = gr.Markdown()
             prompt = gr.Textbox(label="Prompt", lines=3, value="a portrait photo of a person, natural light",
                                 elem_id="generate-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=2, value=DEFAULT_NEGATIVE_PROMPT)
+            negative = gr.Textbox(label="Negative prompt", lines=2, value=default("negative_prompt"))
             with gr.Row():
-                strength = gr.Slider(0.0, 1.5, value=0.5, step=0.05, label="Face strength",
+                strength = gr.Slider(0.0, 1.5, value=default("face_strength"), step=0.05, label="Face strength",
                                      info="0 = the base model alone; higher = more likeness, less prompt",
                                      elem_id="generate-strength")
-                num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images")
-                size = gr.Dropdown(label="Size (width x height)", choices=SIZES, value="512x512",
+                num_images = gr.Slider(1, MAX_IMAGES, value=default("num_images"), step=1, label="Images")
+                size = gr.Dropdown(label="Size (width x height)", choices=SIZES, value=default_size,
                                    allow_custom_value=True, elem_id="generate-size",
                                    info="or type one, e.g. 512x704 (multiples of 8, 256-1024)")
             with gr.Row():
@@ -223,13 +228,14 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 randomize = gr.Checkbox(label="Random seed", value=True)
             with gr.Accordion("Sampling, face conditioning, models, pose", open=False):
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=30, step=1, label="Steps", elem_id="generate-steps")
-                    cfg = gr.Slider(1.0, 15.0, value=7.0, step=0.5, label="CFG")
+                    steps = gr.Slider(1, 100, value=default("steps"), step=1, label="Steps", elem_id="generate-steps")
+                    cfg = gr.Slider(1.0, 15.0, value=default("cfg"), step=0.5, label="CFG")
                     scheduler = gr.Dropdown(label="Scheduler", choices=scheduler_titles,
-                                            value=SCHEDULERS[DEFAULT_SCHEDULER].title)
+                                            value=SCHEDULERS[default("scheduler")].title)
                 with gr.Row():
-                    delay = gr.Slider(0, 50, value=0, step=1, label="Delayed face condition (steps without the face)")
-                    face_cfg = gr.Checkbox(label="Face CFG ('no face' in the negative branch)", value=True)
+                    delay = gr.Slider(0, 50, value=default("face_delay_steps"), step=1,
+                                      label="Delayed face condition (steps without the face)")
+                    face_cfg = gr.Checkbox(label="Face CFG ('no face' in the negative branch)", value=default("face_cfg"))
                 with gr.Row():
                     base_model = gr.Dropdown(label="Base model", choices=ctx.base_model_choices(),
                                              value=ctx.base_model_choices()[0][1])
@@ -239,11 +245,11 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 with gr.Row():
                     lora = gr.Dropdown(label="Style LoRA (files in FACESTUDIO_HOME/loras appear here)",
                                        choices=ctx.lora_choices(), value="", allow_custom_value=True)
-                    lora_scale = gr.Slider(-1.0, 2.0, value=0.8, step=0.05, label="LoRA scale")
+                    lora_scale = gr.Slider(-1.0, 2.0, value=default("lora_scale"), step=0.05, label="LoRA scale")
                 with gr.Row():
                     pose = gr.Image(label="Pose from this photo (optional, OpenPose ControlNet)", type="filepath",
                                     sources=["upload"], height=200)
-                    pose_strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Pose strength")
+                    pose_strength = gr.Slider(0.0, 2.0, value=default("pose_strength"), step=0.05, label="Pose strength")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 stop_button = gr.Button("Stop", variant="stop", scale=0)
@@ -272,7 +278,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     stop_button.click(stop, None, info, api_name="generate_stop", queue=False)
     presets.select(choose_preset, None, preset_key, api_visibility="private")
     preset_key.change(apply_preset, [preset_key, subject],
-                      [prompt, negative, steps, cfg, size, strength, lora, preset_info], api_visibility="private")
+                      [prompt, negative, steps, cfg, size, strength, lora, lora_scale, preset_info],
+                      api_visibility="private")
     gallery.select(select_result, None, selected, api_visibility="private")
     reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")
     png.upload(reuse_png, png, reusable, api_name="reuse_png")

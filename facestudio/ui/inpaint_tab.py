@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from facestudio.engine.requests import MAX_SEED, InpaintRequest
+from facestudio.engine.requests import MAX_SEED, InpaintRequest, field_default
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext
@@ -33,6 +33,11 @@ def painted_mask(editor_value) -> np.ndarray | None:
     if mask is None or not mask.any():
         return None
     return ((mask > 0) * 255).astype(np.uint8)
+
+
+def default(name: str):
+    """A control's initial value: the inpainting request field's default."""
+    return field_default(InpaintRequest, name)
 
 
 def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
@@ -117,14 +122,14 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                                     sources=[], brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
                                     layers=False, elem_id="inpaint-editor")
         with gr.Column():
-            prompt = gr.Textbox(label="Prompt", value=InpaintRequest.prompt, lines=2)
-            negative = gr.Textbox(label="Negative prompt", value=InpaintRequest.negative_prompt, lines=2)
+            prompt = gr.Textbox(label="Prompt", value=default("prompt"), lines=2)
+            negative = gr.Textbox(label="Negative prompt", value=default("negative_prompt"), lines=2)
             with gr.Row():
-                denoise = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Denoise",
+                denoise = gr.Slider(0.05, 1.0, value=default("denoise"), step=0.05, label="Denoise",
                                     info="how much of the masked area is redrawn")
-                strength = gr.Slider(0.0, 1.5, value=0.55, step=0.05, label="Face strength")
+                strength = gr.Slider(0.0, 1.5, value=default("face_strength"), step=0.05, label="Face strength")
             with gr.Row():
-                steps = gr.Slider(1, 100, value=30, step=1, label="Steps")
+                steps = gr.Slider(1, 100, value=default("steps"), step=1, label="Steps")
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
                 randomize = gr.Checkbox(label="Random seed", value=True)
             with gr.Row():

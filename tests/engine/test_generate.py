@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from facestudio.engine import read_png_record
+from facestudio.engine import GenerationRecord, read_png_record
 from facestudio.errors import (
     FaceNotFoundError,
     ImageLoadError,
@@ -74,9 +75,8 @@ def test_several_reference_photos_of_one_person(engine, tiny_request, faces_dir)
     two = tiny_request(faces=[str(faces_dir / "obama.jpg"), str(faces_dir / "obama2.jpg")])
     result = engine.generate(two)
     assert result.warnings == []
-    assert engine.manager.studio_model(*_models(two)).adapter.num_face_tokens == 32
     record = result.images[0].record
-    assert [r["name"] for r in record["references"]] == ["obama.jpg", "obama2.jpg"]
+    assert [r["name"] for r in record.references] == ["obama.jpg", "obama2.jpg"]
     one = run(engine, tiny_request(face_strength=0.5))[0]
     assert not np.array_equal(pixels(one.image), pixels(result.images[0].image))
 
@@ -91,12 +91,15 @@ def test_png_carries_parameters_and_regenerates_bit_for_bit(engine, tiny_request
     request = tiny_request(seed=21, scheduler="Euler a", prompt="portrait with a red scarf", face_strength=0.7)
     made = engine.generate(request, out_dir=tmp_path).images[0]
     assert made.path.parent == tmp_path and made.path.suffix == ".png"
-    record = read_png_record(made.path)
-    assert record["seed"] == 21 and record["request"]["prompt"] == "portrait with a red scarf"
-    assert record["request"]["scheduler"] == "euler-a" and record["request"]["face_strength"] == 0.7
+    raw = read_png_record(made.path)
+    assert raw["seed"] == 21 and raw["request"]["prompt"] == "portrait with a red scarf"  # format 1 JSON layout
+    record = GenerationRecord.from_png(made.path)
+    assert record == made.record
+    assert record.seed == 21 and record.request.prompt == "portrait with a red scarf"
+    assert record.request.scheduler == "euler-a" and record.request.face_strength == 0.7
     for kind in ("base_model", "fact_adapter", "face_encoder"):
-        assert len(record["models"][kind]["sha256"]) == 64
-    assert len(record["references"][0]["sha256"]) == 64
+        assert len(record.models[kind]["sha256"]) == 64
+    assert len(record.references[0]["sha256"]) == 64
     again = engine.regenerate(made.path, out_dir=tmp_path).images[0]
     assert again.path != made.path, "never overwrite"
     assert np.array_equal(pixels(again.image), pixels(made.image))
@@ -125,7 +128,7 @@ def test_from_png_refuses_a_png_without_parameters(engine, tmp_path):
 @pytest.mark.parametrize("scheduler", ["Euler a", "DPM++ 2M Karras", "DDIM", "PNDM", "UniPC"])
 def test_every_offered_scheduler_runs(engine, tiny_request, scheduler):
     image = run(engine, tiny_request(scheduler=scheduler, steps=2))[0]
-    assert image.record["scheduler_title"] == scheduler
+    assert image.record.scheduler_title == scheduler
     assert np.isfinite(pixels(image.image)).all() and pixels(image.image).std() > 0
 
 
@@ -137,7 +140,7 @@ def test_style_lora_changes_the_image_and_unloads_exactly(engine, tiny_request, 
     assert np.abs(pixels(plain.image) - pixels(styled.image)).mean() > 0.5
     assert np.array_equal(pixels(zero.image), pixels(plain.image))
     assert np.array_equal(pixels(after.image), pixels(plain.image))
-    assert styled.record["models"]["lora"]["sha256"] and plain.record["models"]["lora"] is None
+    assert styled.record.models["lora"]["sha256"] and plain.record.models["lora"] is None
 
 
 def test_lora_that_is_not_a_lora_is_refused(engine, tiny_request, tiny_studio):
@@ -152,7 +155,7 @@ def test_pose_controlnet_changes_the_image_and_sees_text_tokens_only(engine, tin
     plain = run(engine, tiny_request())[0]
     posed = run(engine, tiny_request(pose=str(faces_dir / "biden.jpg")))[0]
     assert np.abs(pixels(plain.image) - pixels(posed.image)).mean() > 0.5
-    assert posed.record["pose_image"]["sha256"]
+    assert posed.record.pose_image.sha256
     controlnet, _ = engine.manager.controlnet(tiny_request().models.controlnet)
     adapter = engine.manager.studio_model(*_models(tiny_request())).adapter
     generator = torch.Generator().manual_seed(0)
@@ -185,8 +188,33 @@ def test_reference_without_a_face_is_a_clear_error(engine, tiny_request, tmp_pat
      ("faces", ["a.jpg"] * 9, "at most 8"), ("face_delay_steps", 5, "face_delay_steps")],
 )
 def test_bad_requests_are_refused_before_loading(engine, tiny_request, field, value, message):
-    with pytest.raises(InvalidRequestError, match=message):
+    loads = dict(engine.manager.load_count)
+    with pytest.raises(InvalidRequestError, match=message) as refused:
         engine.generate(tiny_request(**{field: value}))
+    assert refused.value.field == field
+    assert engine.manager.load_count == loads
+
+
+def test_the_engine_never_changes_the_callers_request(engine, tiny_request):
+    request = tiny_request(seed=None, scheduler="euler_a", num_images=2, steps=2)
+    before = dataclasses.replace(request)
+    result = engine.generate(request)
+    engine.compare_strengths(request, [0.0, 0.5])
+    assert request == before and request.seed is None and request.num_images == 2 and request.scheduler == "euler_a"
+    # ...while each image's record names what was really used: its own seed, one image, the resolved models.
+    records = [image.record for image in result.images]
+    assert [r.request.seed for r in records] == [result.seed, result.seed + 1]
+    assert {r.request.num_images for r in records} == {1} and {r.request.scheduler for r in records} == {"euler-a"}
+    assert records[0].request.models.base_model == records[0].models["base_model"]["spec"]
+
+
+def test_no_attention_kwargs_warning_from_generation_with_pose(engine, tiny_request, faces_dir, monkeypatch):
+    from diffusers.models import attention_processor
+
+    warnings = []
+    monkeypatch.setattr(attention_processor.logger, "warning", lambda msg, *a, **k: warnings.append(msg % a))
+    run(engine, tiny_request(pose=str(faces_dir / "biden.jpg"), face_delay_steps=1))
+    assert not [w for w in warnings if "not expected" in w]
 
 
 def test_out_of_memory_is_reported_and_the_engine_recovers(engine, tiny_request, monkeypatch):
@@ -197,8 +225,9 @@ def test_out_of_memory_is_reported_and_the_engine_recovers(engine, tiny_request,
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(unet, "forward", exhausted)
-    with pytest.raises(InsufficientVRAMError, match="--low-vram"):
+    with pytest.raises(InsufficientVRAMError, match="try `low_vram`") as refused:
         engine.generate(tiny_request())
+    assert refused.value.field == "low_vram" and "--low-vram" in refused.value.worded("--low-vram")
     monkeypatch.undo()
     assert engine.manager.gpu_lock.acquire(blocking=False), "the GPU lock must be released"
     engine.manager.gpu_lock.release()
@@ -229,7 +258,7 @@ def test_single_file_checkpoint_loads_and_matches_the_folder(tiny_studio, tiny_r
     from_folder = run(engine, tiny_request())[0]
     assert manager.load_count["base_model"] == 2
     assert np.array_equal(pixels(from_file.image), pixels(from_folder.image))
-    assert from_file.record["models"]["base_model"]["path"] == str(single)
+    assert from_file.record.models["base_model"]["path"] == str(single)
     manager.unload()
 
 
@@ -295,7 +324,7 @@ def test_compare_strengths_refuses_bad_lists_before_loading(engine, tiny_request
 def test_compare_strengths_keeps_the_seed_and_matches_single_generations(engine, tiny_request):
     result = engine.compare_strengths(tiny_request(seed=9), [0.0, 1.0])
     assert [image.seed for image in result.images] == [9, 9]
-    assert [image.record["request"]["face_strength"] for image in result.images] == [0.0, 1.0]
+    assert [image.record.request.face_strength for image in result.images] == [0.0, 1.0]
     single = engine.generate(tiny_request(seed=9, face_strength=1.0)).images[0]
     assert np.array_equal(pixels(single.image), pixels(result.images[1].image))
     assert not np.array_equal(pixels(result.images[0].image), pixels(result.images[1].image))

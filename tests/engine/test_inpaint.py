@@ -45,20 +45,20 @@ def test_inpaint_changes_the_chosen_face_and_keeps_every_other_pixel(engine, tin
     image = result.images[0]
     assert image.image.size == template.size
     record = image.record
-    left, top, right, bottom = record["crop_box"]
-    assert record["working_size"] == [256, 256] and right - left == bottom - top
+    left, top, right, bottom = record.crop_box
+    assert record.working_size == (256, 256) and right - left == bottom - top
     changed = np.any(pixels(image.image) != pixels(template), axis=-1)
     assert changed.any()
     ys, xs = np.nonzero(changed)
     # Every change lies in the crop around the chosen face; the other person is untouched.
     assert left <= xs.min() and xs.max() < right and top <= ys.min() and ys.max() < bottom
-    face_box = record["template_face_bbox"]
+    face_box = record.template_face_bbox
     inside = [i for i, b in enumerate(boxes) if b[0] <= face_box[0] and face_box[2] <= b[2]]
     assert len(inside) == 1
     other = boxes[1 - inside[0]]
     assert not changed[other[1] : other[3], other[0] : other[2]].any(), "the other person must be untouched"
     assert changed[int(face_box[1]) : int(face_box[3]), int(face_box[0]) : int(face_box[2])].mean() > 0.5
-    assert record["request"]["mode"] == "inpaint" and record["template"]["sha256"]
+    assert record.mode == "inpaint" and record.template.sha256
 
 
 def test_inpaint_result_regenerates_bit_for_bit(engine, tiny_request, group_photo, tmp_path):
@@ -81,7 +81,7 @@ def test_given_mask_file_limits_the_change(engine, tiny_request, group_photo, tm
     outside = changed.copy()
     outside[300:500, 1200:1400] = False
     assert not outside.any()
-    assert image.record["mask_file"]["sha256"]
+    assert image.record.mask_file.sha256
 
 
 def test_mask_with_another_shape_is_refused(engine, tiny_request, group_photo, tmp_path):

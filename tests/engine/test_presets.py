@@ -20,9 +20,9 @@ def test_shipped_presets_load_and_make_valid_requests():
     base = GenerateRequest(faces=["me.jpg"], prompt="ignored", seed=5)
     for preset in presets:
         request = preset.apply(base, "a woman with red hair")
-        request.check()
+        request.checked()
         assert "a woman with red hair" in request.prompt and "{prompt}" not in request.prompt
-        assert request.faces == ["me.jpg"] and request.seed == 5
+        assert request.faces == ("me.jpg",) and request.seed == 5
         assert (request.width, request.height, request.steps) == (preset.width, preset.height, preset.steps)
 
 

@@ -53,6 +53,7 @@ def test_adapter_state_dict_roundtrip(saved_adapter, make_unet, unet_inputs, fac
     for a, u in ((adapter, first_unet), (loaded, unet)):
         a.set_scale(0.7)
         embeds = torch.cat([text, a.encode_faces(face_tokens(2)).expand(2, -1, -1)], 1)
+        a.set_num_face_tokens(32)
         outputs.append(u(latents, timesteps, encoder_hidden_states=embeds).sample)
     assert torch.equal(outputs[0], outputs[1])
 

@@ -15,6 +15,7 @@ from facestudio.fact import (
     FaceTokenPassThroughProcessor,
     FACTAdapter,
     GatedFaceAttnProcessor,
+    face_conditioning,
     find_face_layers,
     split_face_tokens,
 )
@@ -97,7 +98,7 @@ def _install_reference(unet, adapter, num_face_tokens, scale):
 def gated_setup(make_unet, tiny_resampler_config, randomize):
     """A tiny UNet with an installed, randomised adapter (non-zero gates, `ln` != norm2)."""
     unet = make_unet()
-    adapter = FACTAdapter.for_unet(unet, tiny_resampler_config)
+    adapter = FACTAdapter.for_unet(unet, tiny_resampler_config, pass_through_other_layers=True)
     randomize(adapter)
     return unet, adapter
 
@@ -126,15 +127,17 @@ def test_unet_matches_reference_fact_math(gated_setup, make_unet, unet_inputs, f
     unet, adapter = gated_setup
     adapter.set_scale(0.8)
     latents, timesteps, text = unet_inputs
-    face = adapter.encode_faces(face_tokens(num_photos))
-    assert face.shape == (1, 16 * num_photos, 24)
-    assert adapter.num_face_tokens == 16 * num_photos
-    embeds = torch.cat([text, face.expand(2, -1, -1)], dim=1)
+    features = face_tokens(num_photos)
+    cond = face_conditioning(adapter, text, features)
+    assert cond.num_face_tokens == 16 * num_photos
+    assert adapter.num_face_tokens == 0  # the count travels with the call, not through the adapter
+    embeds = cond.prompt_embeds
+    torch.testing.assert_close(embeds, torch.cat([text, adapter.encode_faces(features).expand(2, -1, -1)], dim=1))
 
     reference_unet = make_unet()
     _install_reference(reference_unet, adapter, 16 * num_photos, 0.8)
     expected = reference_unet(latents, timesteps, encoder_hidden_states=embeds).sample
-    got = unet(latents, timesteps, encoder_hidden_states=embeds).sample
+    got = unet(latents, timesteps, encoder_hidden_states=embeds, cross_attention_kwargs=cond.cross_attention_kwargs).sample
     base = make_unet()(latents, timesteps, encoder_hidden_states=text).sample
 
     assert (expected - base).abs().max() > 1e-2  # the face path really changes the output
@@ -145,10 +148,10 @@ def test_unet_matches_reference_fact_math(gated_setup, make_unet, unet_inputs, f
 def test_scale_zero_is_base_unet_with_checkpoint_ln(gated_setup, make_unet, unet_inputs, face_tokens):
     unet, adapter = gated_setup
     latents, timesteps, text = unet_inputs
-    face = adapter.encode_faces(face_tokens(2))
-    embeds = torch.cat([text, face.expand(2, -1, -1)], dim=1)
+    cond = face_conditioning(adapter, text, face_tokens(2))
     adapter.set_scale(0.0)
-    got = unet(latents, timesteps, encoder_hidden_states=embeds).sample
+    got = unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds,
+               cross_attention_kwargs=cond.cross_attention_kwargs).sample
 
     base = make_unet()
     for name, proc in adapter.face_processors().items():
@@ -169,6 +172,7 @@ def test_fresh_gate_is_identity(make_unet, tiny_resampler_config, unet_inputs, f
     adapter = FACTAdapter.for_unet(unet, tiny_resampler_config)
     adapter.set_scale(scale)
     embeds = torch.cat([text, adapter.encode_faces(face_tokens(1)).expand(2, -1, -1)], dim=1)
+    adapter.set_num_face_tokens(16)
     got = unet(latents, timesteps, encoder_hidden_states=embeds).sample
     assert (got - expected).abs().max() < 1e-5
 
@@ -190,6 +194,7 @@ def test_remove_restores_same_processor_objects_and_output(
     adapter = FACTAdapter.for_unet(unet, tiny_resampler_config)
     randomize(adapter)
     embeds = torch.cat([text, adapter.encode_faces(face_tokens(1)).expand(2, -1, -1)], dim=1)
+    adapter.set_num_face_tokens(16)
     assert (unet(latents, timesteps, encoder_hidden_states=embeds).sample - before_out).abs().max() > 1e-3
     assert all(isinstance(unet.get_submodule(n).norm2, nn.Identity) for n in before_norm2)
     adapter.remove()
@@ -228,10 +233,9 @@ def test_different_faces_change_output(gated_setup, unet_inputs, face_tokens):
     latents, timesteps, text = unet_inputs
     outputs = []
     for seed in (3, 4):
-        face = adapter.encode_faces(face_tokens(1, seed=seed))
-        outputs.append(
-            unet(latents, timesteps, encoder_hidden_states=torch.cat([text, face.expand(2, -1, -1)], 1)).sample
-        )
+        cond = face_conditioning(adapter, text, face_tokens(1, seed=seed))
+        outputs.append(unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds,
+                            cross_attention_kwargs=cond.cross_attention_kwargs).sample)
     assert (outputs[0] - outputs[1]).abs().max() > 1e-3
 
 
@@ -240,7 +244,6 @@ def test_no_face_tokens_is_resampler_on_zeros(gated_setup):
     _, adapter = gated_setup
     tokens = adapter.no_face_tokens(3)
     assert tokens.shape == (1, 48, 24)
-    assert adapter.num_face_tokens == 48
     single = adapter.local_fac_prj(torch.zeros(1, 144, 20))
     torch.testing.assert_close(tokens, single.repeat(1, 3, 1))
 
@@ -249,10 +252,13 @@ def test_no_face_tokens_is_resampler_on_zeros(gated_setup):
 def test_wrong_face_token_count_is_an_error(gated_setup, unet_inputs, face_tokens):
     unet, adapter = gated_setup
     latents, timesteps, text = unet_inputs
-    face = adapter.encode_faces(face_tokens(1))
-    adapter.set_num_face_tokens(48)  # says 3 photos, but only 16 face tokens + 7 text tokens are passed
+    cond = face_conditioning(adapter, text, face_tokens(1))
+    # says 3 photos, but only 16 face tokens + 7 text tokens are passed
     with pytest.raises(ValueError, match="48 face tokens"):
-        unet(latents, timesteps, encoder_hidden_states=torch.cat([text, face.expand(2, -1, -1)], 1))
+        unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds, cross_attention_kwargs={"num_face_tokens": 48})
+    adapter.set_num_face_tokens(48)  # the shared fallback is checked the same way
+    with pytest.raises(ValueError, match="48 face tokens"):
+        unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds)
 
 
 def test_split_face_tokens_and_text_tokens(gated_setup, face_tokens):
@@ -261,7 +267,8 @@ def test_split_face_tokens_and_text_tokens(gated_setup, face_tokens):
     text, face = split_face_tokens(embeds, 32)
     assert torch.equal(text, embeds[:, :7]) and torch.equal(face, embeds[:, 7:])
     assert split_face_tokens(embeds, 0) == (embeds, None)
-    adapter.encode_faces(face_tokens(2))
+    face_conditioning(adapter, torch.randn(2, 7, 24), face_tokens(2)).bind_controlnets(adapter)
+    assert adapter.num_face_tokens == 32
     assert torch.equal(adapter.text_tokens(embeds), embeds[:, :7])
 
 
@@ -269,8 +276,8 @@ def test_split_face_tokens_and_text_tokens(gated_setup, face_tokens):
 def test_encoder_attention_mask_over_text_or_text_and_face(gated_setup, unet_inputs, face_tokens):
     unet, adapter = gated_setup
     latents, timesteps, text = unet_inputs
-    face = adapter.encode_faces(face_tokens(1))
-    embeds = torch.cat([text, face.expand(2, -1, -1)], 1)
+    embeds = torch.cat([text, adapter.encode_faces(face_tokens(1)).expand(2, -1, -1)], 1)
+    adapter.set_num_face_tokens(16)
     text_mask = torch.ones(2, 7)
     text_mask[:, 5:] = 0
     full_mask = torch.cat([text_mask, torch.ones(2, 16)], 1)
@@ -291,12 +298,14 @@ def test_per_call_face_scale_kwarg_without_warnings(
     warnings = []
     monkeypatch.setattr(attention_processor.logger, "warning", lambda msg, *a, **k: warnings.append(msg))
     latents, timesteps, text = unet_inputs
-    embeds = torch.cat([text, adapter.encode_faces(face_tokens(1)).expand(2, -1, -1)], 1)
+    cond = face_conditioning(adapter, text, face_tokens(1))
+    embeds, kwargs = cond.prompt_embeds, cond.cross_attention_kwargs
     adapter.set_scale(0.0)
-    at_zero = unet(latents, timesteps, encoder_hidden_states=embeds).sample
+    at_zero = unet(latents, timesteps, encoder_hidden_states=embeds, cross_attention_kwargs=kwargs).sample
     adapter.set_scale(1.0)
-    at_one = unet(latents, timesteps, encoder_hidden_states=embeds).sample
-    override = unet(latents, timesteps, encoder_hidden_states=embeds, cross_attention_kwargs={"face_scale": 0.0}).sample
+    at_one = unet(latents, timesteps, encoder_hidden_states=embeds, cross_attention_kwargs=kwargs).sample
+    override = unet(latents, timesteps, encoder_hidden_states=embeds,
+                    cross_attention_kwargs={**kwargs, "face_scale": 0.0}).sample
     assert torch.equal(override, at_zero)
     assert (at_one - at_zero).abs().max() > 1e-3
     assert warnings == []
@@ -321,6 +330,7 @@ def test_only_cross_attention_blocks_never_show_face_tokens_to_attn1(
 
     latents, timesteps, text = unet_inputs
     embeds = torch.cat([text, adapter.encode_faces(face_tokens(1)).expand(2, -1, -1)], 1)
+    adapter.set_num_face_tokens(16)
     adapter.set_scale(0.0)
     got = unet(latents, timesteps, encoder_hidden_states=embeds).sample
     base = make_unet(only_cross_attention=True)
@@ -342,6 +352,7 @@ def test_half_precision_forward_is_finite(make_unet, tiny_resampler_config, rand
     face = adapter.encode_faces(face_tokens(1))
     assert face.dtype == dtype
     embeds = torch.cat([text.to(dtype), face.expand(2, -1, -1)], 1)
+    adapter.set_num_face_tokens(16)
     out = unet(latents.to(dtype), timesteps, encoder_hidden_states=embeds).sample
     assert out.dtype == dtype and torch.isfinite(out).all()
 

@@ -153,7 +153,7 @@ def test_trained_adapter_loads_into_generation(tmp_path, train_config, tiny_requ
     trained = engine.generate(request)
     released = engine.generate(tiny_request())
     assert trained.images[0].image.size == (256, 256)
-    assert trained.images[0].record["models"]["fact_adapter"]["path"] == str(run.adapter_path)
+    assert trained.images[0].record.models["fact_adapter"]["path"] == str(run.adapter_path)
     assert trained.images[0].image.tobytes() != released.images[0].image.tobytes()
 
 
