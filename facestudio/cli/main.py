@@ -74,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="which face of B (0 = largest, the default)")
     similarity.set_defaults(handler=run_similarity)
 
-    from facestudio.cli_generate import add_generation_commands
-    from facestudio.cli_jobs import add_job_commands
-    from facestudio.cli_train import add_training_commands
+    from facestudio.cli.generate import add_generation_commands
+    from facestudio.cli.jobs import add_job_commands
+    from facestudio.cli.train import add_training_commands
 
     add_generation_commands(commands, _add_backend_options)
     add_training_commands(commands, _add_backend_options)
