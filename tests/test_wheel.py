@@ -50,6 +50,13 @@ def test_the_built_wheel_runs_from_any_folder(tmp_path):
     target = tmp_path / "installed"
     pip("install", "--no-index", "--target", str(target), str(wheel), cwd=tmp_path)
 
+    (metadata,) = target.glob("facestudio-*.dist-info/METADATA")
+    declared = [line.split(": ", 1)[1] for line in metadata.read_text().splitlines()
+                if line.startswith("Requires-Dist: ")]
+    assert "torch==2.13.0" in declared  # never an unpinned torch
+    pins = [line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert len(declared) == len(pins)  # the same list as `pip install -r requirements.txt`
+
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # The dependencies come from this venv (the script's interpreter); facestudio only from the installed folder.
