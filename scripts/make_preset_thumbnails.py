@@ -1,4 +1,5 @@
-"""Draw the style presets' gallery thumbnails: one 256x256 "style card" per `presets/*.json`.
+"""Draw the style presets' gallery thumbnails: one 256x256 "style card" per built-in preset
+(`facestudio/data/presets/*.json`).
 
 Why drawn cards and not sample renders: the studio ships without model weights and is developed without a GPU, so
 there is nothing to render samples with. Each card is a deliberately designed picture instead: a background whose
@@ -12,10 +13,11 @@ gallery captions them with the preset's name) and are saved without metadata, so
 time. Every style is a row of `STYLES`, keyed by preset key; a preset without a row still gets a card in a colour
 derived from its key.
 
-    python scripts/make_preset_thumbnails.py            # (re)draw assets/presets/<key>.png for every preset
+    python scripts/make_preset_thumbnails.py            # (re)draw facestudio/data/assets/presets/<key>.png
     python scripts/make_preset_thumbnails.py --check    # exit 1 listing missing or outdated cards; writes nothing
 
-A preset shows its card once its JSON names it: `"thumbnail": "presets/<key>.png"` (a path inside `assets/`).
+A preset shows its card once its JSON names it: `"thumbnail": "presets/<key>.png"` (a path inside the assets
+folder). The defaults are the checkout's package data, which this script maintains.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ THUMBNAIL_FOLDER = "presets"
 #: `--check` accepts a channel that is off by this much (float rounding across numpy builds), nothing more.
 TOLERANCE = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The package data in this checkout (the built-in presets and their cards), not an installed copy.
+DATA = REPO_ROOT / "facestudio" / "data"
 
 # The silhouette, in card pixels; the same on every card.
 HEAD = (90.0, 50.0, 166.0, 148.0)
@@ -711,8 +715,8 @@ def _unnamed(presets: Path, key: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", type=Path, default=REPO_ROOT / "presets", help="folder of preset JSON files")
-    parser.add_argument("--assets", type=Path, default=REPO_ROOT / "assets",
+    parser.add_argument("--presets", type=Path, default=DATA / "presets", help="folder of preset JSON files")
+    parser.add_argument("--assets", type=Path, default=DATA / "assets",
                         help=f"assets folder; cards go to its {THUMBNAIL_FOLDER}/ folder")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 listing presets whose card is missing or differs")

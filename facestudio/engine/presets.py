@@ -1,7 +1,9 @@
-"""Style presets: small JSON files in `presets/` that fill a generation request's prompt and settings.
+"""Style presets: small JSON files that fill a generation request's prompt and settings. The built-in ones ship in
+`facestudio/data/presets/` (thumbnails under `facestudio/data/assets/`); a user's own live in
+`FACESTUDIO_HOME/presets/` (thumbnails and LoRAs beside them) and are shown with them.
 
 A preset is data, not code: a name, a prompt template with `{prompt}` where the user's words go, a negative
-prompt, recommended steps / CFG / size / face strength, an optional style LoRA and a thumbnail under `assets/`.
+prompt, recommended steps / CFG / size / face strength, an optional style LoRA and a thumbnail.
 Every preset is checked when it is loaded with the same rules as a request (`GenerateRequest.check`), so a preset
 that loads always gives a valid request, and a broken file is reported by name instead of failing a generation.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,8 @@ from typing import Any
 
 from facestudio.engine.requests import GenerateRequest
 from facestudio.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
 
 PRESET_SUFFIX = ".json"
 PROMPT_SLOT = "{prompt}"
@@ -117,3 +122,24 @@ def load_presets(folder: Path, assets: Path | None = None) -> tuple[list[StylePr
         except InvalidRequestError as err:
             problems.append(str(err))
     return sorted(presets, key=lambda p: p.name.lower()), problems
+
+
+def user_presets_dir(home: Path) -> Path:
+    """Where a user adds presets of their own: `FACESTUDIO_HOME/presets`."""
+    return Path(home) / "presets"
+
+
+def load_preset_library(builtin: Path, assets: Path, user: Path) -> tuple[list[StylePreset], list[str]]:
+    """The built-in presets (thumbnails in `assets`) and the user's (`user`: thumbnails and LoRAs relative to it),
+    sorted by name, and one message per file that could not be loaded. A user preset whose key is a built-in one
+    replaces it (logged), so a shipped style can be adjusted without editing the package."""
+    presets, problems = load_presets(builtin, assets)
+    if not Path(user).is_dir():
+        return presets, problems
+    own, own_problems = load_presets(user)
+    by_key = {preset.key: preset for preset in presets}
+    for preset in own:
+        if preset.key in by_key:
+            logger.info("the preset %s in %s replaces the built-in one", preset.key, user)
+        by_key[preset.key] = preset
+    return sorted(by_key.values(), key=lambda p: p.name.lower()), problems + own_problems

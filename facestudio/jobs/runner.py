@@ -15,6 +15,7 @@ import logging
 import os
 import shlex
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import facestudio
 from facestudio.errors import JobError
 from facestudio.jobs.store import Job, JobStore, jobs_dir, runner_lock_path
 from facestudio.training.run import (
@@ -39,13 +41,21 @@ from facestudio.training.run import (
 
 logger = logging.getLogger(__name__)
 
-#: The folder that holds the `facestudio` package, put on the trainer's PYTHONPATH so `-m` finds it from any cwd.
-_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 _LOG_HEADER = "=== "
 #: How long a trainer gets to exit after SIGTERM before it is killed.
 _KILL_AFTER_SECONDS = 10.0
 
 UpdateCallback = Callable[[Job, RunStatus], None]
+
+
+def trainer_pythonpath() -> str | None:
+    """What the trainer's PYTHONPATH needs so `-m facestudio...` imports this same package from any working folder:
+    the folder holding the imported `facestudio` (a checkout, or a `pip install --target` folder), or nothing when
+    that is a site-packages folder the interpreter searches anyway (an installed package; on PYTHONPATH it would
+    come before the standard library)."""
+    parent = Path(facestudio.__file__).resolve().parent.parent
+    searched = {Path(folder).resolve() for folder in (*site.getsitepackages(), site.getusersitepackages())}
+    return None if parent in searched else str(parent)
 
 
 def trainer_command(run_root: Path) -> list[str]:
@@ -265,7 +275,7 @@ class JobRunner:
     def _launch(self, job: Job, command: list[str]) -> subprocess.Popen | None:
         folder = job.folder
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (trainer_pythonpath(), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"  # train.log shows each line as it is written
         # Its own session: Ctrl-C in a terminal or the studio's signals do not reach the trainer; only a cancel does.
         session = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"

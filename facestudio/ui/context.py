@@ -13,11 +13,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from facestudio import data
 from facestudio.engine.identities import IdentityStore
-from facestudio.engine.presets import StylePreset, load_presets
+from facestudio.engine.presets import StylePreset, load_preset_library, user_presets_dir
 from facestudio.engine.registry import ModelRegistry
 from facestudio.errors import InvalidRequestError
 from facestudio.jobs import JobRunner, JobStore
@@ -25,7 +26,6 @@ from facestudio.training.run import DONE
 
 logger = logging.getLogger("facestudio.app")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 AUTO_ADAPTER = ""  # the dropdown value meaning "the adapter that matches the base model"
 NO_LORA = ""
 
@@ -45,8 +45,8 @@ class StudioOptions:
     backend: str = "auto"
     allow_download: bool = True
     offline: bool | None = None
-    presets_dir: Path = REPO_ROOT / "presets"
-    assets_dir: Path = REPO_ROOT / "assets"
+    presets_dir: Path = field(default_factory=data.presets_dir)
+    assets_dir: Path = field(default_factory=data.assets_dir)
     run_jobs: bool = True
 
 
@@ -58,7 +58,8 @@ class StudioContext:
         self.home = Path(options.home)
         self.identities = IdentityStore(self.home)
         self.jobs = JobStore(self.home)
-        self.presets, self.preset_problems = load_presets(options.presets_dir, options.assets_dir)
+        self.presets, self.preset_problems = load_preset_library(options.presets_dir, options.assets_dir,
+                                                                 user_presets_dir(self.home))
         for problem in self.preset_problems:
             logger.warning("preset skipped: %s", problem)
         self.registry = ModelRegistry.default()
@@ -128,9 +129,10 @@ class StudioContext:
         return folder
 
     def served_dirs(self) -> list[str]:
-        """Folders whose files the page may show and download: generated images and training samples."""
+        """Folders whose files the page may show and download: generated images, training samples and the presets'
+        thumbnails (built-in and the user's)."""
         return [str(self.home / "outputs"), str(self.home / "jobs"), str(self.home / "uploads" / "scratch"),
-                str(self.options.assets_dir)]
+                str(self.options.assets_dir), str(user_presets_dir(self.home))]
 
     def upload(self, value: str | None, what: str) -> Path | None:
         """A file the browser uploaded (gradio's cache) or one of the studio's own files; anything else is refused,

@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 from PIL import Image
 
+from facestudio.data import assets_dir, presets_dir
 from facestudio.engine.presets import load_presets
 from tests.conftest import REPO_ROOT
 
@@ -30,7 +31,7 @@ def script() -> ModuleType:
 
 
 def test_every_preset_has_a_256_square_thumbnail():
-    presets, problems = load_presets(REPO_ROOT / "presets", REPO_ROOT / "assets")
+    presets, problems = load_presets(presets_dir(), assets_dir())
     assert problems == []
     assert presets
     for preset in presets:
@@ -42,8 +43,10 @@ def test_every_preset_has_a_256_square_thumbnail():
 
 
 def test_committed_thumbnails_match_the_script(script, capsys):
-    argv = ["--check", "--presets", str(REPO_ROOT / "presets"), "--assets", str(REPO_ROOT / "assets")]
-    assert script.main(argv) == 0, capsys.readouterr().out
+    """Without flags the script checks the package data the studio reads (the built-in presets and their cards)."""
+    assert (script.DATA / "presets").resolve() == presets_dir().resolve()
+    assert (script.DATA / "assets").resolve() == assets_dir().resolve()
+    assert script.main(["--check"]) == 0, capsys.readouterr().out
 
 
 def test_check_names_a_missing_or_outdated_card_and_writes_nothing(script, tmp_path, capsys):

@@ -160,7 +160,7 @@ def test_a_fresh_store_sees_no_runner_and_no_jobs(tmp_path):
 
 
 def test_importing_jobs_loads_neither_torch_nor_the_engine():
-    code = ("import sys, facestudio.jobs, facestudio.cli_jobs; "
+    code = ("import sys, facestudio.jobs, facestudio.cli.jobs; "
             "print(sorted(m for m in ('torch', 'gradio', 'diffusers', 'facestudio.engine') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

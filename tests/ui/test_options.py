@@ -98,3 +98,16 @@ def test_gpu_work_is_marked_for_spaces_only_when_the_package_is_there(monkeypatc
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(common)
+
+
+def test_user_presets_in_the_studio_home_are_offered_and_served(tmp_path):
+    from facestudio.ui.context import StudioContext, StudioOptions
+
+    user = tmp_path / "presets"
+    user.mkdir()
+    (user / "mine.json").write_text('{"name": "Mine", "prompt": "{prompt}, mine"}')
+    (user / "broken.json").write_text("{not json")
+    ctx = StudioContext(StudioOptions(home=tmp_path, run_jobs=False))
+    assert ctx.preset("mine").name == "Mine" and ctx.preset("film-noir") is not None
+    assert len(ctx.preset_problems) == 1 and "broken.json" in ctx.preset_problems[0]
+    assert str(user) in ctx.served_dirs()  # the user's thumbnails can be shown

@@ -23,8 +23,8 @@ def cli(home, monkeypatch):
     """Run `jobs ...` in this process, on `home`, with the fake trainer as the default command."""
     monkeypatch.setenv("FACESTUDIO_HOME", str(home))
     monkeypatch.setattr(runner_module, "trainer_command", fake_command)
-    monkeypatch.setattr("facestudio.cli_jobs.PROGRESS_EVERY_SECONDS", 0.0)
-    monkeypatch.setattr("facestudio.cli_jobs.POLL_SECONDS", 0.02)
+    monkeypatch.setattr("facestudio.cli.jobs.PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("facestudio.cli.jobs.POLL_SECONDS", 0.02)
 
     def run(*argv: str) -> int:
         args = build_parser().parse_args(["jobs", *argv])

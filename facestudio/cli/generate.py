@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from facestudio.cli.options import add_device_options
 from facestudio.errors import FaceStudioError, InvalidRequestError
 
 logger = logging.getLogger("facestudio")
@@ -89,7 +90,7 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                             help="TransFace face encoder (default transface-s)")
         parser.add_argument("--controlnet", default=None, metavar="ID|PATH",
                             help="OpenPose ControlNet for --pose (default openpose)")
-        device_options(parser)
+        add_device_options(parser)
         add_backend_options(parser)
 
     generate = commands.add_parser(
@@ -134,19 +135,6 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                                  description="List the model registry with download sizes and cache state.")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(handler=run_models)
-
-
-def device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", metavar="NAME",
-                        help="auto (CUDA, then Apple MPS, then CPU), cuda, cuda:1, mps or cpu")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
-                        help="precision (default: fp16 on a GPU, fp32 on the CPU)")
-    parser.add_argument("--low-vram", action="store_true",
-                        help="keep idle models in RAM (model CPU offload) and decode in tiles: for GPUs under 6 GB")
-    parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers", "sliced"),
-                        help="attention kernels (default: PyTorch SDPA)")
-    parser.add_argument("--no-download", action="store_true",
-                        help="never download; fail with the name of any model that is not cached")
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facestudio import __version__
+from facestudio.cli.options import add_face_backend_option
 from facestudio.errors import FaceStudioError
 
 logger = logging.getLogger("facestudio")
@@ -85,20 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
                             help="which face of B (0 = largest, the default)")
     similarity.set_defaults(handler=run_similarity)
 
-    from facestudio.cli_generate import add_generation_commands
-    from facestudio.cli_jobs import add_job_commands
-    from facestudio.cli_train import add_training_commands
+    from facestudio.cli.generate import add_generation_commands
+    from facestudio.cli.jobs import add_job_commands
+    from facestudio.cli.studio import add_studio_command
+    from facestudio.cli.train import add_training_commands
 
     add_generation_commands(commands, _add_backend_options)
     add_training_commands(commands, _add_backend_options)
     add_job_commands(commands)
+    add_studio_command(commands)
     return parser
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("auto", "mediapipe", "insightface"), default="auto",
-                        help="face detector: insightface (needs its model pack on disk), mediapipe (offline, "
-                             "bundled) or auto (insightface when present); default auto")
+    add_face_backend_option(parser)
     parser.add_argument("--min-face-px", type=int, default=30, metavar="N",
                         help="smallest face, in pixels across, the offline detector looks for (default 30)")
 
