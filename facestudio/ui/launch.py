@@ -113,4 +113,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(args)
     except FaceStudioError as err:
-        raise SystemExit(f"error: {err}") from None
+        flag = None if err.field is None else "--" + err.field.replace("_", "-")
+        raise SystemExit(f"error: {err.worded(flag)}") from None

@@ -60,7 +60,6 @@ def test_dropdown_values_are_checked_on_the_server(tmp_path):
     assert ctx.checked_choice("", ctx.adapter_choices, "adapter") is None
     with pytest.raises(InvalidRequestError, match="not one of the offered adapter choices"):
         ctx.checked_choice(str(Path("/etc/passwd")), ctx.adapter_choices, "adapter")
-    assert len(ctx.presets) >= 12 and ctx.preset_problems == []
 
 
 def test_building_the_page_loads_no_model_and_no_torch(tmp_path):
