@@ -12,6 +12,10 @@ class FaceStudioError(Exception):
     """Base class of every error the studio reports to a user."""
 
 
+class SettingsError(FaceStudioError):
+    """A studio setting (a `FACESTUDIO_*` environment variable) has a value the studio cannot use."""
+
+
 class ImageLoadError(FaceStudioError):
     """A file could not be read as a usable image (missing, empty, truncated, not an image, too large)."""
 
