@@ -24,7 +24,7 @@ from facestudio.engine.devices import DevicePlacement, free_accelerator_memory, 
 from facestudio.engine.hashing import HashCache
 from facestudio.engine.hub import DownloadCallback, DownloadPlan, ModelHub
 from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
-from facestudio.errors import BackendUnavailableError, CheckpointError, ModelNotAvailableError
+from facestudio.errors import BackendUnavailableError, CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -454,8 +454,6 @@ def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None)
             requires_safety_checker=False,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        if isinstance(err, ModelNotAvailableError):
-            raise
         raise CheckpointError(f"Cannot load the Stable Diffusion 1.5 model {str(path)!r}: {err}") from err
 
 
