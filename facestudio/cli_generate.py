@@ -20,8 +20,11 @@ logger = logging.getLogger("facestudio")
 
 
 def add_generation_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    from facestudio.engine.registry import ModelRegistry
     from facestudio.engine.requests import DEFAULT_NEGATIVE_PROMPT, MASK_REGIONS, POSE_MODES
     from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+
+    registry = ModelRegistry.default()
 
     scheduler_names = ", ".join(f'"{c.title}"' for c in SCHEDULERS.values())
 
@@ -69,9 +72,9 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         parser.add_argument("--adapter", default=None, metavar="ID|PATH",
                             help="FACT adapter (default: the one trained for the base model)")
         parser.add_argument("--face-encoder", default=None, metavar="ID|PATH",
-                            help="TransFace face encoder (default transface-s)")
+                            help=f"TransFace face encoder (default {registry.default_for('face_encoder')})")
         parser.add_argument("--controlnet", default=None, metavar="ID|PATH",
-                            help="OpenPose ControlNet for --pose (default openpose)")
+                            help=f"OpenPose ControlNet for --pose (default {registry.default_for('controlnet')})")
         device_options(parser)
         add_backend_options(parser)
 
@@ -310,8 +313,8 @@ def run_download(args: argparse.Namespace) -> int:
             else:
                 records.append(resolve_source(name, "base_model", registry).record)
     else:
-        base = registry.get(registry.default_base_model)
-        records = [base, registry.get(base.adapter), registry.get("transface-s")]
+        base = registry.get(registry.default_for("base_model"))
+        records = [base, registry.get(base.adapter), registry.get(registry.default_for("face_encoder"))]
     plans = [hub.plan(record) for record in records if hub.cached_path(record) is None]
     for record in records:
         if hub.cached_path(record) is not None:

@@ -45,7 +45,7 @@ class EngineSettings:
         face_backend, identity, min_face_px (*optional*): face detector, identity embedder and the smallest face
             the detector looks for (see `facestudio.face`).
         single_file_config (`str`, *optional*): where the configs and tokenizer for single-file checkpoints come
-            from (a registry key, hub id or local diffusers folder).
+            from (a registry key, hub id or local diffusers folder); defaults to the registry's default.
     """
 
     home: Path
@@ -56,7 +56,7 @@ class EngineSettings:
     face_backend: str = "auto"
     identity: str = "auto"
     min_face_px: int = 30
-    single_file_config: str = "sd15-config"
+    single_file_config: str | None = None
 
     def __post_init__(self):
         if self.attention not in ATTENTION_BACKENDS:
@@ -136,9 +136,8 @@ class ModelManager:
     def source(self, kind: str, spec: str | Path | None) -> ModelSource:
         """What the user named for `kind`, or the default (the default base model, the matching adapter...)."""
         if spec is None or str(spec).strip() == "":
-            defaults = {"base_model": self.registry.default_base_model, "face_encoder": "transface-s",
-                        "controlnet": "openpose", "pipeline_config": self.settings.single_file_config}
-            spec = defaults[kind]
+            configured = self.settings.single_file_config if kind == "pipeline_config" else None
+            spec = configured or self.registry.default_for(kind)
         return resolve_source(spec, kind, self.registry)
 
     def adapter_source(self, base: ModelSource, spec: str | Path | None) -> ModelSource:

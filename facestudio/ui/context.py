@@ -153,7 +153,7 @@ class StudioContext:
         if self.options.base_model:
             choices.append((f"{self.options.base_model} (started with)", self.options.base_model))
         for record in registry.of_kind("base_model"):
-            default = " (default)" if record.key == registry.default_base_model else ""
+            default = " (default)" if record.key == registry.default_for("base_model") else ""
             choices.append((f"{record.key}: {record.title}{default}", record.key))
         return choices
 
