@@ -1,7 +1,8 @@
 """FaceStudio's web UI: `python app.py` opens the studio in a browser tab (also the Hugging Face Spaces entry).
 
-A thin front: it reads the options (flags or FACESTUDIO_* environment variables), builds the page from
-`facestudio.ui` and launches it. Nothing heavy is imported or loaded at start; models load on first use.
+A thin front: it reads the options (flags or FACESTUDIO_* environment variables) and the studio's settings
+(`StudioSettings.from_env()`: home, offline, limits), builds the page from `facestudio.ui` and launches it. Nothing
+heavy is imported or loaded at start; models load on first use.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import logging
 import os
 
+from facestudio.config import StudioSettings, parse_flag
+
 logger = logging.getLogger("facestudio.app")
 
 #: Uploads larger than this are refused by the server before they reach the studio.
@@ -17,7 +20,7 @@ MAX_UPLOAD = "25mb"
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return parse_flag(name, os.environ.get(name))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,14 +80,15 @@ def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
     return None
 
 
-def create_studio(args: argparse.Namespace):
-    """The context and the page for these options (the tests build the studio through this too)."""
-    from facestudio.engine.settings import studio_home
+def create_studio(args: argparse.Namespace, settings: StudioSettings | None = None):
+    """The context and the page for these options and settings (default: read from the environment); the tests
+    build the studio through this too."""
     from facestudio.ui.context import StudioContext, StudioOptions
     from facestudio.ui.studio import build_studio
 
+    settings = settings if settings is not None else StudioSettings.from_env()
     options = StudioOptions(
-        home=studio_home(), device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
+        settings=settings, device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
         base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder, backend=args.backend,
         allow_download=not args.no_download, run_jobs=not args.no_jobs)
     ctx = StudioContext(options)
@@ -92,7 +96,13 @@ def create_studio(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    from facestudio.errors import FaceStudioError
+
+    try:
+        args = parse_args(argv)
+        settings = StudioSettings.from_env()  # once, here; everything below gets it passed
+    except FaceStudioError as err:  # a bad FACESTUDIO_* value
+        raise SystemExit(f"error: {err}") from None
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -100,10 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     warning = share_warning(args.share, auth)
     if warning:
         logger.warning(warning)
-    from facestudio.errors import FaceStudioError
 
     try:
-        ctx, demo = create_studio(args)
+        ctx, demo = create_studio(args, settings)
     except FaceStudioError as err:
         raise SystemExit(f"error: {err}") from None
     ctx.start()

@@ -138,11 +138,11 @@ def device_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace):
-    from facestudio.engine import Engine, EngineSettings, ModelManager, select_device, studio_home
+    from facestudio.engine import Engine, EngineSettings, ModelManager, select_device
 
     _quiet_libraries(args.debug)
-    settings = EngineSettings(
-        home=studio_home(),
+    settings = EngineSettings.from_settings(
+        args.settings,
         placement=select_device(args.device, args.dtype, args.low_vram),
         attention=args.attention,
         allow_download=not args.no_download,
@@ -298,11 +298,11 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, resolve_source, studio_home
+    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, resolve_source
 
     _quiet_libraries(args.debug)
     registry = ModelRegistry.default()
-    hub = ModelHub(studio_home())
+    hub = ModelHub(args.settings.home, offline=args.settings.offline)
     if args.all:
         records = list(registry.records.values())
     elif args.names:
@@ -347,11 +347,11 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, studio_home
+    from facestudio.engine import ModelHub, ModelRegistry, format_bytes
     from facestudio.engine.inventory import model_states
 
     registry = ModelRegistry.default()
-    hub = ModelHub(studio_home())
+    hub = ModelHub(args.settings.home, offline=args.settings.offline)
     rows = [row.to_dict() for row in model_states(registry, hub)]
     if args.json:
         print(json.dumps({"home": str(hub.home), "models": rows}, indent=2))

@@ -57,14 +57,17 @@ def parse_flag(name: str, value: str | None) -> bool:
     raise SettingsError(f"{name} must be 1, true, yes or on (or 0, false, no, off to turn it off); got {value!r}.")
 
 
-def _whole_number(name: str, value: str | None, default: int, unit: str) -> int:
+def _positive_number(name: str, value: str | None, default: int, unit: str) -> int:
     text = (value or "").strip()
     if not text:
         return default
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number of {unit}; got {value!r}.") from None
+        number = 0
+    if number < 1:  # the text as the user typed it goes into the message
+        raise SettingsError(f"{name} must be a whole number of {unit}, at least 1; got {value!r}.")
+    return number
 
 
 def _folder(value: str | None) -> Path | None:
@@ -118,10 +121,11 @@ class StudioSettings:
         env = os.environ if environ is None else environ
         return cls(
             home=_folder(env.get(HOME_VARIABLE)) or DEFAULT_HOME,
-            offline=any([parse_flag(name, env.get(name)) for name in OFFLINE_VARIABLES]),
-            max_pixels=_whole_number(MAX_PIXELS_VARIABLE, env.get(MAX_PIXELS_VARIABLE), DEFAULT_MAX_PIXELS, "pixels"),
-            max_zip_bytes=_whole_number(MAX_ZIP_BYTES_VARIABLE, env.get(MAX_ZIP_BYTES_VARIABLE), DEFAULT_MAX_ZIP_BYTES,
-                                        "bytes"),
+            offline=any([parse_flag(name, env.get(name)) for name in OFFLINE_VARIABLES]),  # both checked
+            max_pixels=_positive_number(MAX_PIXELS_VARIABLE, env.get(MAX_PIXELS_VARIABLE), DEFAULT_MAX_PIXELS,
+                                        "pixels"),
+            max_zip_bytes=_positive_number(MAX_ZIP_BYTES_VARIABLE, env.get(MAX_ZIP_BYTES_VARIABLE),
+                                           DEFAULT_MAX_ZIP_BYTES, "bytes"),
             insightface_root=_folder(env.get(INSIGHTFACE_ROOT_VARIABLE)) or DEFAULT_INSIGHTFACE_ROOT,
         )
 

@@ -3,7 +3,7 @@
 Layering: uses `facestudio.face` and `facestudio.fact`; the fronts (CLI, UI) use only this package's public API.
 
 The names below are imported on first use (PEP 562): `from facestudio.engine.requests import GenerateRequest` or
-`facestudio.engine.studio_home` must not pay for torch and diffusers, so the command line and the web page start
+`facestudio.engine.ModelRegistry` must not pay for torch and diffusers, so the command line and the web page start
 in well under a second when they do not generate.
 """
 
@@ -22,7 +22,6 @@ _EXPORTS = {
     "ModelRecord": "registry", "ModelRegistry": "registry", "ModelSource": "registry", "resolve_source": "registry",
     "GenerateRequest": "requests", "InpaintRequest": "requests", "ModelChoice": "requests",
     "DEFAULT_SCHEDULER": "schedulers", "SCHEDULERS": "schedulers", "scheduler_key": "schedulers",
-    "studio_home": "settings",
 }
 
 if TYPE_CHECKING:
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
     from facestudio.engine.requests import GenerateRequest, InpaintRequest, ModelChoice
     from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS, scheduler_key
-    from facestudio.engine.settings import studio_home
 
 
 def __getattr__(name: str):
@@ -74,5 +72,4 @@ __all__ = [
     "resolve_source",
     "scheduler_key",
     "select_device",
-    "studio_home",
 ]

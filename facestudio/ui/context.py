@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from facestudio.config import StudioSettings
 from facestudio.engine.identities import IdentityStore
 from facestudio.engine.presets import StylePreset, load_presets
 from facestudio.engine.registry import ModelRegistry
@@ -32,9 +33,10 @@ NO_LORA = ""
 
 @dataclass(frozen=True)
 class StudioOptions:
-    """How the studio was started (`python app.py --help` documents each)."""
+    """How the studio was started (`python app.py --help` documents each); `settings` is what the environment says
+    (home, offline, limits), read once by `app.py`."""
 
-    home: Path
+    settings: StudioSettings
     device: str = "auto"
     dtype: str = "auto"
     low_vram: bool = False
@@ -44,7 +46,6 @@ class StudioOptions:
     face_encoder: str | None = None
     backend: str = "auto"
     allow_download: bool = True
-    offline: bool | None = None
     presets_dir: Path = REPO_ROOT / "presets"
     assets_dir: Path = REPO_ROOT / "assets"
     run_jobs: bool = True
@@ -55,14 +56,15 @@ class StudioContext:
 
     def __init__(self, options: StudioOptions):
         self.options = options
-        self.home = Path(options.home)
-        self.identities = IdentityStore(self.home)
+        self.settings = options.settings
+        self.home = Path(options.settings.home)
+        self.identities = IdentityStore(self.home, max_pixels=self.settings.max_pixels)
         self.jobs = JobStore(self.home)
         self.presets, self.preset_problems = load_presets(options.presets_dir, options.assets_dir)
         for problem in self.preset_problems:
             logger.warning("preset skipped: %s", problem)
         self.registry = ModelRegistry.default()
-        self.runner = JobRunner(self.jobs, before_start=self.unload_models)
+        self.runner = JobRunner(self.jobs, before_start=self.unload_models, settings=self.settings)
         self._engine = None
         self._engine_lock = threading.Lock()
 
@@ -81,10 +83,9 @@ class StudioContext:
 
                 _quiet_libraries()
                 options = self.options
-                settings = EngineSettings(
-                    home=self.home, placement=select_device(options.device, options.dtype, options.low_vram),
-                    attention=options.attention, allow_download=options.allow_download, offline=options.offline,
-                    face_backend=options.backend)
+                settings = EngineSettings.from_settings(
+                    self.settings, placement=select_device(options.device, options.dtype, options.low_vram),
+                    attention=options.attention, allow_download=options.allow_download, face_backend=options.backend)
                 self._engine = Engine(ModelManager(settings))
                 logger.info("engine ready on %s (%s)", settings.placement.device, settings.placement.dtype_name)
             return self._engine

@@ -172,3 +172,15 @@ def test_half_downloaded_base_model_does_not_count_as_cached(registry, tmp_path)
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         _fake_hf_cache(cache, "owner/sd15-finetune", f"{part}/config.json", b"{}")
     assert hub.cached_path(record) is not None and (hub.cached_path(record) / "unet").is_dir()
+
+
+def test_download_without_names_fetches_the_registry_defaults(registry, tmp_path, capsys):
+    """The default base model, its adapter and the default face encoder, as the registry names them."""
+    from facestudio.cli import build_parser
+    from facestudio.config import StudioSettings
+
+    args = build_parser(StudioSettings(home=tmp_path, offline=True)).parse_args(["download", "--yes"])
+    assert args.handler(args) == 1  # offline: each is named, none can be fetched
+    planned = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "to download" in line]
+    base = registry.default_for("base_model")
+    assert planned == [base, registry.get(base).adapter, registry.default_for("face_encoder")]
