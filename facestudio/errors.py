@@ -33,6 +33,10 @@ class FaceStudioError(Exception):
         return f"{text[:-1]} ({name})." if text.endswith(".") else f"{text} ({name})"
 
 
+class SettingsError(FaceStudioError):
+    """A studio setting (a `FACESTUDIO_*` environment variable) has a value the studio cannot use."""
+
+
 class ImageLoadError(FaceStudioError):
     """A file could not be read as a usable image (missing, empty, truncated, not an image, too large)."""
 

@@ -21,6 +21,7 @@ logger = logging.getLogger("facestudio")
 
 
 def add_generation_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    from facestudio.engine.registry import ModelRegistry
     from facestudio.engine.requests import (
         MASK_REGIONS,
         POSE_MODES,
@@ -30,6 +31,8 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         field_default,
     )
     from facestudio.engine.schedulers import SCHEDULERS
+
+    registry = ModelRegistry.default()
 
     scheduler_names = ", ".join(f'"{c.title}"' for c in SCHEDULERS.values())
 
@@ -87,9 +90,9 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         parser.add_argument("--adapter", default=None, metavar="ID|PATH",
                             help="FACT adapter (default: the one trained for the base model)")
         parser.add_argument("--face-encoder", default=None, metavar="ID|PATH",
-                            help="TransFace face encoder (default transface-s)")
+                            help=f"TransFace face encoder (default {registry.default_for('face_encoder')})")
         parser.add_argument("--controlnet", default=None, metavar="ID|PATH",
-                            help="OpenPose ControlNet for --pose (default openpose)")
+                            help=f"OpenPose ControlNet for --pose (default {registry.default_for('controlnet')})")
         add_device_options(parser)
         add_backend_options(parser)
 
@@ -141,11 +144,11 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
 
 
 def _engine(args: argparse.Namespace):
-    from facestudio.engine import Engine, EngineSettings, ModelManager, select_device, studio_home
+    from facestudio.engine import Engine, EngineSettings, ModelManager, select_device
 
     _quiet_libraries(args.debug)
-    settings = EngineSettings(
-        home=studio_home(),
+    settings = EngineSettings.from_settings(
+        args.settings,
         placement=select_device(args.device, args.dtype, args.low_vram),
         attention=args.attention,
         allow_download=not args.no_download,
@@ -300,11 +303,11 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, resolve_source, studio_home
+    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, resolve_source
 
     _quiet_libraries(args.debug)
     registry = ModelRegistry.default()
-    hub = ModelHub(studio_home())
+    hub = ModelHub(args.settings.home, offline=args.settings.offline)
     if args.all:
         records = list(registry.records.values())
     elif args.names:
@@ -315,8 +318,8 @@ def run_download(args: argparse.Namespace) -> int:
             else:
                 records.append(resolve_source(name, "base_model", registry).record)
     else:
-        base = registry.get(registry.default_base_model)
-        records = [base, registry.get(base.adapter), registry.get("transface-s")]
+        base = registry.get(registry.default_for("base_model"))
+        records = [base, registry.get(base.adapter), registry.get(registry.default_for("face_encoder"))]
     plans = [hub.plan(record) for record in records if hub.cached_path(record) is None]
     for record in records:
         if hub.cached_path(record) is not None:
@@ -349,11 +352,11 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from facestudio.engine import ModelHub, ModelRegistry, format_bytes, studio_home
+    from facestudio.engine import ModelHub, ModelRegistry, format_bytes
     from facestudio.engine.inventory import model_states
 
     registry = ModelRegistry.default()
-    hub = ModelHub(studio_home())
+    hub = ModelHub(args.settings.home, offline=args.settings.offline)
     rows = [row.to_dict() for row in model_states(registry, hub)]
     if args.json:
         print(json.dumps({"home": str(hub.home), "models": rows}, indent=2))

@@ -68,18 +68,17 @@ def _count(text: str) -> int:
     return value
 
 
-def _store():
-    from facestudio.engine.settings import studio_home
+def _store(args: argparse.Namespace):
     from facestudio.jobs import JobStore
 
-    return JobStore(studio_home())
+    return JobStore(args.settings.home)
 
 
 # -- list -------------------------------------------------------------------------------------------------------------
 
 
 def run_list(args: argparse.Namespace) -> int:
-    store = _store()
+    store = _store(args)
     rows = [(job, store.effective_status(job)) for job in store.list()]
     if args.json:
         print(json.dumps([job.to_dict(status) for job, status in rows], indent=2, ensure_ascii=False))
@@ -101,7 +100,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    store = _store()
+    store = _store(args)
     job = store.get(args.job_id)
     status = store.effective_status(job)
     folder = job.folder
@@ -175,7 +174,7 @@ def _tail(path: Path, count: int) -> list[str]:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    store = _store()
+    store = _store(args)
     status = store.cancel(args.job_id)
     if status.state == "cancelled":
         print(f"cancelled {args.job_id} (it had not started)")
@@ -188,7 +187,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_resume(args: argparse.Namespace) -> int:
     from facestudio.jobs import runner_active
 
-    store = _store()
+    store = _store(args)
     job = store.resume(args.job_id)
     status = job.status()
     start = f"step {status.checkpoint_step}" if status.checkpoint_step else "the start"
@@ -198,22 +197,22 @@ def run_resume(args: argparse.Namespace) -> int:
     if runner_active(store.home):
         print("the studio is running jobs; it starts this one when the jobs before it are done")
         return 0
-    _run_queue(store)
+    _run_queue(store, args.settings)
     return 0 if job.status().state == "done" else 1
 
 
 def run_queue(args: argparse.Namespace) -> int:
-    ran = _run_queue(_store())
+    ran = _run_queue(_store(args), args.settings)
     if not ran:
         print("no queued jobs")
     return 0 if all(job.status().state == "done" for job in ran) else 1
 
 
-def _run_queue(store) -> list:
+def _run_queue(store, settings) -> list:
     from facestudio.jobs import JobRunner
 
     printer = _ProgressPrinter()
-    return JobRunner(store, on_update=printer, poll_seconds=POLL_SECONDS).run_until_idle()
+    return JobRunner(store, on_update=printer, poll_seconds=POLL_SECONDS, settings=settings).run_until_idle()
 
 
 class _ProgressPrinter:

@@ -2,6 +2,8 @@
 
 A thin front: it parses arguments, calls the same functions the UI calls, prints results, and turns every
 `FaceStudioError` into one sentence on stderr and a non-zero exit code. Tracebacks only with `--debug`.
+The environment (`FACESTUDIO_HOME`, ...) is read once, here, into `args.settings` (a `StudioSettings`), which every
+command passes down.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from facestudio import __version__
 from facestudio.cli.options import add_face_backend_option
+from facestudio.config import StudioSettings
 from facestudio.errors import FaceStudioError
 
 logger = logging.getLogger("facestudio")
@@ -55,9 +58,11 @@ def _silence_native_stderr() -> None:
         pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: StudioSettings | None = None) -> argparse.ArgumentParser:
+    """The parser; every command's namespace carries `settings` (read from the environment when not given)."""
     parser = argparse.ArgumentParser(prog="python -m facestudio",
                                      description="FaceStudio: identity-preserving portraits with the FACT face adapter.")
+    parser.set_defaults(settings=settings if settings is not None else StudioSettings.from_env())
     parser.add_argument("--version", action="version", version=f"facestudio {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -105,7 +110,12 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        settings = StudioSettings.from_env()
+        parser = build_parser(settings)  # the studio's flags default to FACESTUDIO_* variables too
+    except FaceStudioError as err:  # a bad FACESTUDIO_* value: one sentence, before any command runs
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     if not args.debug:
         _silence_native_stderr()
@@ -138,14 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     from facestudio.face import FaceAnalyzer, load_image
 
-    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=args.min_face_px)
+    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=args.min_face_px,
+                            insightface_root=args.settings.insightface_root)
     reports = []
     failed = False
     for path in args.images:
         report = {"image": path, "width": None, "height": None, "backend": analyzer.backend, "faces": [],
                   "error": None}
         try:
-            image = load_image(path)
+            image = load_image(path, max_pixels=args.settings.max_pixels)
             analysis = analyzer.analyze(image)
             report.update(analysis.to_dict())
             if args.save_debug:
@@ -198,9 +209,10 @@ def _save_debug(analyzer, image, analysis, path: str, folder: Path) -> None:
 def run_similarity(args: argparse.Namespace) -> int:
     from facestudio.face import FaceAnalyzer, load_image
 
-    analyzer = FaceAnalyzer(backend=args.backend, identity=args.identity, min_face_px=args.min_face_px)
-    image_a = load_image(args.image_a)
-    image_b = load_image(args.image_b)
+    analyzer = FaceAnalyzer(backend=args.backend, identity=args.identity, min_face_px=args.min_face_px,
+                            insightface_root=args.settings.insightface_root)
+    image_a = load_image(args.image_a, max_pixels=args.settings.max_pixels)
+    image_b = load_image(args.image_b, max_pixels=args.settings.max_pixels)
     result = analyzer.similarity(image_a, image_b, args.face_index_a, args.face_index_b,
                                  name_a=args.image_a, name_b=args.image_b)
     if args.json:

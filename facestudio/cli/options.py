@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 
+from facestudio.config import parse_flag
+
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 ATTENTION_KERNELS = ("auto", "sdpa", "xformers", "sliced")
 FACE_BACKENDS = ("auto", "mediapipe", "insightface")
 
 
 def env_flag(name: str) -> bool:
-    """Whether the environment variable `name` says yes (1, true, yes, on)."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether the environment variable `name` says yes; `SettingsError` for a word that is neither yes nor no."""
+    return parse_flag(name, os.environ.get(name))
 
 
 def _default(env_defaults: bool, variable: str, default: str) -> str:

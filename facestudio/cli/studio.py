@@ -24,5 +24,5 @@ def run_studio(args: argparse.Namespace) -> int:
 
     # `main` logs warnings only; the studio reports what it does (engine ready, models loaded), as app.py does.
     logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
-    serve(args)
+    serve(args, args.settings)
     return 0

@@ -74,10 +74,12 @@ def run_prepare(args: argparse.Namespace) -> int:
     settings = PrepareSettings(class_word=args.class_word, min_face_px=args.min_face_px,
                                min_sharpness=args.min_sharpness, face_fraction=args.face_fraction, size=args.size,
                                pad=args.pad, overwrite=args.overwrite)
-    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=min(DETECTOR_MIN_FACE_PX, settings.min_face_px))
+    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=min(DETECTOR_MIN_FACE_PX, settings.min_face_px),
+                            insightface_root=args.settings.insightface_root)
     try:
         report = prepare_dataset(args.photos, args.out, analyzer, settings,
-                                 on_item=None if args.json else _print_item)
+                                 on_item=None if args.json else _print_item, max_pixels=args.settings.max_pixels,
+                                 max_zip_bytes=args.settings.max_zip_bytes)
     finally:
         analyzer.close()
     if args.json:
@@ -109,7 +111,7 @@ def _print_summary(report) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from facestudio.training.arguments import train_args_from_namespace
-    from facestudio.training.train_fact import run_training
+    from facestudio.training.train_fact import model_manager, run_training
 
     if args.job:
         return _submit_job(args)
@@ -119,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
     train_args = train_args_from_namespace(args)
     if train_args.config is None:
         train_args.run.clear_cancel()  # the user asks to continue: an old cancel request no longer applies
-    status = run_training(train_args, on_progress=_ProgressLine())
+    status = run_training(train_args, on_progress=_ProgressLine(), manager=model_manager(args.settings))
     print(file=sys.stderr)
     if status.state == "done":
         print(f"done: {train_args.run.adapter_path}  (python -m facestudio generate --adapter "
@@ -131,7 +133,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _submit_job(args: argparse.Namespace) -> int:
-    from facestudio.engine import studio_home
     from facestudio.jobs import JobStore
     from facestudio.training.arguments import config_from_namespace
 
@@ -140,7 +141,7 @@ def _submit_job(args: argparse.Namespace) -> int:
               "`python -m facestudio jobs resume ID`.", file=sys.stderr)
         return 1
     config = config_from_namespace(args)
-    job = JobStore(studio_home()).submit_training(config, args.name or Path(config.dataset).resolve().name)
+    job = JobStore(args.settings.home).submit_training(config, args.name or Path(config.dataset).resolve().name)
     print(f"queued job {job.id}; it runs when the studio or `python -m facestudio jobs run` works the queue; "
           f"follow it with `python -m facestudio jobs show {job.id}`")
     return 0

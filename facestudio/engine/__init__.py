@@ -3,7 +3,7 @@
 Layering: uses `facestudio.face` and `facestudio.fact`; the fronts (CLI, UI) use only this package's public API.
 
 The names below are imported on first use (PEP 562): `from facestudio.engine.requests import GenerateRequest` or
-`facestudio.engine.studio_home` must not pay for torch and diffusers, so the command line and the web page start
+`facestudio.engine.ModelRegistry` must not pay for torch and diffusers, so the command line and the web page start
 in well under a second when they do not generate.
 """
 
@@ -23,7 +23,6 @@ _EXPORTS = {
     "GenerateRequest": "requests", "InpaintRequest": "requests", "ModelChoice": "requests",
     "field_bounds": "requests", "field_default": "requests",
     "DEFAULT_SCHEDULER": "schedulers", "SCHEDULERS": "schedulers", "scheduler_key": "schedulers",
-    "studio_home": "settings",
 }
 
 if TYPE_CHECKING:
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
         field_default,
     )
     from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS, scheduler_key
-    from facestudio.engine.settings import studio_home
 
 
 def __getattr__(name: str):
@@ -85,5 +83,4 @@ __all__ = [
     "resolve_source",
     "scheduler_key",
     "select_device",
-    "studio_home",
 ]

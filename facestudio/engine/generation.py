@@ -265,7 +265,8 @@ class Engine:
         result = GenerationResult()
 
         # 1. Inputs that can fail fast (bad photos, no face) before any big model is loaded.
-        references = prepare_references(manager.analyzer(), list(request.faces), manager.hashes)
+        references = prepare_references(manager.analyzer(), list(request.faces), manager.hashes,
+                                        manager.settings.max_pixels)
         result.warnings.extend(references.warnings)
         template = self._template(request) if isinstance(request, InpaintRequest) else None
 
@@ -313,7 +314,7 @@ class Engine:
         """Stage 1 of inpainting: the template, the face being replaced, the blend mask and the crop box."""
         analyzer = self.manager.analyzer()
         name = Path(request.image).name
-        template = load_image(request.image, name=name)
+        template = load_image(request.image, name=name, max_pixels=self.manager.settings.max_pixels)
         analysis = analyzer.analyze(template)
         face = None
         if request.mask_region is not None:
@@ -321,7 +322,7 @@ class Engine:
             parsing = analyzer.parse(template, face)
             alpha = parsing.inpaint_mask(request.mask_region, request.mask_dilate_px, request.mask_feather_px)
         else:
-            alpha = _load_mask(request.mask, template.size)
+            alpha = _load_mask(request.mask, template.size, self.manager.settings.max_pixels)
             height, width = alpha.shape
             covered = [f for f in analysis.faces
                        if alpha[min(max(int(f.center[1]), 0), height - 1), min(max(int(f.center[0]), 0), width - 1)] > 0]
@@ -375,7 +376,7 @@ class Engine:
         from facestudio.face.pose import pose_condition
 
         name = Path(pose).name
-        source = load_image(pose, name=name)
+        source = load_image(pose, name=name, max_pixels=self.manager.settings.max_pixels)
         return pose_condition(source, width, height, name=name, mode=pose_mode,
                               estimator=self.manager.pose_estimator())
 
@@ -465,10 +466,10 @@ class Engine:
         )
 
 
-def _load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
+def _load_mask(path: str, size: tuple[int, int], max_pixels: int) -> np.ndarray:
     """A mask image (white = repaint; grey = partly) as `float32[H, W]` of the template's size."""
     name = Path(path).name
-    mask = load_image(path, name=name).convert("L")
+    mask = load_image(path, name=name, max_pixels=max_pixels).convert("L")
     if mask.size != size:
         width, height = size
         if abs(mask.width / mask.height - width / height) > 0.01:

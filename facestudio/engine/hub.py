@@ -4,16 +4,15 @@ Each hub's own client does the transfer, so partial files resume where they stop
 verified by the hub's cache. Files are fetched one at a time so progress is reported in bytes through one
 callback (`DownloadEvent`), which the command line draws with tqdm and the UI with its progress bar.
 
-Nothing here runs unless a user asks to generate or to download. Offline (`HF_HUB_OFFLINE=1` or
-`FACESTUDIO_OFFLINE=1`), only the cache is read, and a missing file is a `ModelNotAvailableError` that names it
-and says how to get it.
+Nothing here runs unless a user asks to generate or to download. Offline (`ModelHub(offline=True)`; the fronts pass
+`StudioSettings.offline`, i.e. `HF_HUB_OFFLINE=1` or `FACESTUDIO_OFFLINE=1`), only the cache is read, and a missing
+file is a `ModelNotAvailableError` that names it and says how to get it.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +24,12 @@ from facestudio.errors import DownloadError, ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
 
-_TRUE = {"1", "true", "yes", "on"}
 # What a folder needs before it counts as cached (a half-finished snapshot does not).
 _REQUIRED_PARTS = {
     "base_model": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
     "controlnet": ("config.json",),
     "pipeline_config": ("model_index.json", "tokenizer"),
 }
-
-
-def offline_from_env() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "FACESTUDIO_OFFLINE"))
 
 
 def format_bytes(size: int | None) -> str:
@@ -100,9 +94,9 @@ def _wanted(path: str, record: ModelRecord) -> bool:
 class ModelHub:
     """The download cache: `<home>/models/huggingface` and `<home>/models/modelscope` in each hub's own layout."""
 
-    def __init__(self, home: Path, offline: bool | None = None):
+    def __init__(self, home: Path, offline: bool = False):
         self.home = Path(home)
-        self.offline = offline_from_env() if offline is None else offline
+        self.offline = offline
 
     def cache_dir(self, hub: str) -> Path:
         return self.home / "models" / hub

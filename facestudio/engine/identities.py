@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from facestudio.config import DEFAULT_MAX_PIXELS
 from facestudio.engine.requests import MAX_REFERENCE_PHOTOS
 from facestudio.errors import FaceNotFoundError, InvalidRequestError
 from facestudio.files import write_atomic
@@ -114,8 +115,8 @@ def parse_face_indexes(text: str | None, count: int) -> list[int | None]:
 
 def inspect_photos(analyzer, paths: list[str | Path], face_indexes: list[int | None] | None = None, *,
                    names: list[str] | None = None, min_face_px: int | None = None,
-                   min_sharpness: float | None = None) -> IdentityCheck:
-    """Check 1-8 photos of one person; `ImageLoadError` names a photo that cannot be read.
+                   min_sharpness: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> IdentityCheck:
+    """Check 1-8 photos of one person; `ImageLoadError` names a photo that cannot be read (or is over `max_pixels`).
 
     `min_face_px` / `min_sharpness` default to the thresholds dataset preparation rejects with.
     """
@@ -130,7 +131,7 @@ def inspect_photos(analyzer, paths: list[str | Path], face_indexes: list[int | N
         raise InvalidRequestError(f"Use at most {MAX_REFERENCE_PHOTOS} photos of one person; got {len(paths)}.")
     face_indexes = face_indexes or [None] * len(paths)
     names = names or [Path(p).name for p in paths]
-    photos = [_inspect_one(analyzer, Path(path), name, index, min_face_px, min_sharpness)
+    photos = [_inspect_one(analyzer, Path(path), name, index, min_face_px, min_sharpness, max_pixels)
               for path, name, index in zip(paths, names, face_indexes, strict=True)]
     warnings = []
     usable = [photo for photo in photos if photo.embedding is not None]
@@ -144,12 +145,12 @@ def inspect_photos(analyzer, paths: list[str | Path], face_indexes: list[int | N
 
 
 def _inspect_one(analyzer, path: Path, name: str, index: int | None, min_face_px: int,
-                 min_sharpness: float) -> PhotoCheck:
+                 min_sharpness: float, max_pixels: int) -> PhotoCheck:
     from facestudio.face import load_image
     from facestudio.face.debug import draw_analysis
     from facestudio.face.quality import competing_faces, face_sharpness
 
-    image = load_image(path, name=name)
+    image = load_image(path, name=name, max_pixels=max_pixels)
     faces = analyzer.analyze(image).faces
     check = PhotoCheck(name, path, image.width, image.height, faces, None, [])
     parsings = []
@@ -213,10 +214,12 @@ def identity_slug(name: str) -> str:
 
 
 class IdentityStore:
-    """Named identities under `home/identities`; names map to folders only through `identity_slug`."""
+    """Named identities under `home/identities`; names map to folders only through `identity_slug`. Photos over
+    `max_pixels` are refused when saved."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.root = Path(home) / "identities"
+        self.max_pixels = max_pixels
 
     def list(self) -> list[Identity]:
         """Every readable identity, sorted by name; a damaged folder is logged and skipped."""
@@ -266,7 +269,7 @@ class IdentityStore:
         try:
             entries = []
             for number, photo in enumerate(usable, start=1):
-                image = load_image(photo.path, name=photo.name)
+                image = load_image(photo.path, name=photo.name, max_pixels=self.max_pixels)
                 if photo.face_index:  # keep the chosen face as the largest one
                     image = _around_face(image, photo.faces[photo.face_index])
                 file_name = f"photo-{number:02d}.png"

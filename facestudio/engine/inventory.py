@@ -51,7 +51,7 @@ def model_states(registry: ModelRegistry, hub: ModelHub, loaded: list[str] | Non
         state = LOADED if record.key in loaded_specs else DOWNLOADED if path is not None else NOT_DOWNLOADED
         rows.append(ModelState(record.key, record.kind, record.title, record.hub_label, record.size_bytes, state,
                                str(path) if path else None, record.adapter,
-                               record.key == registry.default_base_model))
+                               registry.defaults.get(record.kind) == record.key))
     for entry in loaded or []:
         kind, _, spec = entry.partition(":")
         if spec and spec not in registry.records:

@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, StudioSettings
 from facestudio.engine.devices import DevicePlacement, free_accelerator_memory, out_of_memory_guard, select_device
 from facestudio.engine.hashing import HashCache
 from facestudio.engine.hub import DownloadCallback, DownloadPlan, ModelHub
 from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
-from facestudio.errors import BackendUnavailableError, CheckpointError, ModelNotAvailableError
+from facestudio.errors import BackendUnavailableError, CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -37,30 +38,46 @@ class EngineSettings:
     """Everything the engine needs to know about this machine, given once by the front.
 
     Args:
-        home (`Path`): `FACESTUDIO_HOME`; the model cache lives in `home/models`.
+        home (`Path`): the studio's folder (`StudioSettings.home`); the model cache lives in `home/models`.
         placement (`DevicePlacement`): device, dtype and `low_vram` (model CPU offload + VAE tiling).
         attention (`str`, *optional*, defaults to `"auto"`): `sdpa` (PyTorch's fused attention, the default),
             `xformers` (needs the package) or `sliced` (least memory, slowest).
         allow_download (`bool`, *optional*, defaults to `True`): fetch missing models; `False` only reads the cache.
+        offline (`bool`, *optional*, defaults to `False`): the hub reads its cache only (`StudioSettings.offline`).
         face_backend, identity, min_face_px (*optional*): face detector, identity embedder and the smallest face
             the detector looks for (see `facestudio.face`).
         single_file_config (`str`, *optional*): where the configs and tokenizer for single-file checkpoints come
-            from (a registry key, hub id or local diffusers folder).
+            from (a registry key, hub id or local diffusers folder); defaults to the registry's default.
+        max_pixels (`int`, *optional*, defaults to 64000000): the largest image a request may give
+            (`StudioSettings.max_pixels`).
+        insightface_root (`Path`, *optional*, defaults to `~/.insightface`): where the face analyzer looks for
+            insightface packs (`StudioSettings.insightface_root`).
+
+    Fronts build it with `EngineSettings.from_settings(settings, placement=..., ...)`.
     """
 
     home: Path
     placement: DevicePlacement = field(default_factory=lambda: select_device("cpu"))
     attention: str = "auto"
     allow_download: bool = True
-    offline: bool | None = None
+    offline: bool = False
     face_backend: str = "auto"
     identity: str = "auto"
     min_face_px: int = 30
-    single_file_config: str = "sd15-config"
+    single_file_config: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT
 
     def __post_init__(self):
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"`attention` must be one of {ATTENTION_BACKENDS}; got {self.attention!r}.")
+
+    @classmethod
+    def from_settings(cls, settings: StudioSettings, **machine) -> EngineSettings:
+        """The engine's part of the studio's settings (home, offline, image limit, insightface root), with the
+        machine options a front adds (`placement`, `attention`, `allow_download`, `face_backend`, ...)."""
+        return cls(home=settings.home, offline=settings.offline, max_pixels=settings.max_pixels,
+                   insightface_root=settings.insightface_root, **machine)
 
 
 @dataclass(frozen=True)
@@ -136,9 +153,8 @@ class ModelManager:
     def source(self, kind: str, spec: str | Path | None) -> ModelSource:
         """What the user named for `kind`, or the default (the default base model, the matching adapter...)."""
         if spec is None or str(spec).strip() == "":
-            defaults = {"base_model": self.registry.default_base_model, "face_encoder": "transface-s",
-                        "controlnet": "openpose", "pipeline_config": self.settings.single_file_config}
-            spec = defaults[kind]
+            configured = self.settings.single_file_config if kind == "pipeline_config" else None
+            spec = configured or self.registry.default_for(kind)
         return resolve_source(spec, kind, self.registry)
 
     def adapter_source(self, base: ModelSource, spec: str | Path | None) -> ModelSource:
@@ -380,7 +396,8 @@ class ModelManager:
             if self._analyzer is None:
                 self._count("face_analyzer")
                 self._analyzer = FaceAnalyzer(backend=self.settings.face_backend, identity=self.settings.identity,
-                                              min_face_px=self.settings.min_face_px)
+                                              min_face_px=self.settings.min_face_px,
+                                              insightface_root=self.settings.insightface_root)
             return self._analyzer
 
     def pose_estimator(self):
@@ -454,8 +471,6 @@ def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None)
             requires_safety_checker=False,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        if isinstance(err, ModelNotAvailableError):
-            raise
         raise CheckpointError(f"Cannot load the Stable Diffusion 1.5 model {str(path)!r}: {err}") from err
 
 

@@ -14,14 +14,16 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
 from facestudio.engine.requests import GenerateRequest, InpaintRequest
 from facestudio.errors import MetadataError
-from facestudio.face.identity import Similarity
 from facestudio.files import write_atomic
+
+if TYPE_CHECKING:  # facestudio.face imports OpenCV; the page reads records without it
+    from facestudio.face.identity import Similarity
 
 METADATA_KEY = "facestudio"
 METADATA_FORMAT = 1
@@ -128,6 +130,8 @@ class GenerationRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "the record") -> GenerationRecord:
         """Raises `MetadataError` naming `source` when a part is missing or of the wrong kind."""
+        from facestudio.face.identity import Similarity
+
         try:
             request_data = dict(data["request"])
             request_class = InpaintRequest if request_data.get("mode") == "inpaint" else GenerateRequest

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facestudio.config import DEFAULT_MAX_PIXELS
 from facestudio.engine.hashing import HashCache
 from facestudio.face import load_image
 from facestudio.face.identity import Similarity, compare, cosine_similarity
@@ -47,8 +48,10 @@ class ReferenceFaces:
                                                                                strict=True)]
 
 
-def prepare_references(analyzer, photos: list[str | Path], hashes: HashCache) -> ReferenceFaces:
-    """Load each photo, find its largest face, and build FACT's crop and an identity embedding.
+def prepare_references(analyzer, photos: list[str | Path], hashes: HashCache,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> ReferenceFaces:
+    """Load each photo (refusing any over `max_pixels`), find its largest face, and build FACT's crop and an
+    identity embedding.
 
     Raises:
         `ImageLoadError`: a photo cannot be read. `FaceNotFoundError`: a photo has no face (names the file).
@@ -56,7 +59,7 @@ def prepare_references(analyzer, photos: list[str | Path], hashes: HashCache) ->
     names, paths, digests, crops, embeddings, warnings = [], [], [], [], [], []
     for photo in photos:
         path = Path(photo)
-        image = load_image(path, name=path.name)
+        image = load_image(path, name=path.name, max_pixels=max_pixels)
         face = analyzer.find_face(image, name=path.name)
         parsing = analyzer.parse(image, face)
         crops.append(analyzer.reference_crop(image, face, parsing))

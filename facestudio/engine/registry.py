@@ -83,10 +83,15 @@ class ModelSource:
 
 @dataclass
 class ModelRegistry:
-    """The known models, by key. `get` raises `UnknownModelError` listing what is known."""
+    """The known models, by key, and the default model of each kind. `get` raises `UnknownModelError` listing what
+    is known.
+
+    `defaults` maps a kind to the key used when a user names no model of that kind (`models.json`'s "defaults"; the
+    one place default model names are written). The FACT adapter has none of its own: it follows the base model.
+    """
 
     records: dict[str, ModelRecord] = field(default_factory=dict)
-    default_base_model: str = "majicmix"
+    defaults: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str) -> ModelRegistry:
@@ -99,7 +104,10 @@ class ModelRegistry:
             if record.key in records:
                 raise ValueError(f"The model registry lists {record.key!r} twice.")
             records[record.key] = record
-        registry = cls(records, data.get("default_base_model", "majicmix"))
+        registry = cls(records, dict(data.get("defaults", {})))
+        for kind, key in registry.defaults.items():
+            if kind not in KINDS or kind == "fact_adapter" or registry.get(key).kind != kind:
+                raise ValueError(f"The registry's default {kind!r} is {key!r}, which is not a model of that kind.")
         for record in records.values():
             if record.adapter is not None and registry.get(record.adapter).kind != "fact_adapter":
                 raise ValueError(f"{record.key!r} names {record.adapter!r} as its adapter, which is not a FACT adapter.")
@@ -118,6 +126,14 @@ class ModelRegistry:
                 f"Unknown model {key!r}; known models: {', '.join(sorted(self.records))}.", key, sorted(self.records)
             ) from None
 
+    def default_for(self, kind: str) -> str:
+        """The key of the default model of `kind` (`models.json`'s "defaults")."""
+        try:
+            return self.defaults[kind]
+        except KeyError:
+            raise UnknownModelError(f"The model registry names no default {kind.replace('_', ' ')}.", kind,
+                                    sorted(self.records)) from None
+
     def of_kind(self, kind: str) -> list[ModelRecord]:
         return [record for record in self.records.values() if record.kind == kind]
 
@@ -127,7 +143,7 @@ class ModelRegistry:
         record = base.record
         if record is not None and record.adapter:
             return self.get(record.adapter)
-        return self.get(self.get(self.default_base_model).adapter)
+        return self.get(self.get(self.default_for("base_model")).adapter)
 
 
 def _split_revision(text: str) -> tuple[str, str | None]:

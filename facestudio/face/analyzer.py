@@ -7,10 +7,12 @@ threads (the UI's workers) without loading anything twice.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT
 from facestudio.errors import FaceNotFoundError
 from facestudio.face.align import align_face
 from facestudio.face.detectors import FaceDetector, create_detector, resolve_backend
@@ -29,6 +31,8 @@ class FaceAnalyzer:
         identity: `str`, *optional*, defaults to "auto". "arcface", "dlib" or "auto" (arcface when present).
         min_face_px: `int`, *optional*, defaults to 30. Smallest face the offline detector looks for.
         analysis_max_side: `int`, *optional*, defaults to 2048. Larger photos are analysed on a downscaled copy.
+        insightface_root: `Path`, *optional*, defaults to `~/.insightface`. Where insightface model packs are
+            looked for (the fronts pass `StudioSettings.insightface_root`).
 
     Example:
         >>> analyzer = FaceAnalyzer()
@@ -38,8 +42,9 @@ class FaceAnalyzer:
     """
 
     def __init__(self, backend: str = "auto", identity: str = "auto", min_face_px: int = 30,
-                 analysis_max_side: int = DEFAULT_ANALYSIS_MAX_SIDE):
-        self.backend = resolve_backend(backend)
+                 analysis_max_side: int = DEFAULT_ANALYSIS_MAX_SIDE, insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT):
+        self.insightface_root = Path(insightface_root)
+        self.backend = resolve_backend(backend, self.insightface_root)
         self.identity_backend = identity
         self.min_face_px = int(min_face_px)
         self.analysis_max_side = int(analysis_max_side)
@@ -56,7 +61,7 @@ class FaceAnalyzer:
             with self._init_lock:
                 if self._detector is None:
                     options = {"min_face_px": self.min_face_px} if self.backend == "mediapipe" else {}
-                    self._detector = create_detector(self.backend, **options)
+                    self._detector = create_detector(self.backend, self.insightface_root, **options)
         return self._detector
 
     @property
@@ -72,7 +77,7 @@ class FaceAnalyzer:
         if self._embedder is None:
             with self._init_lock:
                 if self._embedder is None:
-                    self._embedder = create_embedder(self.identity_backend)
+                    self._embedder = create_embedder(self.identity_backend, self.insightface_root)
         return self._embedder
 
     def close(self) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT
 from facestudio.errors import BackendUnavailableError
 from facestudio.face.align import align_face
 from facestudio.face.types import Face
@@ -107,11 +109,11 @@ class ArcFaceEmbedder:
     name = "arcface"
     threshold = SAME_PERSON_THRESHOLDS[name]
 
-    def __init__(self, model_path=None):
+    def __init__(self, model_path=None, root: Path = DEFAULT_INSIGHTFACE_ROOT):
         from facestudio.face.detectors.insightface_backend import find_insightface_pack, load_insightface_model
 
         if model_path is None:
-            pack = find_insightface_pack()
+            pack = find_insightface_pack(root)
             if pack is None or pack.recognition is None:
                 raise BackendUnavailableError("No insightface recognition model found; the dlib embedder works offline.")
             model_path = pack.recognition
@@ -125,17 +127,17 @@ class ArcFaceEmbedder:
         return _normalise(feature)
 
 
-def create_embedder(backend: str = "auto") -> IdentityEmbedder:
-    """`arcface` when insightface's pack is present (or asked for), otherwise `dlib`."""
+def create_embedder(backend: str = "auto", insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT) -> IdentityEmbedder:
+    """`arcface` when insightface's pack is under `insightface_root` (or asked for), otherwise `dlib`."""
     if backend not in ("auto", "arcface", "dlib"):
         raise BackendUnavailableError(f"Unknown identity model {backend!r}; choose auto, arcface or dlib.")
     if backend in ("auto", "arcface"):
         from facestudio.face.detectors.insightface_backend import find_insightface_pack
 
-        pack = find_insightface_pack()
+        pack = find_insightface_pack(insightface_root)
         if backend == "arcface" or (pack is not None and pack.recognition is not None):
             try:
-                return ArcFaceEmbedder()
+                return ArcFaceEmbedder(root=insightface_root)
             except BackendUnavailableError:
                 if backend == "arcface":
                     raise

@@ -17,26 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
+from facestudio.config import DEFAULT_MAX_PIXELS
 from facestudio.errors import ImageLoadError
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
-#: Refuse images with more pixels than this before decoding them (a 12 MP phone photo is far below; a crafted
-#: 100k x 100k PNG that would allocate 30 GB is far above). Overridable with FACESTUDIO_MAX_PIXELS.
-DEFAULT_MAX_PIXELS = 64_000_000
-
 #: Photos whose longer side exceeds this are analysed on a downscaled copy; coordinates are mapped back.
 DEFAULT_ANALYSIS_MAX_SIDE = 2048
-
-
-def max_pixels_from_env() -> int:
-    value = os.environ.get("FACESTUDIO_MAX_PIXELS")
-    if not value:
-        return DEFAULT_MAX_PIXELS
-    try:
-        return int(value)
-    except ValueError as err:
-        raise ImageLoadError(f"FACESTUDIO_MAX_PIXELS must be a whole number of pixels; got {value!r}.") from err
 
 
 def describe_source(source: ImageSource, name: str | None = None) -> str:
@@ -52,25 +39,25 @@ def describe_source(source: ImageSource, name: str | None = None) -> str:
     return getattr(source, "filename", None) or "<image>"
 
 
-def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open `source` as an upright 8-bit RGB `PIL.Image`, or raise `ImageLoadError` with one clear sentence.
 
     Args:
         source: a path, the file's bytes, a `PIL.Image` or an `HxW`/`HxWx3`/`HxWx4` uint8 array.
         name: *optional*, how to call the image in messages (defaults to the path).
-        max_pixels: *optional*, refuse larger images before decoding (defaults to FACESTUDIO_MAX_PIXELS or 64 MP).
+        max_pixels: *optional*, refuse larger images before decoding (defaults to 64 MP; the fronts pass
+            `StudioSettings.max_pixels`, i.e. FACESTUDIO_MAX_PIXELS).
     """
     label = describe_source(source, name)
-    limit = max_pixels if max_pixels is not None else max_pixels_from_env()
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, label)
     if isinstance(source, Image.Image):
-        _check_size(source.size, label, limit)
+        _check_size(source.size, label, max_pixels)
         return _to_upright_rgb(source, label)
     if isinstance(source, bytes):
         if not source:
             raise ImageLoadError(f"{label} is empty (0 bytes), not an image.")
-        return _open_and_decode(io.BytesIO(source), label, limit)
+        return _open_and_decode(io.BytesIO(source), label, max_pixels)
 
     path = Path(source)
     if not path.exists():
@@ -81,7 +68,7 @@ def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
         raise ImageLoadError(f"{label} is empty (0 bytes), not an image.")
     try:
         with path.open("rb") as handle:
-            return _open_and_decode(handle, label, limit)
+            return _open_and_decode(handle, label, max_pixels)
     except PermissionError as err:
         raise ImageLoadError(f"{label} cannot be read: permission denied.") from err
 

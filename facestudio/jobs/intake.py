@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from facestudio.config import DEFAULT_MAX_PIXELS
 from facestudio.errors import DatasetError
 from facestudio.jobs.store import slugify
 from facestudio.training.dataset import PHOTO_SUFFIXES, ItemCallback, PrepareReport, PrepareSettings, prepare_dataset
@@ -33,8 +34,9 @@ def inside_home(home: Path, path: str | Path) -> Path:
 
 def prepare_training_photos(home: Path, name: str, analyzer, settings: PrepareSettings, *,
                             photos: list[Path] | None = None, folder: str | Path | None = None,
-                            on_item: ItemCallback | None = None) -> PrepareReport:
-    """Prepare uploaded `photos` (one person) or a `folder` inside `home` into a new dataset under `home`.
+                            on_item: ItemCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> PrepareReport:
+    """Prepare uploaded `photos` (one person) or a `folder` inside `home` into a new dataset under `home`; photos
+    over `max_pixels` are rejected.
 
     Raises:
         `DatasetError`: no photos, too many, a non-photo file, or a folder outside `home`.
@@ -62,7 +64,7 @@ def prepare_training_photos(home: Path, name: str, analyzer, settings: PrepareSe
     else:
         raise DatasetError("Upload photos of the person (or give a folder of photos inside the studio's folder).")
     out = _unique(home / DATASETS_DIR / stamp)
-    return prepare_dataset(source, out, analyzer, settings, on_item=on_item)
+    return prepare_dataset(source, out, analyzer, settings, on_item=on_item, max_pixels=max_pixels)
 
 
 def _unique(path: Path) -> Path:

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import facestudio
+from facestudio.config import StudioSettings
 from facestudio.errors import JobError
 from facestudio.jobs.store import Job, JobStore, jobs_dir, runner_lock_path
 from facestudio.training.run import (
@@ -75,13 +76,19 @@ class JobRunner:
             manager's `unload` so the trainer finds the GPU free.
         poll_seconds (`float`, *optional*, defaults to 0.5): how often a running job's status is read.
         on_update (`Callable[[Job, RunStatus], None]`, *optional*): called when a job's state or step changes.
+        settings (`StudioSettings`, *optional*, defaults to the defaults with the store's home): the studio's
+            settings; the trainer is an entry point of its own and gets them through its environment (`to_env`).
     """
 
     def __init__(self, store: JobStore, command_for: Callable[[Path], list[str]] | None = None,
                  before_start: Callable[[], None] | None = None, poll_seconds: float = 0.5,
-                 on_update: UpdateCallback | None = None):
+                 on_update: UpdateCallback | None = None, settings: StudioSettings | None = None):
         if poll_seconds <= 0:
             raise ValueError(f"`poll_seconds` must be > 0; got {poll_seconds}.")
+        settings = settings if settings is not None else StudioSettings(home=store.home)
+        if Path(settings.home).resolve() != Path(store.home).resolve():
+            raise ValueError(f"The settings' home {settings.home} is not the job store's home {store.home}.")
+        self.settings = settings
         self.store = store
         self.command_for = command_for or trainer_command
         self.before_start = before_start
@@ -274,7 +281,7 @@ class JobRunner:
 
     def _launch(self, job: Job, command: list[str]) -> subprocess.Popen | None:
         folder = job.folder
-        env = dict(os.environ)
+        env = {**os.environ, **self.settings.to_env()}  # the trainer reads the studio's settings, not its own guess
         env["PYTHONPATH"] = os.pathsep.join(p for p in (trainer_pythonpath(), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"  # train.log shows each line as it is written
         # Its own session: Ctrl-C in a terminal or the studio's signals do not reach the trainer; only a cancel does.

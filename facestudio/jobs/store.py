@@ -155,7 +155,7 @@ class JobStore:
     """The jobs of one studio home: submit, list, look up, cancel and re-queue them.
 
     Args:
-        home (`Path`): the studio home (`facestudio.engine.settings.studio_home()`); jobs live in `home/jobs/<id>/`.
+        home (`Path`): the studio home (`StudioSettings.home`); jobs live in `home/jobs/<id>/`.
     """
 
     def __init__(self, home: str | Path):

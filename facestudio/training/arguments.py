@@ -8,17 +8,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from facestudio.errors import TrainingError
+from facestudio.config import parse_flag
+from facestudio.errors import SettingsError, TrainingError
 from facestudio.training.config import LR_SCHEDULERS, MIXED_PRECISION, TRAINABLE, TrainConfig
 from facestudio.training.run import RunFolder
 
 
 def _on_off(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("on", "yes", "true", "1"):
-        return True
-    if lowered in ("off", "no", "false", "0"):
-        return False
+    try:
+        if value.strip():  # an empty value is a mistake on the command line, not "off"
+            return parse_flag("the value", value)
+    except SettingsError:
+        pass
     raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from facestudio import __version__
+from facestudio.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_ZIP_BYTES
 from facestudio.errors import DatasetError, FaceStudioError, ImageLoadError
 from facestudio.face.analyzer import FaceAnalyzer
 from facestudio.face.geometry import SquareCrop
@@ -69,7 +70,6 @@ _OWN_NAMES = frozenset((*OUTPUT_FOLDERS, MANIFEST_NAME, REPORT_NAME, MARKER_NAME
 #: and "edge" smears streaks. Each item records its `pad_fraction` so training can filter heavily padded crops.
 PAD_MODES = {"reflect": cv2.BORDER_REFLECT_101, "edge": cv2.BORDER_REPLICATE, "black": cv2.BORDER_CONSTANT}
 
-DEFAULT_MAX_ZIP_BYTES = 2 * 1024**3
 MAX_ZIP_MEMBERS = 20_000
 _ZIP_JUNK = ("__MACOSX",)
 
@@ -329,14 +329,14 @@ class _SourceTree:
 
 
 @contextlib.contextmanager
-def _open_source(source: Path) -> Iterator[_SourceTree]:
+def _open_source(source: Path, max_zip_bytes: int) -> Iterator[_SourceTree]:
     """A folder as it is; a .zip extracted safely into a temporary folder that is removed afterwards."""
     if source.is_dir():
         yield _SourceTree(source, source.resolve().name, f"{source}{os.sep}")
         return
     with tempfile.TemporaryDirectory(prefix="facestudio-zip-") as folder:
         root = Path(folder)
-        extract_zip(source, root)
+        extract_zip(source, root, max_zip_bytes)
         identity = source.stem
         visible = [entry for entry in root.iterdir() if not _is_hidden(entry.name)]
         # Zipping a folder usually stores the folder itself: read "photos.zip: photos/..." as that folder.
@@ -351,16 +351,6 @@ def _check_source(source: Path) -> None:
         raise DatasetError(f"The photo folder {source} does not exist.")
     if source.is_file() and source.suffix.lower() != ".zip":
         raise DatasetError(f"{source} is neither a folder nor a .zip of photos.")
-
-
-def max_zip_bytes_from_env() -> int:
-    value = os.environ.get("FACESTUDIO_MAX_ZIP_BYTES")
-    if not value:
-        return DEFAULT_MAX_ZIP_BYTES
-    try:
-        return int(value)
-    except ValueError as err:
-        raise DatasetError(f"FACESTUDIO_MAX_ZIP_BYTES must be a whole number of bytes; got {value!r}.") from err
 
 
 def _unsafe_member(name: str) -> bool:
@@ -380,15 +370,16 @@ def _wanted(info: zipfile.ZipInfo) -> bool:
     return _is_photo(parts[-1]) or parts[-1].lower().endswith(CAPTION_SUFFIX)
 
 
-def extract_zip(archive: Path, dest: Path, max_bytes: int | None = None, max_members: int = MAX_ZIP_MEMBERS) -> int:
+def extract_zip(archive: Path, dest: Path, max_bytes: int = DEFAULT_MAX_ZIP_BYTES,
+                max_members: int = MAX_ZIP_MEMBERS) -> int:
     """Extract the photos and captions of `archive` into `dest`; returns how many files were written.
 
     Every member is checked before anything is written: an absolute path or `..` refuses the whole archive (it was
     crafted to write elsewhere), symbolic links and other files are skipped, and the member count and the total
-    uncompressed size are capped (`FACESTUDIO_MAX_ZIP_BYTES`, default 2 GB), counted again while extracting because
-    a header can lie.
+    uncompressed size are capped (`max_bytes`, default 2 GiB; the fronts pass `StudioSettings.max_zip_bytes`, i.e.
+    FACESTUDIO_MAX_ZIP_BYTES), counted again while extracting because a header can lie.
     """
-    limit = max_zip_bytes_from_env() if max_bytes is None else int(max_bytes)
+    limit = int(max_bytes)
     try:
         with zipfile.ZipFile(archive) as bundle:
             members = _checked_members(archive, bundle.infolist(), limit, max_members)
@@ -541,14 +532,15 @@ def _mask_png(mask: np.ndarray) -> bytes:
     return _png_bytes(np.where(mask, 255, 0).astype(np.uint8))
 
 
-def _process(photo: SourcePhoto, analyzer: FaceAnalyzer, settings: PrepareSettings, staging: Path) -> PrepareItem:
+def _process(photo: SourcePhoto, analyzer: FaceAnalyzer, settings: PrepareSettings, staging: Path,
+             max_pixels: int) -> PrepareItem:
     """Screen one photo and, when it passes, write its four files into `staging`. Never raises for a bad photo."""
 
     def rejected(reason: str, detail: str, **measures) -> PrepareItem:
         return PrepareItem(photo.relative, photo.identity, kept=False, reason=reason, detail=detail, **measures)
 
     try:
-        image = load_image(photo.path, name=photo.display)
+        image = load_image(photo.path, name=photo.display, max_pixels=max_pixels)
         digest = sha256_file(photo.path)
     except ImageLoadError as err:
         return rejected(BROKEN, str(err))
@@ -689,7 +681,8 @@ def _make_folder(out: Path) -> bool:
 
 
 def prepare_dataset(source: Path, out: Path, analyzer: FaceAnalyzer, settings: PrepareSettings,
-                    on_item: ItemCallback | None = None) -> PrepareReport:
+                    on_item: ItemCallback | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    max_zip_bytes: int = DEFAULT_MAX_ZIP_BYTES) -> PrepareReport:
     """Turn the photos in `source` (a folder or .zip; sub-folders are identities) into a dataset in `out`.
 
     A photo that cannot be used is reported with its reason and never stops the run. Nothing in `out` changes
@@ -702,18 +695,20 @@ def prepare_dataset(source: Path, out: Path, analyzer: FaceAnalyzer, settings: P
             than `settings.min_face_px`, so small faces are reported as too small rather than missing).
         settings: `PrepareSettings`, the screening thresholds and crop.
         on_item: `ItemCallback`, *optional*, called after each photo.
+        max_pixels, max_zip_bytes: `int`, *optional*, the largest photo and the largest unpacked .zip accepted
+            (defaults in `facestudio.config`; the fronts pass `StudioSettings`' values).
     """
     source, out = Path(source), Path(out)
     _check_source(source)
     check_output_folder(out, source, settings.overwrite)
-    with _open_source(source) as tree:
+    with _open_source(source, max_zip_bytes) as tree:
         photos = scan_photos(tree.root, tree.identity, tree.display_prefix)
         if not photos:
             raise DatasetError(f"No photos found in {source} (looked for {', '.join(PHOTO_SUFFIXES)}).")
         created = _make_folder(out)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
         try:
-            items = _process_all(photos, analyzer, settings, staging, on_item)
+            items = _process_all(photos, analyzer, settings, staging, on_item, max_pixels)
             entries = [item.entry for item in items if item.entry is not None]
             report = PrepareReport(str(source), str(out), analyzer.backend, settings, tuple(items),
                                    tuple(_identity_warnings(photos, items)), written=bool(entries))
@@ -730,11 +725,11 @@ def prepare_dataset(source: Path, out: Path, analyzer: FaceAnalyzer, settings: P
 
 
 def _process_all(photos: list[SourcePhoto], analyzer: FaceAnalyzer, settings: PrepareSettings, staging: Path,
-                 on_item: ItemCallback | None) -> list[PrepareItem]:
+                 on_item: ItemCallback | None, max_pixels: int) -> list[PrepareItem]:
     items: list[PrepareItem] = []
     for done, photo in enumerate(photos, start=1):
         try:
-            item = _process(photo, analyzer, settings, staging)
+            item = _process(photo, analyzer, settings, staging, max_pixels)
         except FaceStudioError as err:  # e.g. a detector refusing an odd image: that photo only
             item = PrepareItem(photo.relative, photo.identity, kept=False, reason=BROKEN, detail=str(err))
         logger.info("%s: %s", photo.relative, "kept" if item.kept else f"rejected ({item.reason}) {item.detail}")

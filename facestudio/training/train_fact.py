@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facestudio.config import StudioSettings
 from facestudio.errors import FaceStudioError, TrainingError
 from facestudio.files import write_atomic
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
@@ -83,17 +84,25 @@ class TrainingModels:
     init_label: str
 
 
+def model_manager(settings: StudioSettings):
+    """The model manager a training process locates its models with: the studio's home, offline flag and image
+    limit, loading on the CPU (the trainer moves each model where it trains)."""
+    from facestudio.engine import EngineSettings, ModelManager, select_device
+
+    return ModelManager(EngineSettings.from_settings(settings, placement=select_device("cpu")))
+
+
 def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.dtype,
                 manager=None) -> TrainingModels:
-    """Locate (downloading if needed) and load the base model, face encoder and starting adapter."""
+    """Locate (downloading if needed) and load the base model, face encoder and starting adapter; without a
+    `manager`, one over the default settings (`StudioSettings()`) is made."""
     import diffusers
     from diffusers import DDPMScheduler
 
-    from facestudio.engine import EngineSettings, ModelManager, select_device, studio_home
     from facestudio.engine.manager import load_base_pipeline
     from facestudio.fact import FACTAdapter, ResamplerConfig
 
-    manager = manager or ModelManager(EngineSettings(home=studio_home(), placement=select_device("cpu")))
+    manager = manager or model_manager(StudioSettings())
     base_source = manager.source("base_model", config.base_model)
     base_path, config_path = manager.locate_base(base_source)
     diffusers.utils.logging.disable_progress_bar()  # the run reports its own progress
@@ -605,7 +614,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        status = run_training(parse_args(argv))
+        args = parse_args(argv)
+        status = run_training(args, manager=model_manager(StudioSettings.from_env()))  # this process's entry point
     except FaceStudioError as err:
         if debug:
             raise

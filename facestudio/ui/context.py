@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facestudio import data
+from facestudio.config import StudioSettings
 from facestudio.engine.identities import IdentityStore
 from facestudio.engine.presets import StylePreset, load_preset_library, user_presets_dir
 from facestudio.engine.registry import ModelRegistry
@@ -32,9 +33,10 @@ NO_LORA = ""
 
 @dataclass(frozen=True)
 class StudioOptions:
-    """How the studio was started (`python app.py --help` documents each)."""
+    """How the studio was started (`python app.py --help` documents each); `settings` is what the environment says
+    (home, offline, limits), read once by `app.py`."""
 
-    home: Path
+    settings: StudioSettings
     device: str = "auto"
     dtype: str = "auto"
     low_vram: bool = False
@@ -44,7 +46,6 @@ class StudioOptions:
     face_encoder: str | None = None
     backend: str = "auto"
     allow_download: bool = True
-    offline: bool | None = None
     presets_dir: Path = field(default_factory=data.presets_dir)
     assets_dir: Path = field(default_factory=data.assets_dir)
     run_jobs: bool = True
@@ -55,15 +56,16 @@ class StudioContext:
 
     def __init__(self, options: StudioOptions):
         self.options = options
-        self.home = Path(options.home)
-        self.identities = IdentityStore(self.home)
+        self.settings = options.settings
+        self.home = Path(options.settings.home)
+        self.identities = IdentityStore(self.home, max_pixels=self.settings.max_pixels)
         self.jobs = JobStore(self.home)
         self.presets, self.preset_problems = load_preset_library(options.presets_dir, options.assets_dir,
                                                                  user_presets_dir(self.home))
         for problem in self.preset_problems:
             logger.warning("preset skipped: %s", problem)
         self.registry = ModelRegistry.default()
-        self.runner = JobRunner(self.jobs, before_start=self.unload_models)
+        self.runner = JobRunner(self.jobs, before_start=self.unload_models, settings=self.settings)
         self._engine = None
         self._engine_lock = threading.Lock()
 
@@ -82,10 +84,9 @@ class StudioContext:
 
                 _quiet_libraries()
                 options = self.options
-                settings = EngineSettings(
-                    home=self.home, placement=select_device(options.device, options.dtype, options.low_vram),
-                    attention=options.attention, allow_download=options.allow_download, offline=options.offline,
-                    face_backend=options.backend)
+                settings = EngineSettings.from_settings(
+                    self.settings, placement=select_device(options.device, options.dtype, options.low_vram),
+                    attention=options.attention, allow_download=options.allow_download, face_backend=options.backend)
                 self._engine = Engine(ModelManager(settings))
                 logger.info("engine ready on %s (%s)", settings.placement.device, settings.placement.dtype_name)
             return self._engine
@@ -155,7 +156,7 @@ class StudioContext:
         if self.options.base_model:
             choices.append((f"{self.options.base_model} (started with)", self.options.base_model))
         for record in registry.of_kind("base_model"):
-            default = " (default)" if record.key == registry.default_base_model else ""
+            default = " (default)" if record.key == registry.default_for("base_model") else ""
             choices.append((f"{record.key}: {record.title}{default}", record.key))
         return choices
 

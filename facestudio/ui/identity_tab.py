@@ -62,7 +62,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
 
     def _inspect(paths, faces_used: str):
         return inspect_photos(ctx.manager.analyzer(), paths, parse_face_indexes(faces_used, len(paths)),
-                              names=[p.name for p in paths])
+                              names=[p.name for p in paths], max_pixels=ctx.settings.max_pixels)
 
     @user_errors
     @gpu_work(60)
@@ -82,7 +82,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
         from facestudio.face import load_image
 
         identity = ctx.identities.get(name)
-        return ([(load_image(p, name=p.name), p.name) for p in identity.photos],
+        return ([(load_image(p, name=p.name, max_pixels=ctx.settings.max_pixels), p.name) for p in identity.photos],
                 f"**{identity.name}**: {len(identity.photos)} photo(s), saved {identity.created}.")
 
     @user_errors

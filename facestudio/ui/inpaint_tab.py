@@ -50,7 +50,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         path = ctx.upload(template, "template photo")
         if path is None:
             return None, gr.update(choices=[], value=None), None
-        image = load_image(path, name=path.name)
+        image = load_image(path, name=path.name, max_pixels=ctx.settings.max_pixels)
         faces = ctx.manager.analyzer().analyze(image).faces
         if not faces:
             raise InvalidRequestError(f"No face found in {path.name}; use a template photo with a visible face, or "

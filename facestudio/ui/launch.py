@@ -12,6 +12,7 @@ import logging
 import os
 
 from facestudio.cli.options import add_device_options, add_face_backend_option, env_flag
+from facestudio.config import StudioSettings
 
 logger = logging.getLogger("facestudio.app")
 
@@ -39,7 +40,7 @@ def add_studio_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=env("FACESTUDIO_ADAPTER") or None, metavar="ID|PATH",
                         help="FACT adapter offered besides the registry's (FACESTUDIO_ADAPTER)")
     parser.add_argument("--face-encoder", default=env("FACESTUDIO_FACE_ENCODER") or None, metavar="ID|PATH",
-                        help="TransFace face encoder (FACESTUDIO_FACE_ENCODER; default transface-s)")
+                        help="TransFace face encoder (FACESTUDIO_FACE_ENCODER; default: the registry's)")
     add_face_backend_option(parser, env_defaults=True)
     parser.add_argument("--no-jobs", action="store_true", default=env_flag("FACESTUDIO_NO_JOBS"),
                         help="do not run training jobs in this studio (another studio or `python -m facestudio jobs "
@@ -70,21 +71,21 @@ def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
     return None
 
 
-def create_studio(args: argparse.Namespace):
-    """The context and the page for these options (the tests build the studio through this too)."""
-    from facestudio.engine.settings import studio_home
+def create_studio(args: argparse.Namespace, settings: StudioSettings | None = None):
+    """The context and the page for these options and settings (read from the environment when not given; the tests
+    build the studio through this too)."""
     from facestudio.ui.context import StudioContext, StudioOptions
     from facestudio.ui.studio import build_studio
 
     options = StudioOptions(
-        home=studio_home(), device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
+        settings=settings or StudioSettings.from_env(), device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
         base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder, backend=args.backend,
         allow_download=not args.no_download, run_jobs=not args.no_jobs)
     ctx = StudioContext(options)
     return ctx, build_studio(ctx)
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace, settings: StudioSettings) -> None:
     """Build the studio for these options and serve it until it is stopped. A `FaceStudioError` while building it
     propagates: each front words it (app.py exits with it, the command line prints it with its exit code)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -92,7 +93,7 @@ def serve(args: argparse.Namespace) -> None:
     warning = share_warning(args.share, auth)
     if warning:
         logger.warning(warning)
-    ctx, demo = create_studio(args)
+    ctx, demo = create_studio(args, settings)
     ctx.start()
     try:
         from facestudio.ui.studio import THEME
@@ -105,13 +106,14 @@ def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python app.py [flags]`."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
     from facestudio.errors import FaceStudioError
 
     try:
-        serve(args)
+        args = parse_args(argv)
+        settings = StudioSettings.from_env()  # once, here; everything below gets it passed
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        serve(args, settings)
     except FaceStudioError as err:
         flag = None if err.field is None else "--" + err.field.replace("_", "-")
         raise SystemExit(f"error: {err.worded(flag)}") from None

@@ -19,7 +19,7 @@ UNLOAD_CHOICES = [("everything", "all"), ("base model + adapter", "base_model"),
 
 def build_models_tab(ctx: StudioContext) -> list:
     registry = ctx.registry
-    hub = ModelHub(ctx.home, offline=ctx.options.offline)
+    hub = ModelHub(ctx.home, offline=ctx.settings.offline)
 
     def loaded() -> list[str]:
         return ctx.manager.loaded() if ctx.engine_started else []

@@ -85,7 +85,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         with ctx.manager.gpu_lock:  # the face analyzer is shared with the other tabs
             report = prepare_training_photos(ctx.home, name, ctx.manager.analyzer(), PrepareSettings(),
                                              photos=photos or None, folder=(folder or "").strip() or None,
-                                             on_item=on_item)
+                                             on_item=on_item, max_pixels=ctx.settings.max_pixels)
         table = pd.DataFrame([[item.source, "kept" if item.kept else "rejected", "" if item.kept else
                                f"{item.reason}: {item.detail}"] for item in report.items], columns=REPORT_COLUMNS)
         if not report.kept:

@@ -23,7 +23,7 @@ STUDIO_VARIABLES = {
 
 def studio_options(argv: list[str]) -> dict:
     options = vars(build_parser().parse_args(["studio", *argv]))
-    return {key: value for key, value in options.items() if key not in ("command", "handler")}
+    return {key: value for key, value in options.items() if key not in ("command", "handler", "settings")}
 
 
 @pytest.mark.parametrize("env", [{}, STUDIO_VARIABLES], ids=["defaults", "variables"])
@@ -58,13 +58,15 @@ def test_generate_declares_the_same_device_flags_without_reading_the_variables(m
 @pytest.mark.parametrize("argv", [["--debug", "studio"], ["studio", "--debug"]])
 def test_studio_serves_the_parsed_options(monkeypatch, argv):
     served = []
-    monkeypatch.setattr("facestudio.ui.launch.serve", served.append)
+    monkeypatch.setattr("facestudio.ui.launch.serve", lambda args, settings: served.append((args, settings)))
     level = logging.getLogger().level
     try:
         assert main([*argv, "--port", "7123", "--no-jobs"]) == EXIT_OK
     finally:
         logging.getLogger().setLevel(level)  # the command sets the studio's level
-    assert len(served) == 1 and served[0].port == 7123 and served[0].no_jobs and served[0].debug
+    assert len(served) == 1
+    args, settings = served[0]
+    assert args.port == 7123 and args.no_jobs and args.debug and settings is args.settings
 
 
 def test_building_the_parser_imports_neither_torch_nor_gradio():

@@ -15,7 +15,7 @@ def test_states_follow_the_cache_and_what_is_loaded(tmp_path, tiny_studio):
     hub = ModelHub(tmp_path, offline=True)
     rows = {row.name: row for row in model_states(registry, hub)}
     assert set(rows) == set(registry.records) and all(r.state == NOT_DOWNLOADED for r in rows.values())
-    assert rows[registry.default_base_model].default
+    assert {name for name, row in rows.items() if row.default} == set(registry.defaults.values())
 
     class CachedHub(ModelHub):
         def cached_path(self, record):

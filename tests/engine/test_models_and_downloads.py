@@ -18,7 +18,8 @@ def registry() -> ModelRegistry:
 
 
 def test_registry_lists_the_release_models_and_pairs_each_base_with_its_adapter(registry):
-    assert registry.default_base_model == "majicmix"
+    assert registry.defaults == {"base_model": "majicmix", "face_encoder": "transface-s", "controlnet": "openpose",
+                                 "pipeline_config": "sd15-config"}
     pairs = {r.key: r.adapter for r in registry.of_kind("base_model")}
     assert pairs == {"majicmix": "fact-majicmix", "film": "fact-film"}
     assert registry.get("fact-film").file == "adapter_film_mask_large_new_reg001_faceshuffle_00290001.ckpt"
@@ -26,6 +27,23 @@ def test_registry_lists_the_release_models_and_pairs_each_base_with_its_adapter(
     assert all(r.size_bytes > 0 for r in registry.records.values())
     with pytest.raises(UnknownModelError, match=r"known models: .*majicmix"):
         registry.get("sdxl")
+
+
+def test_default_models_are_named_in_the_registry_only(registry):
+    """Code asks `ModelRegistry.default_for(kind)`; no module under facestudio/ spells a registry key itself."""
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    spelled = []
+    for path in sorted((REPO_ROOT / "facestudio").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and node.value in registry.records:
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.value!r}")
+    assert spelled == []
+    assert registry.default_for("face_encoder") == "transface-s"
+    with pytest.raises(UnknownModelError, match="no default fact adapter"):
+        registry.default_for("fact_adapter")
 
 
 def test_every_way_to_name_a_model(registry, tmp_path):
@@ -154,3 +172,15 @@ def test_half_downloaded_base_model_does_not_count_as_cached(registry, tmp_path)
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         _fake_hf_cache(cache, "owner/sd15-finetune", f"{part}/config.json", b"{}")
     assert hub.cached_path(record) is not None and (hub.cached_path(record) / "unet").is_dir()
+
+
+def test_download_without_names_fetches_the_registry_defaults(registry, tmp_path, capsys):
+    """The default base model, its adapter and the default face encoder, as the registry names them."""
+    from facestudio.cli import build_parser
+    from facestudio.config import StudioSettings
+
+    args = build_parser(StudioSettings(home=tmp_path, offline=True)).parse_args(["download", "--yes"])
+    assert args.handler(args) == 1  # offline: each is named, none can be fetched
+    planned = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "to download" in line]
+    base = registry.default_for("base_model")
+    assert planned == [base, registry.get(base).adapter, registry.default_for("face_encoder")]

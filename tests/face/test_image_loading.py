@@ -61,12 +61,14 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
     assert "bomb.png" in str(info.value)
 
 
-def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+def test_pixel_limit_is_configurable(tmp_path):
     path = write(tmp_path, "big.png", encode(Image.new("RGB", (400, 300))))
     assert load_image(path).size == (400, 300)
-    monkeypatch.setenv("FACESTUDIO_MAX_PIXELS", "100000")
     with pytest.raises(ImageLoadError, match="over the limit"):
-        load_image(path)
+        load_image(path, max_pixels=100_000)
+    with pytest.raises(ImageLoadError, match="over the limit"):
+        load_image(Image.new("RGB", (400, 300)), max_pixels=100_000)  # in-memory images are held to it too
+    assert load_image(path, max_pixels=400 * 300).size == (400, 300)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])

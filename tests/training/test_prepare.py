@@ -212,6 +212,20 @@ def test_the_same_photos_as_a_zip_give_the_same_items(prepared, photos, analyzer
     assert load_manifest(tmp_path / "ds").items == tuple(item.entry for item in report.kept)
 
 
+def test_the_zip_and_pixel_limits_given_to_prepare_are_the_ones_applied(tmp_path, analyzer):
+    """The fronts pass `StudioSettings.max_zip_bytes`/`max_pixels`; the library reads no variable of its own."""
+    archive = tmp_path / "one.zip"
+    encoded = tmp_path / "photo.png"
+    noise((40, 30)).save(encoded)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(encoded, "people/photo.png")
+    with pytest.raises(DatasetError, match="over the limit of"):
+        prepare_dataset(archive, tmp_path / "ds", analyzer, PrepareSettings(), max_zip_bytes=100)
+    report = prepare_dataset(archive, tmp_path / "ds", analyzer, PrepareSettings(), max_pixels=40 * 30 - 1)
+    assert [(item.reason, "over the limit" in item.detail) for item in report.items] == [("broken", True)]
+    assert not report.written and not (tmp_path / "ds").exists()
+
+
 def test_zip_slip_and_absolute_members_are_refused(tmp_path, analyzer):
     for name in ("../evil.jpg", "people/../../evil.jpg", "/tmp/evil.jpg", "C:/evil.jpg"):
         archive = tmp_path / "slip.zip"
@@ -224,7 +238,7 @@ def test_zip_slip_and_absolute_members_are_refused(tmp_path, analyzer):
     assert not (tmp_path / "ds").exists()
 
 
-def test_zip_links_caps_and_corruption(tmp_path, monkeypatch):
+def test_zip_links_caps_and_corruption(tmp_path):
     archive = tmp_path / "links.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         link = zipfile.ZipInfo("a/link.jpg")
@@ -239,9 +253,8 @@ def test_zip_links_caps_and_corruption(tmp_path, monkeypatch):
     assert sorted(p.name for p in (dest / "a").iterdir()) == ["photo.jpg", "photo.txt"]
     with pytest.raises(DatasetError, match="over the limit of"):
         extract_zip(archive, tmp_path / "y", max_bytes=500)
-    monkeypatch.setenv("FACESTUDIO_MAX_ZIP_BYTES", "100")
-    with pytest.raises(DatasetError, match="FACESTUDIO_MAX_ZIP_BYTES"):
-        extract_zip(archive, tmp_path / "z")
+    with pytest.raises(DatasetError, match="raise FACESTUDIO_MAX_ZIP_BYTES"):
+        extract_zip(archive, tmp_path / "z", max_bytes=100)
     with pytest.raises(DatasetError, match="members, over the limit"):
         extract_zip(archive, tmp_path / "w", max_members=3)
     corrupt = tmp_path / "corrupt.zip"

@@ -23,9 +23,9 @@ from tests.conftest import REPO_ROOT
 from tests.training.conftest import train_argv
 
 
-def make_trainer(run_root: Path, config: TrainConfig) -> FACTTrainer:
+def make_trainer(run_root: Path, config: TrainConfig, manager) -> FACTTrainer:
     run = create_run(run_root, config, state="running")
-    trainer = FACTTrainer(run, config)
+    trainer = FACTTrainer(run, config, manager=manager)
     trainer.setup()
     return trainer
 
@@ -42,9 +42,9 @@ def max_difference(first: Path, second: Path) -> float:
     return max(float((a[name] - b[name]).abs().max()) for name in a)
 
 
-def test_a_few_steps_lower_the_loss(tmp_path, train_config, studio_home):
+def test_a_few_steps_lower_the_loss(tmp_path, train_config, manager):
     trainer = make_trainer(tmp_path / "run", train_config(steps=20, lr=3e-3, fair_weight=0.0, drop_prob=0.0,
-                                                          shuffle_prob=0.0))
+                                                          shuffle_prob=0.0), manager)
     try:
         before, _ = trainer.evaluate(seed=0)
         while trainer.step < 20:
@@ -55,11 +55,11 @@ def test_a_few_steps_lower_the_loss(tmp_path, train_config, studio_home):
     assert after < 0.9 * before, (before, after)
 
 
-def test_fair_lowers_the_off_face_increment(tmp_path, train_config, studio_home):
+def test_fair_lowers_the_off_face_increment(tmp_path, train_config, manager):
     """Same seed, data and steps; the only difference is FAIR's weight."""
     ratios = {}
     for weight in (0.0, 1.0):
-        trainer = make_trainer(tmp_path / f"fair-{weight}", train_config(steps=10, fair_weight=weight))
+        trainer = make_trainer(tmp_path / f"fair-{weight}", train_config(steps=10, fair_weight=weight), manager)
         try:
             _, initial = trainer.evaluate(seed=0)
             while trainer.step < 10:
@@ -104,7 +104,7 @@ def test_kill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_pat
         p.name for p in (straight / "samples").iterdir())
 
 
-def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train_config, studio_home):
+def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train_config, manager):
     from facestudio.fact import FACTAdapter
     from facestudio.training.train_fact import load_models
 
@@ -117,7 +117,7 @@ def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train
         if status.step == 3:
             run.request_cancel()  # what `jobs cancel` and the UI do, from any process
 
-    status = run_training(TrainArgs(run, None), on_progress=on_progress)
+    status = run_training(TrainArgs(run, None), on_progress=on_progress, manager=manager)
     assert status.state == "cancelled" and status.step == 3
     assert "cancelling" in seen
     assert run.read_status().state == "cancelled"
@@ -126,23 +126,23 @@ def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train
     assert step == 3
     state, adapter_state, _, _ = load_checkpoint(path)
     assert state.step == 3 and state.samples_seen == 3 * config.batch_size
-    models = load_models(config, torch.device("cpu"), torch.float32)
+    models = load_models(config, torch.device("cpu"), torch.float32, manager)
     models.adapter.remove()
     adapter = FACTAdapter.from_checkpoint(path / "adapter.safetensors", models.unet)  # the released layout
     assert set(adapter.state_dict()) == set(adapter_state)
 
     run.clear_cancel()
-    status = run_training(TrainArgs(run, None))
+    status = run_training(TrainArgs(run, None), manager=manager)
     assert status.state == "done" and status.step == 6
     assert run.adapter_path.is_file()
 
 
-def test_trained_adapter_loads_into_generation(tmp_path, train_config, tiny_request, tiny_studio, studio_home):
+def test_trained_adapter_loads_into_generation(tmp_path, train_config, tiny_request, tiny_studio, manager):
     from facestudio.engine import Engine, ModelChoice
     from tests.engine.conftest import make_manager
 
     config = train_config(steps=2, checkpoint_every=2, sample_every=2)
-    status = run_training(TrainArgs(RunFolder(tmp_path / "run"), config))
+    status = run_training(TrainArgs(RunFolder(tmp_path / "run"), config), manager=manager)
     run = RunFolder(tmp_path / "run")
     assert status.state == "done"
     assert [p.name for p in run.samples()] == ["step-000002_seed-0.png", "step-000002_seed-1.png"]

@@ -34,13 +34,14 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def studio(tiny_studio, faces_dir, tmp_path_factory):
     import app
+    from facestudio.config import StudioSettings
 
     home = tmp_path_factory.mktemp("studio-home")
-    saved = {key: os.environ.get(key) for key in ("FACESTUDIO_HOME", "FACESTUDIO_OFFLINE", "GRADIO_ANALYTICS_ENABLED")}
-    os.environ.update(FACESTUDIO_HOME=str(home), FACESTUDIO_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    saved = {key: os.environ.get(key) for key in ("GRADIO_ANALYTICS_ENABLED",)}
+    os.environ.update(GRADIO_ANALYTICS_ENABLED="False")
     args = app.parse_args(["--device", "cpu", "--backend", "mediapipe", "--base-model", str(tiny_studio.base),
                            "--adapter", str(tiny_studio.adapter), "--face-encoder", str(tiny_studio.face_encoder)])
-    ctx, demo = app.create_studio(args)
+    ctx, demo = app.create_studio(args, StudioSettings(home=home, offline=True))
     ctx.start()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

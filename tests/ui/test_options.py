@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import app
-from facestudio.errors import InvalidRequestError
+from facestudio.config import StudioSettings
+from facestudio.errors import InvalidRequestError, SettingsError
 
 
 def test_flags_default_from_the_environment(monkeypatch):
@@ -19,6 +20,23 @@ def test_flags_default_from_the_environment(monkeypatch):
     args = app.parse_args([])
     assert (args.port, args.host, args.low_vram, args.base_model) == (9000, "0.0.0.0", True, "film")
     assert app.parse_args(["--port", "7000"]).port == 7000  # a flag wins over the variable
+
+
+def test_the_studio_gets_the_settings_it_is_given(tmp_path, monkeypatch):
+    """`app.py` reads the environment once (`StudioSettings.from_env`) and hands the object down: the job runner,
+    the identity store and the engine use it, not variables of their own."""
+    monkeypatch.setenv("FACESTUDIO_HOME", str(tmp_path / "from-env"))
+    settings = StudioSettings(home=tmp_path / "given", offline=True, max_pixels=1234)
+    ctx, _ = app.create_studio(app.parse_args(["--no-jobs"]), settings)
+    assert ctx.settings is settings and ctx.home == tmp_path / "given"
+    assert ctx.runner.settings is settings and ctx.identities.max_pixels == 1234
+    assert app.create_studio(app.parse_args(["--no-jobs"]))[0].home == tmp_path / "from-env"  # default: from_env
+    monkeypatch.setenv("FACESTUDIO_MAX_PIXELS", "many")
+    with pytest.raises(SystemExit, match=r"^error: FACESTUDIO_MAX_PIXELS must be"):
+        app.main([])
+    monkeypatch.setenv("FACESTUDIO_SHARE", "sure")
+    with pytest.raises(SettingsError, match="FACESTUDIO_SHARE must be"):
+        app.parse_args([])
 
 
 def test_a_public_link_without_a_password_is_warned_about():
@@ -37,7 +55,7 @@ def test_requests_may_use_uploads_and_the_studio_folder_only(tmp_path, monkeypat
 
     uploads = tmp_path / "gradio"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
-    ctx = StudioContext(StudioOptions(home=tmp_path / "home", run_jobs=False))
+    ctx = StudioContext(StudioOptions(StudioSettings(home=tmp_path / "home"), run_jobs=False))
     (uploads / "abc").mkdir(parents=True)
     (uploads / "abc" / "me.jpg").write_bytes(b"x")
     assert ctx.upload(str(uploads / "abc" / "me.jpg"), "photo") == (uploads / "abc" / "me.jpg").resolve()
@@ -54,7 +72,8 @@ def test_requests_may_use_uploads_and_the_studio_folder_only(tmp_path, monkeypat
 def test_dropdown_values_are_checked_on_the_server(tmp_path):
     from facestudio.ui.context import StudioContext, StudioOptions
 
-    ctx = StudioContext(StudioOptions(home=tmp_path, adapter="/models/mine.safetensors", run_jobs=False))
+    ctx = StudioContext(StudioOptions(StudioSettings(home=tmp_path), adapter="/models/mine.safetensors",
+                                      run_jobs=False))
     assert ctx.checked_choice("/models/mine.safetensors", ctx.adapter_choices, "adapter") == \
         "/models/mine.safetensors"
     assert ctx.checked_choice("", ctx.adapter_choices, "adapter") is None
@@ -106,7 +125,7 @@ def test_user_presets_in_the_studio_home_are_offered_and_served(tmp_path):
     user.mkdir()
     (user / "mine.json").write_text('{"name": "Mine", "prompt": "{prompt}, mine"}')
     (user / "broken.json").write_text("{not json")
-    ctx = StudioContext(StudioOptions(home=tmp_path, run_jobs=False))
+    ctx = StudioContext(StudioOptions(StudioSettings(home=tmp_path), run_jobs=False))
     assert ctx.preset("mine").name == "Mine" and ctx.preset("film-noir") is not None
     assert len(ctx.preset_problems) == 1 and "broken.json" in ctx.preset_problems[0]
     assert str(user) in ctx.served_dirs()  # the user's thumbnails can be shown

@@ -6,10 +6,12 @@ wheel, so the studio works offline from the first start. Which one ran is always
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT
 from facestudio.errors import BackendUnavailableError
 from facestudio.face.types import Face
 
@@ -24,23 +26,26 @@ class FaceDetector(Protocol):
     def close(self) -> None: ...
 
 
-def resolve_backend(backend: str = "auto") -> str:
-    """The concrete backend `backend` stands for on this machine."""
+def resolve_backend(backend: str = "auto", insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT) -> str:
+    """The concrete backend `backend` stands for on this machine (insightface when its pack is under
+    `insightface_root`)."""
     from facestudio.face.detectors.insightface_backend import is_insightface_available
 
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"Unknown face backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     if backend == "auto":
-        return "insightface" if is_insightface_available() else "mediapipe"
+        return "insightface" if is_insightface_available(insightface_root) else "mediapipe"
     return backend
 
 
-def create_detector(backend: str = "auto", **options) -> FaceDetector:
-    name = resolve_backend(backend)
+def create_detector(backend: str = "auto", insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT,
+                    **options) -> FaceDetector:
+    name = resolve_backend(backend, insightface_root)
     if name == "insightface":
         from facestudio.face.detectors.insightface_backend import InsightFaceDetector
 
-        return InsightFaceDetector(**{k: v for k, v in options.items() if k in ("score_threshold",)})
+        return InsightFaceDetector(root=insightface_root,
+                                   **{k: v for k, v in options.items() if k in ("score_threshold",)})
     from facestudio.face.detectors.mediapipe_backend import MediaPipeFaceDetector
 
     return MediaPipeFaceDetector(**options)

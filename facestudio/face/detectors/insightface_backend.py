@@ -1,20 +1,20 @@
 """insightface's SCRFD detector and ArcFace recogniser, used only when their model pack is already on disk.
 
 insightface downloads its packs (buffalo_l, antelopev2) at run time; the studio never triggers that. It looks
-for a pack under `FACESTUDIO_INSIGHTFACE_ROOT` (default `~/.insightface`) in `models/<pack>/`, and otherwise the
-offline MediaPipe backend is used.
+for a pack in `<root>/models/<pack>/`, where the root is given by the caller (`StudioSettings.insightface_root`,
+i.e. FACESTUDIO_INSIGHTFACE_ROOT, default `~/.insightface`), and otherwise the offline MediaPipe backend is used.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT
 from facestudio.errors import BackendUnavailableError
 from facestudio.face.types import Face
 
@@ -34,13 +34,9 @@ class InsightFacePack:
     recognition: Path | None
 
 
-def insightface_root() -> Path:
-    return Path(os.environ.get("FACESTUDIO_INSIGHTFACE_ROOT", "~/.insightface")).expanduser()
-
-
-def find_insightface_pack(root: Path | None = None) -> InsightFacePack | None:
-    """The first complete pack on disk, or `None`; never downloads."""
-    models = (root or insightface_root()) / "models"
+def find_insightface_pack(root: Path = DEFAULT_INSIGHTFACE_ROOT) -> InsightFacePack | None:
+    """The first complete pack under `root/models`, or `None`; never downloads."""
+    models = Path(root).expanduser() / "models"
     for name in PACK_NAMES:
         folder = models / name
         if not folder.is_dir():
@@ -53,9 +49,9 @@ def find_insightface_pack(root: Path | None = None) -> InsightFacePack | None:
     return None
 
 
-def is_insightface_available() -> bool:
-    """True when the package imports and a model pack is on disk."""
-    if find_insightface_pack() is None:
+def is_insightface_available(root: Path = DEFAULT_INSIGHTFACE_ROOT) -> bool:
+    """True when the package imports and a model pack is on disk under `root`."""
+    if find_insightface_pack(root) is None:
         return False
     try:
         import insightface  # noqa: F401
@@ -93,11 +89,11 @@ class InsightFaceDetector:
     name = "insightface"
 
     def __init__(self, pack: InsightFacePack | None = None, score_threshold: float = 0.5,
-                 input_size: tuple[int, int] = (640, 640)):
-        pack = pack or find_insightface_pack()
+                 input_size: tuple[int, int] = (640, 640), root: Path = DEFAULT_INSIGHTFACE_ROOT):
+        pack = pack or find_insightface_pack(root)
         if pack is None:
             raise BackendUnavailableError(
-                f"No insightface model pack found under {insightface_root() / 'models'} (looked for "
+                f"No insightface model pack found under {Path(root).expanduser() / 'models'} (looked for "
                 f"{', '.join(PACK_NAMES)}); use the offline backend or put a pack there."
             )
         self.pack = pack
