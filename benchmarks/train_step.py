@@ -171,7 +171,7 @@ def bare_step(job: Job, variant: Variant, device: torch.device, dtype: torch.dty
 def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], None], Callable[[], None]]:
     """(step, close) of a `FACTTrainer` set up as `train` does, over the benchmark's models and dataset."""
     from facestudio.engine import EngineSettings, ModelManager, select_device
-    from facestudio.training import TrainConfig, create_run
+    from facestudio.training import RunState, TrainConfig, create_run
     from facestudio.training.train_fact import FACTTrainer
 
     models = Path(job.models_dir)
@@ -182,7 +182,7 @@ def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], 
         mixed_precision=job.precision, cpu=job.device == "cpu", warmup_steps=0, sample_every=0,
     )
     manager = ModelManager(EngineSettings(home=models / "home", placement=select_device(job.device), offline=True))
-    trainer = FACTTrainer(create_run(run_root, config, state="running"), config, manager=manager)
+    trainer = FACTTrainer(create_run(run_root, config, state=RunState.RUNNING), config, manager=manager)
     trainer.setup()
     return trainer.train_step, trainer.close
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from facestudio.errors import FaceStudioError
+from facestudio.jobs import ACTIVE_STATES, RunState
 
 #: How often (seconds at most) a running job's progress line is printed while `jobs resume`/`jobs run` wait.
 PROGRESS_EVERY_SECONDS = 2.0
@@ -123,7 +124,7 @@ def run_show(args: argparse.Namespace) -> int:
     line = [status.state, progress]
     if status.loss is not None:
         line.append(f"loss {_loss(status.loss)}")
-    if status.state in ("running", "cancelling") and status.eta_seconds is not None:
+    if status.state in ACTIVE_STATES and status.eta_seconds is not None:
         line.append(f"ETA {_eta(status)}")
     print(f"job         {job.id}  ({job.name})")
     print(f"state       {'  '.join(line)}")
@@ -177,7 +178,7 @@ def _tail(path: Path, count: int) -> list[str]:
 def run_cancel(args: argparse.Namespace) -> int:
     store = _store()
     status = store.cancel(args.job_id)
-    if status.state == "cancelled":
+    if status.state == RunState.CANCELLED:
         print(f"cancelled {args.job_id} (it had not started)")
     else:
         print(f"asked {args.job_id} to stop: it saves a checkpoint at its next step, then shows as cancelled "
@@ -199,14 +200,14 @@ def run_resume(args: argparse.Namespace) -> int:
         print("the studio is running jobs; it starts this one when the jobs before it are done")
         return 0
     _run_queue(store)
-    return 0 if job.status().state == "done" else 1
+    return 0 if job.status().state == RunState.DONE else 1
 
 
 def run_queue(args: argparse.Namespace) -> int:
     ran = _run_queue(_store())
     if not ran:
         print("no queued jobs")
-    return 0 if all(job.status().state == "done" for job in ran) else 1
+    return 0 if all(job.status().state == RunState.DONE for job in ran) else 1
 
 
 def _run_queue(store) -> list:
@@ -228,11 +229,11 @@ class _ProgressPrinter:
         if status.state == state and now - printed_at < PROGRESS_EVERY_SECONDS:
             return
         self._last[job.id] = (status.state, now)
-        if status.state == "done":
+        if status.state == RunState.DONE:
             print(f"{job.id}  done: adapter at {job.folder.adapter_path}", flush=True)
-        elif status.state in ("failed", "interrupted"):
+        elif status.state in (RunState.FAILED, RunState.INTERRUPTED):
             print(f"{job.id}  {status.state}: {status.error}", file=sys.stderr, flush=True)
-        elif status.state in ("running", "cancelling"):
+        elif status.state in ACTIVE_STATES:
             extra = "".join((f"  loss {_loss(status.loss)}" if status.loss is not None else "",
                              f"  ETA {_eta(status)}" if status.eta_seconds is not None else ""))
             print(f"{job.id}  {status.state}  step {status.step}/{status.total}{extra}", flush=True)
@@ -248,7 +249,7 @@ def _loss(loss: float | None) -> str:
 
 
 def _eta(status) -> str:
-    if status.state not in ("running", "cancelling") or status.eta_seconds is None:
+    if status.state not in ACTIVE_STATES or status.eta_seconds is None:
         return "-"
     seconds = max(0, round(status.eta_seconds))
     hours, rest = divmod(seconds, 3600)

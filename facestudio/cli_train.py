@@ -109,6 +109,7 @@ def _print_summary(report) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from facestudio.training.arguments import train_args_from_namespace
+    from facestudio.training.run import RunState
     from facestudio.training.train_fact import run_training
 
     if args.job:
@@ -121,13 +122,13 @@ def run_train(args: argparse.Namespace) -> int:
         train_args.run.clear_cancel()  # the user asks to continue: an old cancel request no longer applies
     status = run_training(train_args, on_progress=_ProgressLine())
     print(file=sys.stderr)
-    if status.state == "done":
+    if status.state == RunState.DONE:
         print(f"done: {train_args.run.adapter_path}  (python -m facestudio generate --adapter "
               f"{train_args.run.adapter_path} ...)")
         return 0
     print(f"{status.state} at step {status.step}/{status.total}; continue with "
           f"`python -m facestudio train --resume {train_args.run.root}`")
-    return 0 if status.state == "cancelled" else 1
+    return 0 if status.state == RunState.CANCELLED else 1
 
 
 def _submit_job(args: argparse.Namespace) -> int:

@@ -1,17 +1,24 @@
 """Background jobs: training runs queued in the studio home and run one at a time, each in its own process.
 
 Layering: uses `facestudio.training` (the run-folder contract) and never imports torch, so the command line and
-the UI can list and control jobs without loading it. The fronts use this package's public API only.
+the UI can list and control jobs without loading it. The fronts use this package's public API only, job states
+included (`RunState` and its sets, re-exported here from the run-folder contract).
 """
 
 from facestudio.jobs.runner import JobRunner, trainer_command
 from facestudio.jobs.store import JOB_ID_PATTERN, Job, JobStore, check_job_id, jobs_dir, runner_active
+from facestudio.training.run import ACTIVE_STATES, FINISHED_STATES, RESUMABLE_STATES, RunState, RunStatus
 
 __all__ = [
+    "ACTIVE_STATES",
+    "FINISHED_STATES",
     "JOB_ID_PATTERN",
+    "RESUMABLE_STATES",
     "Job",
     "JobRunner",
     "JobStore",
+    "RunState",
+    "RunStatus",
     "check_job_id",
     "jobs_dir",
     "runner_active",

@@ -27,13 +27,8 @@ from facestudio.errors import JobError
 from facestudio.jobs.store import Job, JobStore, jobs_dir, runner_lock_path
 from facestudio.training.run import (
     ACTIVE_STATES,
-    CANCELLED,
-    CANCELLING,
-    FAILED,
-    INTERRUPTED,
-    QUEUED,
-    RUNNING,
     RunFolder,
+    RunState,
     RunStatus,
 )
 
@@ -208,9 +203,10 @@ class JobRunner:
                     logger.warning("waiting for job %s (pid %s), started earlier, to finish", job.id, status.pid)
                     self._waiting_for = job.id
                 return "busy"
-            if status.state == INTERRUPTED:
+            if status.state == RunState.INTERRUPTED:
                 self._record_interrupted(job, status)
-            elif status.state == QUEUED and (oldest is None or (job.created_at, job.id) < (oldest.created_at, oldest.id)):
+            elif status.state == RunState.QUEUED and (oldest is None
+                                                      or (job.created_at, job.id) < (oldest.created_at, oldest.id)):
                 oldest = job
         self._waiting_for = None
         return oldest
@@ -226,14 +222,14 @@ class JobRunner:
         folder = job.folder
         self._seen = None
         if folder.cancel_requested():  # cancelled while queued; the canceller's status write may still be on its way
-            self._write_final(job, replace(_stored(folder), state=CANCELLED, finished_at=time.time()))
+            self._write_final(job, replace(_stored(folder), state=RunState.CANCELLED, finished_at=time.time()))
             return
         if self.before_start is not None:
             try:
                 self.before_start()
             except Exception as err:
                 logger.exception("freeing the GPU before job %s failed", job.id)
-                self._write_final(job, replace(_stored(folder), state=FAILED, finished_at=time.time(),
+                self._write_final(job, replace(_stored(folder), state=RunState.FAILED, finished_at=time.time(),
                                                error=f"the studio could not free the GPU before training ({err})."))
                 return
         if self._stop.is_set():  # stop() came while the GPU was being freed: the job stays queued
@@ -279,7 +275,7 @@ class JobRunner:
                 return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         env=env, **session)
         except OSError as err:
-            self._write_final(job, replace(_stored(folder), state=FAILED, finished_at=time.time(),
+            self._write_final(job, replace(_stored(folder), state=RunState.FAILED, finished_at=time.time(),
                                            error=f"the training process could not be started ({err})."))
             return None
 
@@ -311,24 +307,24 @@ class JobRunner:
         """After the trainer exits: keep its own final status, or write what happened when it could not."""
         folder = job.folder
         status = _stored(folder)
-        if status.state not in (QUEUED, RUNNING, CANCELLING):
+        if status.state not in (RunState.QUEUED, RunState.RUNNING, RunState.CANCELLING):
             logger.info("job %s ended: %s", job.id, status.state)
             self._notify(job)
             return
-        if status.state == QUEUED and status.updated_at > launched_at:
+        if status.state == RunState.QUEUED and status.updated_at > launched_at:
             logger.info("job %s was re-queued while its process ended; it runs again", job.id)
             return
         latest = folder.latest_checkpoint()
         now = time.time()
-        if (folder.cancel_requested() or status.state == CANCELLING) and latest is not None:
-            final = replace(status, state=CANCELLED, checkpoint_step=latest[0], finished_at=now, error=None)
+        if (folder.cancel_requested() or status.state == RunState.CANCELLING) and latest is not None:
+            final = replace(status, state=RunState.CANCELLED, checkpoint_step=latest[0], finished_at=now, error=None)
         elif stopped:
             where = f"step {latest[0]}" if latest else "the start"
-            final = replace(status, state=INTERRUPTED, finished_at=now,
+            final = replace(status, state=RunState.INTERRUPTED, finished_at=now,
                             error=f"the studio stopped before the training process finished; resuming continues "
                                   f"from {where}.")
         else:
-            final = replace(status, state=FAILED, finished_at=now, error=_exit_message(returncode, folder))
+            final = replace(status, state=RunState.FAILED, finished_at=now, error=_exit_message(returncode, folder))
         self._write_final(job, final)
 
     def _write_final(self, job: Job, status: RunStatus) -> None:
@@ -351,7 +347,7 @@ class JobRunner:
 
 
 def _stored(folder: RunFolder) -> RunStatus:
-    return folder.read_status() or RunStatus(state=QUEUED)
+    return folder.read_status() or RunStatus(state=RunState.QUEUED)
 
 
 def _exit_message(returncode: int, folder: RunFolder) -> str:

@@ -22,15 +22,9 @@ from facestudio.files import write_atomic
 from facestudio.training.config import TrainConfig, create_run
 from facestudio.training.run import (
     ACTIVE_STATES,
-    CANCELLED,
-    CANCELLING,
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    QUEUED,
     RESUMABLE_STATES,
-    RUNNING,
     RunFolder,
+    RunState,
     RunStatus,
     pid_alive,
 )
@@ -139,15 +133,15 @@ def effective_view(folder: RunFolder) -> RunStatus:
     cancel request is CANCELLING (the trainer has not reached its next step yet)."""
     status = folder.read_status()
     if status is None:
-        return RunStatus(state=FAILED, error=f"{folder.status_path} is missing.")
+        return RunStatus(state=RunState.FAILED, error=f"{folder.status_path} is missing.")
     if status.state in ACTIVE_STATES and not trainer_alive(status):
         latest = folder.latest_checkpoint()
         step = f"step {latest[0]}" if latest else "the start"
-        return replace(status, state=INTERRUPTED, finished_at=status.updated_at,
+        return replace(status, state=RunState.INTERRUPTED, finished_at=status.updated_at,
                        error=f"the training process (pid {status.pid}) stopped without finishing; resuming continues "
                              f"from {step}.")
-    if status.state == RUNNING and folder.cancel_requested():
-        return replace(status, state=CANCELLING)
+    if status.state == RunState.RUNNING and folder.cancel_requested():
+        return replace(status, state=RunState.CANCELLING)
     return status
 
 
@@ -171,7 +165,7 @@ class JobStore:
         created_at = time.time()
         folder = self._reserve_folder(f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created_at))}-{slugify(name)}")
         try:
-            run = create_run(folder, config, state=QUEUED)
+            run = create_run(folder, config, state=RunState.QUEUED)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # the folder was made just above; nothing else is in it
             raise
@@ -224,7 +218,7 @@ class JobStore:
 
     def next_queued(self) -> Job | None:
         """The oldest queued job (the queue is first come, first served)."""
-        queued = [job for job in self.list() if job.status().state == QUEUED]
+        queued = [job for job in self.list() if job.status().state == RunState.QUEUED]
         return min(queued, key=lambda job: (job.created_at, job.id)) if queued else None
 
     # -- status ---------------------------------------------------------------------------------------------------
@@ -234,7 +228,7 @@ class JobStore:
         interrupted (and resumable) after this process ends. With a runner active the runner owns that verdict:
         it is about to settle the job itself."""
         status = job.status()
-        if status.state == INTERRUPTED:
+        if status.state == RunState.INTERRUPTED:
             stored = job.folder.read_status()
             if stored is not None and stored.state in ACTIVE_STATES and not runner_active(self.home):
                 again = job.folder.read_status()
@@ -246,10 +240,11 @@ class JobStore:
         """A queued job is cancelled at once; a running one is asked to stop (it checkpoints at its next step)."""
         job = self.get(job_id)
         status = self.effective_status(job)
-        if status.state == QUEUED:
+        if status.state == RunState.QUEUED:
             # The request file too: should a runner be launching this job right now, the trainer sees it and stops.
             job.folder.request_cancel()
-            return job.folder.write_status(replace(status, state=CANCELLED, finished_at=time.time(), pid=None))
+            return job.folder.write_status(replace(status, state=RunState.CANCELLED, finished_at=time.time(),
+                                                   pid=None))
         if status.state in ACTIVE_STATES:
             job.folder.request_cancel()
             # The trainer owns status.json while it runs; the view reports CANCELLING until it writes CANCELLED.
@@ -266,17 +261,17 @@ class JobStore:
         job.folder.clear_cancel()
         latest = job.folder.latest_checkpoint()
         job.folder.write_status(RunStatus(
-            state=QUEUED, step=latest[0] if latest else 0, total=status.total, loss=status.loss,
+            state=RunState.QUEUED, step=latest[0] if latest else 0, total=status.total, loss=status.loss,
             checkpoint_step=latest[0] if latest else None, created_at=status.created_at))
         logger.info("re-queued job %s", job.id)
         return job
 
     @staticmethod
     def _not_resumable(job: Job, status: RunStatus) -> str:
-        if status.state == DONE:
+        if status.state == RunState.DONE:
             return f"job {job.id} is done; its adapter is at {job.folder.adapter_path}."
-        if status.state == QUEUED:
+        if status.state == RunState.QUEUED:
             return f"job {job.id} is already queued; it starts when the jobs before it have finished."
-        if status.state == CANCELLING:
+        if status.state == RunState.CANCELLING:
             return f"job {job.id} is stopping; resume it once it shows as cancelled."
         return f"job {job.id} is {status.state}; cancel it first, or wait for it to finish."

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from facestudio.errors import TrainingError
-from facestudio.training.run import RunFolder, RunStatus
+from facestudio.training.run import RunFolder, RunState, RunStatus
 
 CONFIG_FORMAT = "facestudio-train"
 CONFIG_VERSION = 1
@@ -167,7 +167,7 @@ class TrainConfig:
         return TrainConfig(**{**asdict(self), **changes})
 
 
-def create_run(root: str | Path, config: TrainConfig, *, state: str = "queued") -> RunFolder:
+def create_run(root: str | Path, config: TrainConfig, *, state: RunState = RunState.QUEUED) -> RunFolder:
     """Make a new run folder holding `config` and a status (`queued` for a job, `running` for the foreground).
 
     Refuses a folder that already holds a run, or any non-empty folder: a run never overwrites earlier work.

@@ -20,6 +20,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 
 from facestudio.errors import TrainingError
@@ -37,15 +38,29 @@ CHECKPOINT_PREFIX = "step-"
 #: A checkpoint folder is complete only once this file is in it (it is written last, then the folder is renamed).
 CHECKPOINT_DONE_NAME = "state.json"
 
-QUEUED, RUNNING, CANCELLING, CANCELLED, FAILED, DONE, INTERRUPTED = (
-    "queued", "running", "cancelling", "cancelled", "failed", "done", "interrupted")
-RUN_STATES = (QUEUED, RUNNING, CANCELLING, CANCELLED, FAILED, DONE, INTERRUPTED)
+
+class RunState(str, Enum):
+    """A run's state, spelled in status.json as its value. A `str`, so `json` writes it as it always was."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    DONE = "done"
+    #: The run's process is gone without saying how it ended (never written by the trainer; see `facestudio.jobs`).
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 #: States in which no process works on the run.
-FINISHED_STATES = frozenset((CANCELLED, FAILED, DONE, INTERRUPTED))
+FINISHED_STATES = frozenset((RunState.CANCELLED, RunState.FAILED, RunState.DONE, RunState.INTERRUPTED))
 #: States a run can be resumed from.
-RESUMABLE_STATES = frozenset((CANCELLED, FAILED, INTERRUPTED))
+RESUMABLE_STATES = frozenset((RunState.CANCELLED, RunState.FAILED, RunState.INTERRUPTED))
 #: States in which a process is (or should be) working on the run.
-ACTIVE_STATES = frozenset((RUNNING, CANCELLING))
+ACTIVE_STATES = frozenset((RunState.RUNNING, RunState.CANCELLING))
 
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
@@ -55,7 +70,7 @@ class RunStatus:
     """What `status.json` says. `eta_seconds` and `seconds_per_step` are estimates from the steps run so far;
     `checkpoint_step` is the last complete checkpoint; `error` is one sentence for a failed run."""
 
-    state: str = QUEUED
+    state: RunState = RunState.QUEUED
     step: int = 0
     total: int = 0
     loss: float | None = None
@@ -69,16 +84,18 @@ class RunStatus:
     finished_at: float | None = None
     updated_at: float = field(default_factory=time.time)
 
+    def __post_init__(self):
+        self.state = RunState(self.state)  # ValueError for a state this FaceStudio does not know (read: failed)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RunStatus:
         known = {f.name for f in fields(cls)}
-        status = cls(**{key: value for key, value in data.items() if key in known})
-        if status.state not in RUN_STATES:
-            raise ValueError(f"unknown state {status.state!r}")
-        return status
+        return cls(**{key: value for key, value in data.items() if key in known})
 
     @property
     def fraction(self) -> float:
@@ -140,7 +157,7 @@ class RunFolder:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as err:
-            return RunStatus(state=FAILED, error=f"{self.status_path} is unreadable ({err}).")
+            return RunStatus(state=RunState.FAILED, error=f"{self.status_path} is unreadable ({err}).")
 
     def write_status(self, status: RunStatus) -> RunStatus:
         status.updated_at = time.time()

@@ -34,15 +34,7 @@ from facestudio.files import write_atomic
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
-from facestudio.training.run import (
-    CANCELLED,
-    CANCELLING,
-    DONE,
-    FAILED,
-    RUNNING,
-    RunFolder,
-    RunStatus,
-)
+from facestudio.training.run import RunFolder, RunState, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -356,8 +348,8 @@ class FACTTrainer:
         config, run, accelerator = self.config, self.run, self.accelerator
         main = accelerator.is_main_process
         latest = run.latest_checkpoint()
-        self._set_status(RUNNING, force=True, started_at=time.time(), finished_at=None, error=None, pid=os.getpid(),
-                         checkpoint_step=latest[0] if latest else None)
+        self._set_status(RunState.RUNNING, force=True, started_at=time.time(), finished_at=None, error=None,
+                         pid=os.getpid(), checkpoint_step=latest[0] if latest else None)
         nonfinite = 0
         while self.step < config.steps:
             if self._should_stop():
@@ -375,7 +367,7 @@ class FACTTrainer:
             if config.sample_every and (self.step % config.sample_every == 0 or self.step == config.steps):
                 self._samples()
             self._note_speed(time.perf_counter() - loop_started)
-            self._set_status(CANCELLING if self._should_stop() else RUNNING, loss=metrics.loss)
+            self._set_status(RunState.CANCELLING if self._should_stop() else RunState.RUNNING, loss=metrics.loss)
             self._log(metrics)
         return self._finish()
 
@@ -383,7 +375,7 @@ class FACTTrainer:
         previous = self._seconds_per_step
         self._seconds_per_step = seconds if previous is None else 0.9 * previous + 0.1 * seconds
 
-    def _set_status(self, state: str, force: bool = False, **changes) -> None:
+    def _set_status(self, state: RunState, force: bool = False, **changes) -> None:
         status = self.status
         status.state, status.step, status.total = state, self.step, self.config.steps
         if self._seconds_per_step is not None:
@@ -393,7 +385,7 @@ class FACTTrainer:
             setattr(status, key, value)
         now = time.monotonic()
         if self.accelerator.is_main_process and (force or now - self._last_status_write >= STATUS_EVERY_SECONDS
-                                                 or state != RUNNING):
+                                                 or state != RunState.RUNNING):
             self.run.write_status(status)
             self._last_status_write = now
         if self.on_progress is not None:
@@ -444,10 +436,10 @@ class FACTTrainer:
 
     def _cancel(self) -> RunStatus:
         latest = self.run.latest_checkpoint()
-        self._set_status(CANCELLING, force=True)
+        self._set_status(RunState.CANCELLING, force=True)
         if self.step > 0 and (latest is None or latest[0] != self.step):
             self._checkpoint()
-        self._set_status(CANCELLED, force=True, finished_at=time.time())
+        self._set_status(RunState.CANCELLED, force=True, finished_at=time.time())
         logger.info("Cancelled at step %d; continue with `python -m facestudio train --resume %s`", self.step,
                     self.run.root)
         return self.status
@@ -459,7 +451,7 @@ class FACTTrainer:
         if self.accelerator.is_main_process:
             export_adapter(self.models.adapter, self.run.adapter_path, self.models.base_label)
         self.accelerator.wait_for_everyone()
-        self._set_status(DONE, force=True, finished_at=time.time(), eta_seconds=0.0)
+        self._set_status(RunState.DONE, force=True, finished_at=time.time(), eta_seconds=0.0)
         logger.info("Done: %s", self.run.adapter_path)
         return self.status
 
@@ -536,12 +528,12 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
     main = _is_main_rank()
     if args.config is not None:
         if main:
-            run = create_run(run.root, args.config, state=RUNNING)
+            run = create_run(run.root, args.config, state=RunState.RUNNING)
         else:
             _wait_for_run(run)
     config = read_config(run)
     status = run.read_status()
-    if status is not None and status.state == DONE and run.adapter_path.is_file():
+    if status is not None and status.state == RunState.DONE and run.adapter_path.is_file():
         logger.info("%s is already done: %s", run.root, run.adapter_path)
         return status
     trainer = FACTTrainer(run, config, on_progress=on_progress, manager=manager)
@@ -555,7 +547,7 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
             message = "interrupted"
         if main:
             failed = run.read_status() or RunStatus(total=config.steps)
-            failed.state, failed.error, failed.finished_at, failed.pid = FAILED, message, time.time(), os.getpid()
+            failed.state, failed.error, failed.finished_at, failed.pid = RunState.FAILED, message, time.time(), os.getpid()
             run.write_status(failed)
         raise
     finally:
@@ -612,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return 0 if status.state in (DONE, CANCELLED) else 1
+    return 0 if status.state in (RunState.DONE, RunState.CANCELLED) else 1
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import gradio as gr
 import pandas as pd
 
 from facestudio.errors import InvalidRequestError
+from facestudio.jobs import FINISHED_STATES
 from facestudio.training.config import TrainConfig
-from facestudio.training.run import FINISHED_STATES
 from facestudio.ui.common import GPU, user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import uploaded_paths

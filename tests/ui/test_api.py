@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facestudio.jobs import RunState
 from tests.ui.conftest import wait_until
 
 GENERATE_DEFAULTS = dict(identity=None, photos=None, prompt="a portrait photo", negative_prompt="blurry",
@@ -205,14 +206,15 @@ def test_training_from_uploaded_photos_cancel_and_resume(client, photo, studio):
 
     wait_until(lambda: status()["step"] >= 2, 240, "two training steps")
     assert "cancel" in client.predict(job_id, api_name="/train_cancel")
-    stopped = wait_until(lambda: (s := status())["state"] == "cancelled" and s, 120, "the cancel")
+    stopped = wait_until(lambda: (s := status())["state"] == RunState.CANCELLED and s, 120, "the cancel")
     assert stopped["checkpoint_step"] >= 2
 
     assert "queued again" in client.predict(job_id, api_name="/train_resume")
     _text, data, _plot, _samples, jobs = client.predict(job_id, api_name="/train_status")
     assert data["id"] == job_id and any(row[0] == job_id for row in jobs["data"])
-    done = wait_until(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job")
-    assert done["state"] == "done", done["error"]
+    done = wait_until(lambda: (s := status())["state"] in (RunState.DONE, RunState.FAILED) and s, 300,
+                      "the resumed job")
+    assert done["state"] == RunState.DONE, done["error"]
     text, data, plot, _samples, jobs = client.predict(job_id, api_name="/train_status")
     assert [row[0] for row in plot["data"]] == list(range(1, 13))  # every step once, across the resume
     assert data["adapter"] and "Generate → FACT adapter" in text
