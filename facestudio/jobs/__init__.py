@@ -5,8 +5,10 @@ the UI can list and control jobs without loading it. The fronts use this package
 included (`RunState` and its sets, re-exported here from the run-folder contract).
 """
 
+from facestudio.jobs.lock import jobs_dir, runner_active
 from facestudio.jobs.runner import JobRunner, trainer_command
-from facestudio.jobs.store import JOB_ID_PATTERN, Job, JobStore, check_job_id, jobs_dir, runner_active
+from facestudio.jobs.status import effective_status
+from facestudio.jobs.store import JOB_ID_PATTERN, Job, JobStore, check_job_id
 from facestudio.training.run import ACTIVE_STATES, FINISHED_STATES, RESUMABLE_STATES, RunState, RunStatus
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "RunState",
     "RunStatus",
     "check_job_id",
+    "effective_status",
     "jobs_dir",
     "runner_active",
     "trainer_command",

@@ -3,8 +3,8 @@
 
 The folder is the whole truth: any process (the studio, `python -m facestudio jobs ...` in another terminal, a
 restarted studio) reads the same files, so nothing is lost when a process stops. Only the trainer writes the status
-of a job while it runs; this module writes it only when no trainer can: when a job is queued, re-queued, cancelled
-before it started, or found with a dead trainer process.
+of a job while it runs; this module writes it only when no trainer can: when a job is queued, re-queued or
+cancelled before it started. What a reader sees (and a dead trainer's verdict) comes from `status.py`.
 """
 
 from __future__ import annotations
@@ -19,56 +19,21 @@ from pathlib import Path
 
 from facestudio.errors import JobError
 from facestudio.files import write_atomic
+from facestudio.jobs.lock import jobs_dir
+from facestudio.jobs.status import effective_status, settle
 from facestudio.training.config import TrainConfig, create_run
-from facestudio.training.run import (
-    ACTIVE_STATES,
-    RESUMABLE_STATES,
-    RunFolder,
-    RunState,
-    RunStatus,
-    pid_alive,
-)
+from facestudio.training.run import ACTIVE_STATES, RESUMABLE_STATES, RunFolder, RunState, RunStatus
 
 logger = logging.getLogger(__name__)
 
-JOBS_DIR = "jobs"
 JOB_NAME = "job.json"
-RUNNER_LOCK_NAME = ".runner.lock"
 KIND_TRAIN = "train"
 #: `YYYYmmdd-HHMMSS-<slug>[-N]`: sortable by time, and only [a-z0-9-], so an id can never leave `HOME/jobs`.
 #: Use `fullmatch`: `$` in `match` would let a trailing newline through.
 JOB_ID_PATTERN = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9]+(?:-[a-z0-9]+)*")
 _MAX_ID_LENGTH = 80
 _MAX_SLUG_LENGTH = 32
-#: A trainer writes its pid after it started; allow for the coarse clock of process start times.
-_PID_CLOCK_SLACK_SECONDS = 2.0
 _LIST_HINT = "`python -m facestudio jobs list` lists them"
-
-
-def jobs_dir(home: str | Path) -> Path:
-    return Path(home) / JOBS_DIR
-
-
-def runner_lock_path(home: str | Path) -> Path:
-    return jobs_dir(home) / RUNNER_LOCK_NAME
-
-
-def runner_active(home: str | Path) -> bool:
-    """Whether some process (this one included) holds the job-runner lock of `home`, i.e. runs its queue."""
-    from filelock import FileLock, Timeout
-
-    path = runner_lock_path(home)
-    if not path.exists():
-        return False
-    probe = FileLock(path, timeout=0, thread_local=False)
-    try:
-        probe.acquire()
-    except Timeout:
-        return True
-    except OSError:  # a read-only home: nobody can run jobs there
-        return False
-    probe.release()
-    return False
 
 
 def check_job_id(job_id: object) -> str:
@@ -94,8 +59,8 @@ class Job:
     kind: str = KIND_TRAIN
 
     def status(self) -> RunStatus:
-        """The status as a reader should see it (see `effective_status`); reads only, writes nothing."""
-        return effective_view(self.folder)
+        """The status as a reader should see it (see `facestudio.jobs.status`); reads only, writes nothing."""
+        return effective_status(self.folder)
 
     def to_dict(self, status: RunStatus | None = None) -> dict:
         status = status or self.status()
@@ -110,39 +75,6 @@ class Job:
             "checkpoint_step": latest[0] if latest else None,
             "adapter": str(self.folder.adapter_path) if self.folder.adapter_path.is_file() else None,
         }
-
-
-def trainer_alive(status: RunStatus) -> bool:
-    """Whether the process named in `status` is alive and is the one that wrote it: after a reboot pids start
-    over, and a stale pid that now belongs to some other process must not hold the queue forever."""
-    if not pid_alive(status.pid):
-        return False
-    import psutil
-
-    try:
-        created = psutil.Process(status.pid).create_time()
-    except psutil.Error:  # gone since, or not ours to inspect: trust pid_alive
-        return pid_alive(status.pid)
-    written = status.started_at or status.updated_at
-    return created <= written + _PID_CLOCK_SLACK_SECONDS
-
-
-def effective_view(folder: RunFolder) -> RunStatus:
-    """The stored status, corrected for what the file cannot know by itself: a RUNNING/CANCELLING run whose
-    process is gone is INTERRUPTED (the machine or the studio stopped under it), and a RUNNING run with a pending
-    cancel request is CANCELLING (the trainer has not reached its next step yet)."""
-    status = folder.read_status()
-    if status is None:
-        return RunStatus(state=RunState.FAILED, error=f"{folder.status_path} is missing.")
-    if status.state in ACTIVE_STATES and not trainer_alive(status):
-        latest = folder.latest_checkpoint()
-        step = f"step {latest[0]}" if latest else "the start"
-        return replace(status, state=RunState.INTERRUPTED, finished_at=status.updated_at,
-                       error=f"the training process (pid {status.pid}) stopped without finishing; resuming continues "
-                             f"from {step}.")
-    if status.state == RunState.RUNNING and folder.cancel_requested():
-        return replace(status, state=RunState.CANCELLING)
-    return status
 
 
 class JobStore:
@@ -224,17 +156,9 @@ class JobStore:
     # -- status ---------------------------------------------------------------------------------------------------
 
     def effective_status(self, job: Job) -> RunStatus:
-        """`Job.status()`, and an INTERRUPTED verdict is written back when no runner is active, so the job stays
-        interrupted (and resumable) after this process ends. With a runner active the runner owns that verdict:
-        it is about to settle the job itself."""
-        status = job.status()
-        if status.state == RunState.INTERRUPTED:
-            stored = job.folder.read_status()
-            if stored is not None and stored.state in ACTIVE_STATES and not runner_active(self.home):
-                again = job.folder.read_status()
-                if again is not None and again.updated_at == stored.updated_at:
-                    job.folder.write_status(status)
-        return status
+        """`Job.status()`, with an INTERRUPTED verdict written back when no runner is active (see `status.settle`),
+        so the job stays interrupted (and resumable) after this process ends."""
+        return settle(job.folder, self.home)
 
     def cancel(self, job_id: str) -> RunStatus:
         """A queued job is cancelled at once; a running one is asked to stop (it checkpoints at its next step)."""

@@ -94,6 +94,8 @@ class RunStatus:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunStatus:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -13,7 +13,7 @@ from filelock import FileLock
 
 from facestudio.errors import JobError, TrainingError
 from facestudio.jobs import JOB_ID_PATTERN, JobStore, RunState, RunStatus, check_job_id, runner_active
-from facestudio.jobs.store import runner_lock_path
+from facestudio.jobs.lock import runner_lock_path
 from tests.jobs.conftest import fake_config
 
 
