@@ -127,7 +127,7 @@ def resolve_precision(choice: str, device: str) -> str:
     from facestudio.training import TrainConfig
     from facestudio.training.train_fact import resolve_mixed_precision
 
-    return resolve_mixed_precision(TrainConfig(dataset="-", mixed_precision=choice, cpu=device == "cpu"))
+    return resolve_mixed_precision(TrainConfig(dataset="-", mixed_precision=choice, device=device))
 
 
 # -- workers (one process per variant) ---------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], 
         dataset=job.dataset, base_model=str(models / "base"), init=str(models / "fact.safetensors"),
         face_encoder=str(models / "transface.safetensors"), steps=job.warmup + job.steps, batch_size=job.batch,
         resolution=job.resolution, fair_weight=variant.fair_weight, gradient_checkpointing=variant.checkpointing,
-        mixed_precision=job.precision, cpu=job.device == "cpu", warmup_steps=0, sample_every=0,
+        mixed_precision=job.precision, device=job.device, warmup_steps=0, sample_every=0,
     )
     manager = ModelManager(EngineSettings(home=models / "home", placement=select_device(job.device), offline=True))
     trainer = FACTTrainer(create_run(run_root, config, state=RunState.RUNNING), config, manager=manager)

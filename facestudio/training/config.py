@@ -8,6 +8,7 @@ change its settings. Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,6 +20,8 @@ CONFIG_VERSION = 1
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 TRAINABLE = ("adapter", "face-layers")
 LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
+#: `device`: `auto` (accelerate's choice: a CUDA GPU, or Apple's MPS, else the CPU), `cpu`, `mps`, `cuda`, `cuda:N`.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
 #: `init` values that are not a registry name or a path.
 INIT_DEFAULT, INIT_SCRATCH = "default", "scratch"
 
@@ -50,7 +53,8 @@ class TrainConfig:
         seed (`int`): everything random in the run (data order, noise, timesteps, drop, shuffle) follows from it.
         mixed_precision (`str`): `auto` (bf16 where the GPU has it, else fp16; `no` on the CPU), `no`, `fp16`, `bf16`.
         gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
-        cpu (`bool`): train on the CPU even when a GPU is present.
+        device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
+            device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
     """
 
     dataset: str
@@ -82,7 +86,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = True
-    cpu: bool = False
+    device: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
@@ -128,6 +132,8 @@ class TrainConfig:
              ">= 0")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
              f"one of {', '.join(MIXED_PRECISION)}")
+        need(isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
+             self.device, "auto, cpu, mps, cuda or cuda:N")
         need(bool(str(self.dataset).strip()), "dataset", self.dataset, "a dataset folder")
         return self
 
@@ -154,6 +160,9 @@ class TrainConfig:
         if data.get("format_version") != CONFIG_VERSION:
             raise TrainingError(f"{where} has format version {data.get('format_version')!r}; this FaceStudio reads "
                                 f"version {CONFIG_VERSION}.")
+        if "cpu" in data and "device" not in data:  # written before `device` replaced the `cpu` switch
+            data = {**data, "device": "cpu" if data["cpu"] else "auto"}
+        data = {key: value for key, value in data.items() if key != "cpu"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"format", "format_version"})
         if unknown:

@@ -192,9 +192,10 @@ class FACTTrainer:
         from facestudio.training.fair import FairRecorder
 
         config = self.config
+        on_cpu = claim_device(config)
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(config), gradient_accumulation_steps=config.gradient_accumulation,
-            cpu=config.cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
+            cpu=on_cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
         )
         accelerator = self.accelerator
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
@@ -479,9 +480,34 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 # -- helpers ---------------------------------------------------------------------------------------------------------------
 
 
+def claim_device(config: TrainConfig) -> bool:
+    """Make `config.device` the device accelerate picks; True when that is the CPU. For `cuda:N` the GPU becomes
+    the current CUDA device (`torch.cuda.set_device`), so accelerate's "cuda" is that GPU; `CUDA_VISIBLE_DEVICES`
+    is left as it is. `TrainingError` for a device this machine does not have."""
+    device = config.device
+    if device in ("auto", "cpu"):
+        return device == "cpu"
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise TrainingError("--device mps needs Apple's Metal (MPS), which this machine lacks; use --device cpu.")
+        return False
+    if not torch.cuda.is_available():
+        raise TrainingError(f"--device {device} needs a CUDA GPU and this machine has none; use --device cpu.")
+    if ":" in device:
+        index, count = int(device.split(":", 1)[1]), torch.cuda.device_count()
+        if index >= count:
+            raise TrainingError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                                f"cuda:{count - 1}.")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise TrainingError(f"--device {device} picks one GPU; under `accelerate launch` choose the GPUs with "
+                                "its --gpu_ids instead.")
+        torch.cuda.set_device(index)
+    return False
+
+
 def resolve_mixed_precision(config: TrainConfig) -> str:
     """The accelerate mixed-precision mode a run uses (`auto` resolved for this machine)."""
-    on_cpu = config.cpu or not torch.cuda.is_available()
+    on_cpu = config.device == "cpu" or not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and on_cpu:
         raise TrainingError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU.")
     if config.mixed_precision != "auto":

@@ -76,7 +76,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
             lr=float(lr), fair_weight=float(fair_weight), drop_prob=float(drop_prob),
             shuffle_prob=float(shuffle_prob), curriculum=bool(curriculum), resolution=int(resolution),
             batch_size=int(batch_size), checkpoint_every=int(checkpoint_every), sample_every=int(sample_every),
-            cpu=ctx.options.device == "cpu")
+            device=ctx.options.device)
         config.check()  # refuse bad settings before any photo is prepared
 
         def on_item(item, done: int, total: int) -> None:

@@ -213,3 +213,24 @@ def test_curriculum_ramps_the_shuffle_probability(train_config):
     assert [config.shuffle_probability(s) for s in (0, 19, 20, 35, 50, 99)] == pytest.approx(
         [0, 0, 0, 0.3, 0.6, 0.6])
     assert config.replace(curriculum=False).shuffle_probability(0) == 0.6
+
+
+def test_the_device_is_a_setting_and_cpu_stays_its_alias(train_config):
+    from facestudio.cli import build_parser
+    from facestudio.training.arguments import config_from_namespace
+    from facestudio.training.train_fact import claim_device
+
+    def parsed(*flags: str) -> TrainConfig:
+        return config_from_namespace(build_parser().parse_args(["train", "DATASET", "--out", "RUN", *flags]))
+
+    assert [parsed(*flags).device for flags in ((), ("--cpu",), ("--device", "cuda:1"))] == ["auto", "cpu", "cuda:1"]
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU"):
+        with pytest.raises(TrainingError, match=f"--device must be auto, cpu, mps, cuda or cuda:N; got '{bad}'"):
+            parsed("--device", bad)
+    legacy = {key: value for key, value in train_config().to_dict().items() if key != "device"}
+    assert TrainConfig.from_dict({**legacy, "cpu": True}).device == "cpu"  # a run written before `device`
+    assert TrainConfig.from_dict({**legacy, "cpu": False}).device == "auto"
+    assert claim_device(train_config(device="cpu")) is True
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a machine without any)
+    with pytest.raises(TrainingError, match="needs a CUDA GPU" if not torch.cuda.is_available() else "this machine has"):
+        claim_device(train_config(device=missing))
