@@ -13,10 +13,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-#: The detector scans for faces down to this size (the analyzer's default), below the keep threshold, so a small
-#: face is reported as too small, and a small second face counts, instead of going unseen.
-DETECTOR_MIN_FACE_PX = 30
-
 
 def add_training_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
     from facestudio.training import PAD_MODES, PrepareSettings
@@ -68,13 +64,13 @@ def add_training_commands(commands, add_backend_options: Callable[[argparse.Argu
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from facestudio.face import FaceAnalyzer
     from facestudio.training import PrepareSettings, prepare_dataset
+    from facestudio.training.dataset import preparation_analyzer
 
     settings = PrepareSettings(class_word=args.class_word, min_face_px=args.min_face_px,
                                min_sharpness=args.min_sharpness, face_fraction=args.face_fraction, size=args.size,
                                pad=args.pad, overwrite=args.overwrite)
-    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=min(DETECTOR_MIN_FACE_PX, settings.min_face_px))
+    analyzer = preparation_analyzer(args.backend, settings)
     try:
         report = prepare_dataset(args.photos, args.out, analyzer, settings,
                                  on_item=None if args.json else _print_item)
@@ -156,11 +152,14 @@ class _ProgressLine:
     def __call__(self, status) -> None:
         import time
 
+        from facestudio.training.run import RunStage
+
         now = time.monotonic()
         if now - self._last < 0.5 and status.step < status.total:
             return
         self._last = now
         eta = "" if status.eta_seconds is None else f"  ETA {status.eta_seconds / 60:.1f} min"
         loss = "" if status.loss is None else f"  loss {status.loss:.4f}"
-        print(f"\r{status.state} step {status.step}/{status.total}{loss}{eta}   ", end="", file=sys.stderr,
+        unit = "photo" if status.stage == RunStage.PREPARING else "step"
+        print(f"\r{status.state} {unit} {status.step}/{status.total}{loss}{eta}   ", end="", file=sys.stderr,
               flush=True)

@@ -17,7 +17,7 @@ _EXPORTS = {
     "DatasetManifest": "dataset", "PrepareItem": "dataset", "PrepareReport": "dataset", "PrepareSettings": "dataset",
     "extract_zip": "dataset", "face_sharpness": "dataset", "is_dataset_folder": "dataset", "load_manifest": "dataset",
     "prepare_dataset": "dataset",
-    "RunFolder": "run", "RunState": "run", "RunStatus": "run",
+    "RunFolder": "run", "RunStage": "run", "RunState": "run", "RunStatus": "run",
 }
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         load_manifest,
         prepare_dataset,
     )
-    from facestudio.training.run import RunFolder, RunState, RunStatus
+    from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 
 def __getattr__(name: str):
@@ -63,6 +63,7 @@ __all__ = [
     "PrepareReport",
     "PrepareSettings",
     "RunFolder",
+    "RunStage",
     "RunState",
     "RunStatus",
     "TrainConfig",

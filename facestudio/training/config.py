@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from facestudio.errors import TrainingError
-from facestudio.training.run import RunFolder, RunState, RunStatus
+from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 CONFIG_FORMAT = "facestudio-train"
 CONFIG_VERSION = 1
@@ -31,7 +31,11 @@ class TrainConfig:
     """Settings of one training run.
 
     Args:
-        dataset (`str`): folder written by `python -m facestudio prepare`.
+        dataset (`str`): folder written by `python -m facestudio prepare`; with `photos`, where the run writes it.
+        photos (`str`, *optional*): a folder of photos (sub-folders are people) that the run itself prepares into
+            `dataset` as its first stage, with the default `PrepareSettings` (a studio job starts this way). None:
+            `dataset` is already prepared.
+        face_backend (`str`, *optional*, defaults to `"auto"`): the face detector that prepares `photos`.
         base_model (`str`, *optional*): registry name, diffusers folder, single file or hub id; the default base.
         init (`str`, *optional*, defaults to `"default"`): the adapter to start from: `default` (the released
             adapter of the base model), a registry name, a file, or `scratch` (a fresh adapter, gates at 0).
@@ -58,6 +62,8 @@ class TrainConfig:
     """
 
     dataset: str
+    photos: str | None = None
+    face_backend: str = "auto"
     base_model: str | None = None
     init: str = INIT_DEFAULT
     face_encoder: str | None = None
@@ -135,6 +141,7 @@ class TrainConfig:
         need(isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
              self.device, "auto, cpu, mps, cuda or cuda:N")
         need(bool(str(self.dataset).strip()), "dataset", self.dataset, "a dataset folder")
+        need(self.photos is None or bool(str(self.photos).strip()), "photos", self.photos, "a folder of photos")
         return self
 
     def shuffle_probability(self, step: int) -> float:
@@ -177,7 +184,8 @@ class TrainConfig:
 
 
 def create_run(root: str | Path, config: TrainConfig, *, state: RunState = RunState.QUEUED) -> RunFolder:
-    """Make a new run folder holding `config` and a status (`queued` for a job, `running` for the foreground).
+    """Make a new run folder holding `config` and a status (`queued` for a job, `running` for the foreground),
+    whose stage is preparing when the run starts from photos (their number is not known yet), else training.
 
     Refuses a folder that already holds a run, or any non-empty folder: a run never overwrites earlier work.
     """
@@ -190,7 +198,10 @@ def create_run(root: str | Path, config: TrainConfig, *, state: RunState = RunSt
         raise TrainingError(f"{run.root} exists and is not empty; choose a new folder for the run.")
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config_dict(config.to_dict())
-    run.write_status(RunStatus(state=state, total=config.steps))
+    if config.photos is None:
+        run.write_status(RunStatus(state=state, stage=RunStage.TRAINING, total=config.steps))
+    else:
+        run.write_status(RunStatus(state=state, stage=RunStage.PREPARING, total=0))
     return run
 
 

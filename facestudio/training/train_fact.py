@@ -8,12 +8,14 @@ shuffle probability following the curriculum (`TrainConfig.shuffle_probability`)
 
 Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several GPUs with
 `accelerate launch -m facestudio.training.train_fact DATASET --out RUN`. `--resume RUN` continues from the last
-checkpoint and reaches the same weights as an uninterrupted run.
+checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
+`TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -29,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facestudio.errors import FaceStudioError, TrainingError
+from facestudio.errors import DatasetError, FaceStudioError, TrainingError
 from facestudio.files import write_atomic
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
-from facestudio.training.run import RunFolder, RunState, RunStatus
+from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -248,9 +250,14 @@ class FACTTrainer:
     def request_stop(self) -> None:
         self._stop_requested = True
 
+    @property
+    def stop_requested(self) -> bool:
+        """A stop asked of this process (a signal) or of the run (`cancel.request`), before any collective step."""
+        return self._stop_requested or self.run.cancel_requested()
+
     def _should_stop(self) -> bool:
         """Whether to stop now; on several processes all of them must agree, or the others would wait for ever."""
-        local = self._stop_requested or self.run.cancel_requested()
+        local = self.stop_requested
         if self.accelerator.num_processes == 1:
             return local
         flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
@@ -349,8 +356,8 @@ class FACTTrainer:
         config, run, accelerator = self.config, self.run, self.accelerator
         main = accelerator.is_main_process
         latest = run.latest_checkpoint()
-        self._set_status(RunState.RUNNING, force=True, started_at=time.time(), finished_at=None, error=None,
-                         pid=os.getpid(), checkpoint_step=latest[0] if latest else None)
+        self._set_status(RunState.RUNNING, force=True, stage=RunStage.TRAINING, started_at=time.time(),
+                         finished_at=None, error=None, pid=os.getpid(), checkpoint_step=latest[0] if latest else None)
         nonfinite = 0
         while self.step < config.steps:
             if self._should_stop():
@@ -544,6 +551,102 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+# -- the first stage of a run that starts from photos ------------------------------------------------------------------
+
+
+class _StopPreparing(Exception):
+    """Internal: a stop request reached between two photos."""
+
+
+def dataset_ready(folder: str | Path) -> bool:
+    """Whether `folder` holds a complete dataset (its manifest is written last, and every file it lists exists)."""
+    from facestudio.training.dataset import load_manifest
+
+    try:
+        load_manifest(Path(folder))
+    except DatasetError:
+        return False
+    return True
+
+
+def prepare_photos(run: RunFolder, config: TrainConfig, should_stop: Callable[[], bool],
+                   on_progress: ProgressCallback | None = None) -> RunStatus | None:
+    """Prepare `config.photos` into `config.dataset`: state running, stage preparing, step/total counting photos,
+    and the photo report (every photo kept or rejected, with the reason) in RUN/prepare.json as it grows. Skipped
+    when the dataset is already complete (a resumed run); an interrupted preparation starts again from scratch
+    (`prepare_dataset` commits a dataset only whole). Returns the cancelled status when `should_stop` said so
+    between two photos, else None (then the run trains). `DatasetError` when no photo can be used."""
+    from facestudio.training.dataset import REPORT_NAME, PrepareSettings, preparation_analyzer, prepare_dataset
+
+    dataset = Path(config.dataset)
+    if dataset_ready(dataset):
+        report = run.read_prepare_report()
+        if report is None or not report.get("complete"):  # killed between the dataset and its report
+            saved = json.loads((dataset / REPORT_NAME).read_text(encoding="utf-8"))
+            run.write_prepare_report({**saved, "complete": True})
+        return None
+    status = run.read_status() or RunStatus()
+    status.state, status.stage, status.step, status.total = RunState.RUNNING, RunStage.PREPARING, 0, 0
+    status.pid, status.started_at, status.finished_at, status.error = os.getpid(), time.time(), None, None
+    status.loss = status.seconds_per_step = status.eta_seconds = status.checkpoint_step = None
+
+    def publish() -> None:
+        run.write_status(status)
+        if on_progress is not None:
+            on_progress(status)
+
+    items: list[dict] = []
+
+    def on_item(item, done: int, total: int) -> None:
+        items.append(item.to_dict())
+        kept = sum(1 for row in items if row["status"] == "kept")
+        run.write_prepare_report({"complete": False, "photos": total, "kept": kept, "rejected": len(items) - kept,
+                                  "warnings": [], "items": items})
+        status.step, status.total = done, total
+        publish()
+        if should_stop():
+            raise _StopPreparing
+
+    run.prepare_report_path.unlink(missing_ok=True)  # a report of an earlier, interrupted attempt
+    publish()
+    settings = PrepareSettings()
+    analyzer = preparation_analyzer(config.face_backend, settings)
+    try:
+        if should_stop():
+            raise _StopPreparing
+        report = prepare_dataset(Path(str(config.photos)), dataset, analyzer, settings, on_item=on_item)
+    except _StopPreparing:
+        status.state, status.finished_at = RunState.CANCELLED, time.time()
+        publish()
+        logger.info("Cancelled while preparing photo %d of %d; resuming prepares them again", status.step,
+                    status.total)
+        return status
+    finally:
+        analyzer.close()
+    run.write_prepare_report({**report.to_dict(), "complete": True})
+    if not report.kept:
+        reasons = "; ".join(f"{item.source}: {item.detail}" for item in report.items[:3])
+        raise DatasetError(f"None of the {len(report.items)} photo(s) can be used for training ({reasons}); "
+                           f"{run.prepare_report_path} lists each.")
+    for warning in report.warnings:
+        logger.warning("%s", warning)
+    logger.info("Prepared %d of %d photo(s) into %s", len(report.kept), len(report.items), dataset)
+    status.stage, status.step, status.total = RunStage.TRAINING, 0, config.steps
+    publish()
+    return None
+
+
+def _prepare_first(run: RunFolder, config: TrainConfig, trainer: FACTTrainer,
+                   on_progress: ProgressCallback | None) -> RunStatus | None:
+    """The preparing stage on the main process (the others wait for its dataset); the cancelled status, or None."""
+    if not _is_main_rank():
+        _wait_until(lambda: dataset_ready(config.dataset), 3600.0, f"the main process to prepare {config.dataset}")
+        return None
+    stopped = prepare_photos(run, config, lambda: trainer.stop_requested, on_progress)
+    trainer.status = run.read_status() or trainer.status
+    return stopped
+
+
 # -- entry points ----------------------------------------------------------------------------------------------------------
 
 
@@ -565,6 +668,10 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
     trainer = FACTTrainer(run, config, on_progress=on_progress, manager=manager)
     restore = _install_stop_handlers(trainer)
     try:
+        if config.photos is not None:
+            stopped = _prepare_first(run, config, trainer, on_progress)
+            if stopped is not None:
+                return stopped
         trainer.setup()
         return trainer.train()
     except BaseException as err:
@@ -587,10 +694,14 @@ def _is_main_rank() -> bool:
 
 
 def _wait_for_run(run: RunFolder, timeout_seconds: float = 120.0) -> None:
+    _wait_until(run.exists, timeout_seconds, f"the main process to create the run {run.root}")
+
+
+def _wait_until(ready: Callable[[], bool], timeout_seconds: float, what: str) -> None:
     deadline = time.monotonic() + timeout_seconds
-    while not run.exists():
+    while not ready():
         if time.monotonic() > deadline:
-            raise TrainingError(f"The main process did not create the run {run.root} within {timeout_seconds:.0f} s.")
+            raise TrainingError(f"Timed out after {timeout_seconds:.0f} s waiting for {what}.")
         time.sleep(0.2)
 
 

@@ -62,7 +62,7 @@ def test_a_trainer_that_wrote_since_the_read_is_not_overwritten(store, monkeypat
 
 
 @pytest.mark.parametrize("text", ['{"state": "exploded", "step": 2}', '{"state": ["running"]}', "{not json",
-                                  '["running"]'])
+                                  '["running"]', '{"state": "running", "stage": "baking"}'])
 def test_a_damaged_status_reads_as_failed_and_never_raises(store, text):
     job = store.submit_training(fake_config(), "x")
     job.folder.status_path.write_text(text)
