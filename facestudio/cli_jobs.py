@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from facestudio.errors import FaceStudioError
-from facestudio.jobs import ACTIVE_STATES, RunState
+from facestudio.jobs import ACTIVE_STATES, RunStage, RunState
 
 #: How often (seconds at most) a running job's progress line is printed while `jobs resume`/`jobs run` wait.
 PROGRESS_EVERY_SECONDS = 2.0
@@ -90,7 +90,7 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     table = [("ID", "NAME", "STATE", "STEP", "LOSS", "ETA")]
     for job, status in rows:
-        table.append((job.id, _clip(job.name, 24), status.state, f"{status.step}/{status.total}",
+        table.append((job.id, _clip(job.name, 24), status.state, _steps(status),
                       _loss(status.loss), _eta(status)))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -120,7 +120,10 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps(details, indent=2, ensure_ascii=False))
         return 0
     latest = folder.latest_checkpoint()
-    progress = f"step {status.step}/{status.total} ({status.fraction:.0%})"
+    if status.stage == RunStage.PREPARING:
+        progress = f"preparing photo {status.step}/{status.total}" if status.total else "preparing its photos"
+    else:
+        progress = f"step {status.step}/{status.total} ({status.fraction:.0%})"
     line = [status.state, progress]
     if status.loss is not None:
         line.append(f"loss {_loss(status.loss)}")
@@ -135,6 +138,10 @@ def run_show(args: argparse.Namespace) -> int:
                                                                 if status.finished_at else ""))
     print(f"folder      {folder.root}")
     print(f"settings    {_config_summary(config)}")
+    report = folder.read_prepare_report()
+    if report is not None:
+        counted = f"{report.get('kept')} kept, {report.get('rejected')} rejected"
+        print(f"photos      {counted}{'' if report.get('complete') else ' so far'} ({folder.prepare_report_path})")
     if metrics:
         print(f"metrics     {_metrics_summary(metrics[-1])}")
     print(f"checkpoint  {f'step {latest[0]} ({latest[1]})' if latest else 'none yet'}")
@@ -236,12 +243,21 @@ class _ProgressPrinter:
         elif status.state in ACTIVE_STATES:
             extra = "".join((f"  loss {_loss(status.loss)}" if status.loss is not None else "",
                              f"  ETA {_eta(status)}" if status.eta_seconds is not None else ""))
-            print(f"{job.id}  {status.state}  step {status.step}/{status.total}{extra}", flush=True)
+            where = (f"preparing photo {status.step}/{status.total}" if status.stage == RunStage.PREPARING
+                     else f"step {status.step}/{status.total}")
+            print(f"{job.id}  {status.state}  {where}{extra}", flush=True)
         else:
             print(f"{job.id}  {status.state}", flush=True)
 
 
 # -- formatting -------------------------------------------------------------------------------------------------------
+
+
+def _steps(status) -> str:
+    """Optimizer steps, or photos checked while the job prepares them."""
+    if status.stage == RunStage.PREPARING:
+        return f"{status.step}/{status.total} photos" if status.total else "photos"
+    return f"{status.step}/{status.total}"
 
 
 def _loss(loss: float | None) -> str:

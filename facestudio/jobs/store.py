@@ -14,10 +14,11 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from facestudio.errors import JobError
+from facestudio.errors import DatasetError, JobError
 from facestudio.files import write_atomic
 from facestudio.jobs.lock import jobs_dir
 from facestudio.jobs.status import effective_status, settle
@@ -90,16 +91,27 @@ class JobStore:
 
     # -- creating and finding ------------------------------------------------------------------------------------
 
-    def submit_training(self, config: TrainConfig, name: str) -> Job:
-        """Queue a training run; a runner (the studio's, or `jobs resume`) starts it when the queue reaches it."""
+    def submit_training(self, config: TrainConfig, name: str, *, photos: Sequence[Path] = (),
+                        photo_folder: Path | None = None) -> Job:
+        """Queue a training run; a runner (the studio's, or `jobs resume`) starts it when the queue reaches it.
+
+        With `photos` (copied into the job as one person, `JOB/photos/<name>/`) or a `photo_folder` (used where it
+        is), the job prepares them into its own `JOB/dataset/` first (`TrainConfig.photos`); `config.dataset` is
+        then replaced. Check where the photos come from before (`facestudio.jobs.intake` does).
+        """
         config.check()
         name = " ".join(str(name).split()) or Path(str(config.dataset)).name or "training"
         created_at = time.time()
         folder = self._reserve_folder(f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created_at))}-{slugify(name)}")
         try:
+            if photos or photo_folder is not None:
+                layout = RunFolder(folder)
+                config = config.replace(photos=str(photo_folder or layout.photos_dir), dataset=str(layout.dataset_dir))
             run = create_run(folder, config, state=RunState.QUEUED)
+            if photos:
+                _copy_photos(photos, run.photos_dir / slugify(name))
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)  # the folder was made just above; nothing else is in it
+            shutil.rmtree(folder, ignore_errors=True)  # the folder was made just above; only ours is in it
             raise
         job = Job(id=folder.name, name=name, folder=run, created_at=created_at)
         # job.json goes last: a folder without it is never listed, so no runner picks up a half-made job.
@@ -177,7 +189,8 @@ class JobStore:
         raise JobError(f"job {job.id} has already ended ({status.state}); there is nothing to cancel{hint}.")
 
     def resume(self, job_id: str) -> Job:
-        """Re-queue a cancelled, failed or interrupted job; the trainer continues from its latest checkpoint."""
+        """Re-queue a cancelled, failed or interrupted job; the trainer continues from its latest checkpoint (one
+        stopped while preparing its photos prepares them again, one whose dataset is complete goes on training)."""
         job = self.get(job_id)
         status = self.effective_status(job)
         if status.state not in RESUMABLE_STATES:
@@ -185,8 +198,8 @@ class JobStore:
         job.folder.clear_cancel()
         latest = job.folder.latest_checkpoint()
         job.folder.write_status(RunStatus(
-            state=RunState.QUEUED, step=latest[0] if latest else 0, total=status.total, loss=status.loss,
-            checkpoint_step=latest[0] if latest else None, created_at=status.created_at))
+            state=RunState.QUEUED, stage=status.stage, step=latest[0] if latest else 0, total=status.total,
+            loss=status.loss, checkpoint_step=latest[0] if latest else None, created_at=status.created_at))
         logger.info("re-queued job %s", job.id)
         return job
 
@@ -199,3 +212,15 @@ class JobStore:
         if status.state == RunState.CANCELLING:
             return f"job {job.id} is stopping; resume it once it shows as cancelled."
         return f"job {job.id} is {status.state}; cancel it first, or wait for it to finish."
+
+
+def _copy_photos(photos: Sequence[Path], person: Path) -> None:
+    """Numbered copies (two uploads may share a name), in upload order."""
+    person.mkdir(parents=True)
+    for number, photo in enumerate(photos, start=1):
+        photo = Path(photo)
+        try:
+            shutil.copyfile(photo, person / f"{number:03d}_{photo.name}")
+        except OSError as err:
+            raise DatasetError(f"The photo {photo.name} cannot be copied into the job ({err.strerror or err}); "
+                               "upload it again.") from err

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -122,3 +123,21 @@ def test_list_on_an_empty_home(cli, capsys, home):
     assert capsys.readouterr().out.strip() == f"no jobs in {home / 'jobs'}"
     assert cli("list", "--json") == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_job_preparing_its_photos_shows_photos_not_steps(cli, store, capsys, faces_dir):
+    from facestudio.jobs import RunStage
+    from facestudio.jobs.intake import submit_photo_job
+
+    job = submit_photo_job(store, fake_config(), "photos", photos=[faces_dir / "obama.jpg", faces_dir / "biden.jpg"])
+    assert cli() == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[2:4] == ["queued", "photos"]
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, stage=RunStage.PREPARING, pid=os.getpid(), step=1,
+                                      total=2, started_at=time.time()))
+    job.folder.write_prepare_report({"complete": False, "photos": 2, "kept": 1, "rejected": 0, "items": []})
+    assert cli("show", job.id) == 0
+    out = capsys.readouterr().out
+    assert "state       running  preparing photo 1/2" in out
+    assert f"photos      1 kept, 0 rejected so far ({job.folder.prepare_report_path})" in out
+    assert cli("list") == 0
+    assert "1/2 photos" in capsys.readouterr().out
