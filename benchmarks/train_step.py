@@ -127,7 +127,7 @@ def resolve_precision(choice: str, device: str) -> str:
     from facestudio.training import TrainConfig
     from facestudio.training.train_fact import resolve_mixed_precision
 
-    return resolve_mixed_precision(TrainConfig(dataset="-", mixed_precision=choice, cpu=device == "cpu"))
+    return resolve_mixed_precision(TrainConfig(dataset="-", mixed_precision=choice, device=device))
 
 
 # -- workers (one process per variant) ---------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def bare_step(job: Job, variant: Variant, device: torch.device, dtype: torch.dty
 def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], None], Callable[[], None]]:
     """(step, close) of a `FACTTrainer` set up as `train` does, over the benchmark's models and dataset."""
     from facestudio.engine import EngineSettings, ModelManager, select_device
-    from facestudio.training import TrainConfig, create_run
+    from facestudio.training import RunState, TrainConfig, create_run
     from facestudio.training.train_fact import FACTTrainer
 
     models = Path(job.models_dir)
@@ -179,10 +179,10 @@ def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], 
         dataset=job.dataset, base_model=str(models / "base"), init=str(models / "fact.safetensors"),
         face_encoder=str(models / "transface.safetensors"), steps=job.warmup + job.steps, batch_size=job.batch,
         resolution=job.resolution, fair_weight=variant.fair_weight, gradient_checkpointing=variant.checkpointing,
-        mixed_precision=job.precision, cpu=job.device == "cpu", warmup_steps=0, sample_every=0,
+        mixed_precision=job.precision, device=job.device, warmup_steps=0, sample_every=0,
     )
     manager = ModelManager(EngineSettings(home=models / "home", placement=select_device(job.device), offline=True))
-    trainer = FACTTrainer(create_run(run_root, config, state="running"), config, manager=manager)
+    trainer = FACTTrainer(create_run(run_root, config, state=RunState.RUNNING), config, manager=manager)
     trainer.setup()
     return trainer.train_step, trainer.close
 

@@ -70,7 +70,7 @@ def train_config(tiny_studio, tiny_dataset):
             "dataset": str(tiny_dataset), "base_model": str(tiny_studio.base), "init": str(tiny_studio.adapter),
             "face_encoder": str(tiny_studio.face_encoder), "steps": 6, "batch_size": 2, "resolution": 64,
             "lr": 1e-3, "warmup_steps": 0, "checkpoint_every": 2, "sample_every": 0, "sample_steps": 2,
-            "cpu": True, "seed": 3,
+            "device": "cpu", "seed": 3,
         }
         settings.update(overrides)
         return TrainConfig(**settings)

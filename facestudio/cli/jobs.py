@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from facestudio.errors import FaceStudioError
+from facestudio.jobs import ACTIVE_STATES, RunStage, RunState
 
 #: How often (seconds at most) a running job's progress line is printed while `jobs resume`/`jobs run` wait.
 PROGRESS_EVERY_SECONDS = 2.0
@@ -88,7 +89,7 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     table = [("ID", "NAME", "STATE", "STEP", "LOSS", "ETA")]
     for job, status in rows:
-        table.append((job.id, _clip(job.name, 24), status.state, f"{status.step}/{status.total}",
+        table.append((job.id, _clip(job.name, 24), status.state, _steps(status),
                       _loss(status.loss), _eta(status)))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -118,11 +119,14 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps(details, indent=2, ensure_ascii=False))
         return 0
     latest = folder.latest_checkpoint()
-    progress = f"step {status.step}/{status.total} ({status.fraction:.0%})"
+    if status.stage == RunStage.PREPARING:
+        progress = f"preparing photo {status.step}/{status.total}" if status.total else "preparing its photos"
+    else:
+        progress = f"step {status.step}/{status.total} ({status.fraction:.0%})"
     line = [status.state, progress]
     if status.loss is not None:
         line.append(f"loss {_loss(status.loss)}")
-    if status.state in ("running", "cancelling") and status.eta_seconds is not None:
+    if status.state in ACTIVE_STATES and status.eta_seconds is not None:
         line.append(f"ETA {_eta(status)}")
     print(f"job         {job.id}  ({job.name})")
     print(f"state       {'  '.join(line)}")
@@ -133,6 +137,10 @@ def run_show(args: argparse.Namespace) -> int:
                                                                 if status.finished_at else ""))
     print(f"folder      {folder.root}")
     print(f"settings    {_config_summary(config)}")
+    report = folder.read_prepare_report()
+    if report is not None:
+        counted = f"{report.get('kept')} kept, {report.get('rejected')} rejected"
+        print(f"photos      {counted}{'' if report.get('complete') else ' so far'} ({folder.prepare_report_path})")
     if metrics:
         print(f"metrics     {_metrics_summary(metrics[-1])}")
     print(f"checkpoint  {f'step {latest[0]} ({latest[1]})' if latest else 'none yet'}")
@@ -176,7 +184,7 @@ def _tail(path: Path, count: int) -> list[str]:
 def run_cancel(args: argparse.Namespace) -> int:
     store = _store(args)
     status = store.cancel(args.job_id)
-    if status.state == "cancelled":
+    if status.state == RunState.CANCELLED:
         print(f"cancelled {args.job_id} (it had not started)")
     else:
         print(f"asked {args.job_id} to stop: it saves a checkpoint at its next step, then shows as cancelled "
@@ -198,14 +206,14 @@ def run_resume(args: argparse.Namespace) -> int:
         print("the studio is running jobs; it starts this one when the jobs before it are done")
         return 0
     _run_queue(store, args.settings)
-    return 0 if job.status().state == "done" else 1
+    return 0 if job.status().state == RunState.DONE else 1
 
 
 def run_queue(args: argparse.Namespace) -> int:
     ran = _run_queue(_store(args), args.settings)
     if not ran:
         print("no queued jobs")
-    return 0 if all(job.status().state == "done" for job in ran) else 1
+    return 0 if all(job.status().state == RunState.DONE for job in ran) else 1
 
 
 def _run_queue(store, settings) -> list:
@@ -227,14 +235,16 @@ class _ProgressPrinter:
         if status.state == state and now - printed_at < PROGRESS_EVERY_SECONDS:
             return
         self._last[job.id] = (status.state, now)
-        if status.state == "done":
+        if status.state == RunState.DONE:
             print(f"{job.id}  done: adapter at {job.folder.adapter_path}", flush=True)
-        elif status.state in ("failed", "interrupted"):
+        elif status.state in (RunState.FAILED, RunState.INTERRUPTED):
             print(f"{job.id}  {status.state}: {status.error}", file=sys.stderr, flush=True)
-        elif status.state in ("running", "cancelling"):
+        elif status.state in ACTIVE_STATES:
             extra = "".join((f"  loss {_loss(status.loss)}" if status.loss is not None else "",
                              f"  ETA {_eta(status)}" if status.eta_seconds is not None else ""))
-            print(f"{job.id}  {status.state}  step {status.step}/{status.total}{extra}", flush=True)
+            where = (f"preparing photo {status.step}/{status.total}" if status.stage == RunStage.PREPARING
+                     else f"step {status.step}/{status.total}")
+            print(f"{job.id}  {status.state}  {where}{extra}", flush=True)
         else:
             print(f"{job.id}  {status.state}", flush=True)
 
@@ -242,12 +252,19 @@ class _ProgressPrinter:
 # -- formatting -------------------------------------------------------------------------------------------------------
 
 
+def _steps(status) -> str:
+    """Optimizer steps, or photos checked while the job prepares them."""
+    if status.stage == RunStage.PREPARING:
+        return f"{status.step}/{status.total} photos" if status.total else "photos"
+    return f"{status.step}/{status.total}"
+
+
 def _loss(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"
 
 
 def _eta(status) -> str:
-    if status.state not in ("running", "cancelling") or status.eta_seconds is None:
+    if status.state not in ACTIVE_STATES or status.eta_seconds is None:
         return "-"
     seconds = max(0, round(status.eta_seconds))
     hours, rest = divmod(seconds, 3600)

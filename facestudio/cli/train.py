@@ -13,10 +13,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-#: The detector scans for faces down to this size (the analyzer's default), below the keep threshold, so a small
-#: face is reported as too small, and a small second face counts, instead of going unseen.
-DETECTOR_MIN_FACE_PX = 30
-
 
 def add_training_commands(commands, add_backend_options: Callable[[argparse.ArgumentParser], None]) -> None:
     from facestudio.training import PAD_MODES, PrepareSettings
@@ -68,14 +64,13 @@ def add_training_commands(commands, add_backend_options: Callable[[argparse.Argu
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from facestudio.face import FaceAnalyzer
     from facestudio.training import PrepareSettings, prepare_dataset
+    from facestudio.training.dataset import preparation_analyzer
 
     settings = PrepareSettings(class_word=args.class_word, min_face_px=args.min_face_px,
                                min_sharpness=args.min_sharpness, face_fraction=args.face_fraction, size=args.size,
                                pad=args.pad, overwrite=args.overwrite)
-    analyzer = FaceAnalyzer(backend=args.backend, min_face_px=min(DETECTOR_MIN_FACE_PX, settings.min_face_px),
-                            insightface_root=args.settings.insightface_root)
+    analyzer = preparation_analyzer(args.backend, settings, args.settings.insightface_root)
     try:
         report = prepare_dataset(args.photos, args.out, analyzer, settings,
                                  on_item=None if args.json else _print_item, max_pixels=args.settings.max_pixels,
@@ -111,6 +106,7 @@ def _print_summary(report) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from facestudio.training.arguments import train_args_from_namespace
+    from facestudio.training.run import RunState
     from facestudio.training.train_fact import model_manager, run_training
 
     if args.job:
@@ -123,13 +119,13 @@ def run_train(args: argparse.Namespace) -> int:
         train_args.run.clear_cancel()  # the user asks to continue: an old cancel request no longer applies
     status = run_training(train_args, on_progress=_ProgressLine(), manager=model_manager(args.settings))
     print(file=sys.stderr)
-    if status.state == "done":
+    if status.state == RunState.DONE:
         print(f"done: {train_args.run.adapter_path}  (python -m facestudio generate --adapter "
               f"{train_args.run.adapter_path} ...)")
         return 0
     print(f"{status.state} at step {status.step}/{status.total}; continue with "
           f"`python -m facestudio train --resume {train_args.run.root}`")
-    return 0 if status.state == "cancelled" else 1
+    return 0 if status.state == RunState.CANCELLED else 1
 
 
 def _submit_job(args: argparse.Namespace) -> int:
@@ -156,11 +152,14 @@ class _ProgressLine:
     def __call__(self, status) -> None:
         import time
 
+        from facestudio.training.run import RunStage
+
         now = time.monotonic()
         if now - self._last < 0.5 and status.step < status.total:
             return
         self._last = now
         eta = "" if status.eta_seconds is None else f"  ETA {status.eta_seconds / 60:.1f} min"
         loss = "" if status.loss is None else f"  loss {status.loss:.4f}"
-        print(f"\r{status.state} step {status.step}/{status.total}{loss}{eta}   ", end="", file=sys.stderr,
+        unit = "photo" if status.stage == RunStage.PREPARING else "step"
+        print(f"\r{status.state} {unit} {status.step}/{status.total}{loss}{eta}   ", end="", file=sys.stderr,
               flush=True)

@@ -4,8 +4,8 @@ Training in its own process keeps the studio responsive and lets the OS free eve
 ends; one job at a time, because two trainings (or a training and the studio's pipelines) do not fit on one GPU.
 Exactly one runner per studio home, across processes, is enforced by a file lock (`HOME/jobs/.runner.lock`).
 
-The trainer owns `status.json` while it runs. The runner writes a status only after the trainer's process has
-ended without writing a final one (a crash, a kill), so the two never write at the same time.
+The trainer owns `status.json` while it runs. After the trainer's process has ended without writing a final status
+(a crash, a kill), the runner has `status.settle_exit` write the verdict, so the two never write at the same time.
 """
 
 from __future__ import annotations
@@ -27,18 +27,10 @@ from pathlib import Path
 import facestudio
 from facestudio.config import StudioSettings
 from facestudio.errors import JobError
-from facestudio.jobs.store import Job, JobStore, jobs_dir, runner_lock_path
-from facestudio.training.run import (
-    ACTIVE_STATES,
-    CANCELLED,
-    CANCELLING,
-    FAILED,
-    INTERRUPTED,
-    QUEUED,
-    RUNNING,
-    RunFolder,
-    RunStatus,
-)
+from facestudio.jobs.lock import acquire_runner_lock
+from facestudio.jobs.status import settle, settle_exit
+from facestudio.jobs.store import Job, JobStore
+from facestudio.training.run import ACTIVE_STATES, RunFolder, RunState, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -182,18 +174,7 @@ class JobRunner:
             self._release()
 
     def _acquire(self) -> None:
-        from filelock import FileLock, Timeout
-
-        path = runner_lock_path(self.store.home)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path, timeout=0, thread_local=False)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise JobError(f"another FaceStudio process (the studio, or `jobs resume` in another terminal) is "
-                           f"already running the jobs in {jobs_dir(self.store.home)}; it starts queued jobs "
-                           "itself.") from None
-        self._lock = lock
+        self._lock = acquire_runner_lock(self.store.home)
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -215,42 +196,32 @@ class JobRunner:
             self._wake.clear()
 
     def _pick(self) -> Job | str | None:
-        """The next job to run; None when the queue is empty; "busy" while a trainer that an earlier runner
-        left behind (`stop(cancel_running=False)`, a crashed studio) still works: one job at a time, always."""
-        oldest: Job | None = None
+        """The next job to run (`JobStore.next_queued`); None when the queue is empty; "busy" while a trainer that
+        an earlier runner left behind (`stop(cancel_running=False)`, a crashed studio) still works: one job at a
+        time, always. Settles every job on the way: this runner holds the lock, so the verdict on a trainer that
+        died is its to write."""
         for job in self.store.list():
-            status = job.status()
+            status = settle(job.folder, self.store.home, holds_runner_lock=True)
             if status.state in ACTIVE_STATES:
                 if self._waiting_for != job.id:
                     logger.warning("waiting for job %s (pid %s), started earlier, to finish", job.id, status.pid)
                     self._waiting_for = job.id
                 return "busy"
-            if status.state == INTERRUPTED:
-                self._record_interrupted(job, status)
-            elif status.state == QUEUED and (oldest is None or (job.created_at, job.id) < (oldest.created_at, oldest.id)):
-                oldest = job
         self._waiting_for = None
-        return oldest
-
-    @staticmethod
-    def _record_interrupted(job: Job, status: RunStatus) -> None:
-        """This runner holds the lock, so no reader writes the verdict for a trainer that died; write it here."""
-        stored = job.folder.read_status()
-        if stored is not None and stored.state in ACTIVE_STATES and stored.updated_at == status.updated_at:
-            job.folder.write_status(status)
+        return self.store.next_queued()
 
     def _run_job(self, job: Job, *, foreground: bool) -> None:
         folder = job.folder
         self._seen = None
         if folder.cancel_requested():  # cancelled while queued; the canceller's status write may still be on its way
-            self._write_final(job, replace(_stored(folder), state=CANCELLED, finished_at=time.time()))
+            self._write_final(job, replace(_stored(folder), state=RunState.CANCELLED, finished_at=time.time()))
             return
         if self.before_start is not None:
             try:
                 self.before_start()
             except Exception as err:
                 logger.exception("freeing the GPU before job %s failed", job.id)
-                self._write_final(job, replace(_stored(folder), state=FAILED, finished_at=time.time(),
+                self._write_final(job, replace(_stored(folder), state=RunState.FAILED, finished_at=time.time(),
                                                error=f"the studio could not free the GPU before training ({err})."))
                 return
         if self._stop.is_set():  # stop() came while the GPU was being freed: the job stays queued
@@ -296,7 +267,7 @@ class JobRunner:
                 return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         env=env, **session)
         except OSError as err:
-            self._write_final(job, replace(_stored(folder), state=FAILED, finished_at=time.time(),
+            self._write_final(job, replace(_stored(folder), state=RunState.FAILED, finished_at=time.time(),
                                            error=f"the training process could not be started ({err})."))
             return None
 
@@ -325,28 +296,15 @@ class JobRunner:
             return process.wait()
 
     def _settle(self, job: Job, returncode: int, launched_at: float, *, stopped: bool) -> None:
-        """After the trainer exits: keep its own final status, or write what happened when it could not."""
-        folder = job.folder
-        status = _stored(folder)
-        if status.state not in (QUEUED, RUNNING, CANCELLING):
-            logger.info("job %s ended: %s", job.id, status.state)
-            self._notify(job)
-            return
-        if status.state == QUEUED and status.updated_at > launched_at:
+        """After the trainer exits: its own final status stands, or `settle_exit` writes what happened."""
+        final = settle_exit(job.folder, launched_at=launched_at, stopped=stopped,
+                            exit_error=_exit_message(returncode, job.folder))
+        if final is None:
             logger.info("job %s was re-queued while its process ended; it runs again", job.id)
             return
-        latest = folder.latest_checkpoint()
-        now = time.time()
-        if (folder.cancel_requested() or status.state == CANCELLING) and latest is not None:
-            final = replace(status, state=CANCELLED, checkpoint_step=latest[0], finished_at=now, error=None)
-        elif stopped:
-            where = f"step {latest[0]}" if latest else "the start"
-            final = replace(status, state=INTERRUPTED, finished_at=now,
-                            error=f"the studio stopped before the training process finished; resuming continues "
-                                  f"from {where}.")
-        else:
-            final = replace(status, state=FAILED, finished_at=now, error=_exit_message(returncode, folder))
-        self._write_final(job, final)
+        # info, not warning: the status (shown by the UI and `jobs`) is where a person reads what happened.
+        logger.info("job %s ended: %s%s", job.id, final.state, f": {final.error}" if final.error else "")
+        self._notify(job)
 
     def _write_final(self, job: Job, status: RunStatus) -> None:
         job.folder.write_status(status)
@@ -368,7 +326,7 @@ class JobRunner:
 
 
 def _stored(folder: RunFolder) -> RunStatus:
-    return folder.read_status() or RunStatus(state=QUEUED)
+    return folder.read_status() or RunStatus(state=RunState.QUEUED)
 
 
 def _exit_message(returncode: int, folder: RunFolder) -> str:

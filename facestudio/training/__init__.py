@@ -17,7 +17,7 @@ _EXPORTS = {
     "DatasetManifest": "dataset", "PrepareItem": "dataset", "PrepareReport": "dataset", "PrepareSettings": "dataset",
     "extract_zip": "dataset", "face_sharpness": "dataset", "is_dataset_folder": "dataset", "load_manifest": "dataset",
     "prepare_dataset": "dataset",
-    "RUN_STATES": "run", "RunFolder": "run", "RunStatus": "run",
+    "RunFolder": "run", "RunStage": "run", "RunState": "run", "RunStatus": "run",
 }
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         load_manifest,
         prepare_dataset,
     )
-    from facestudio.training.run import RUN_STATES, RunFolder, RunStatus
+    from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 
 def __getattr__(name: str):
@@ -57,13 +57,14 @@ __all__ = [
     "OUTPUT_FOLDERS",
     "PAD_MODES",
     "PHOTO_SUFFIXES",
-    "RUN_STATES",
     "DatasetItem",
     "DatasetManifest",
     "PrepareItem",
     "PrepareReport",
     "PrepareSettings",
     "RunFolder",
+    "RunStage",
+    "RunState",
     "RunStatus",
     "TrainConfig",
     "create_run",

@@ -65,12 +65,14 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("--seed", int, "seed of everything random in the run"),
     ("--mixed-precision", str, f"{', '.join(MIXED_PRECISION)} (auto: bf16 or fp16 on a GPU, no on the CPU)"),
     ("--gradient-checkpointing", _on_off, "on: recompute UNet activations in the backward pass (less memory)"),
+    ("--device", str, "auto (a GPU if there is one), cpu, mps, cuda or cuda:N (that GPU)"),
 )
 
 
 _TYPE_METAVARS = {int: "N", float: "X", _on_off: "on|off", _seed_list: "S,S,..."}
 _METAVARS = {"--trainable": "|".join(TRAINABLE), "--lr-scheduler": "NAME", "--mixed-precision": "|".join(MIXED_PRECISION),
-             "--init": "default|ID|PATH|scratch", "--base-model": "ID|PATH", "--face-encoder": "ID|PATH"}
+             "--init": "default|ID|PATH|scratch", "--base-model": "ID|PATH", "--face-encoder": "ID|PATH",
+             "--device": "auto|cpu|cuda|cuda:N"}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +90,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             ("on" if default else "off") if isinstance(default, bool) else default)
         parser.add_argument(flag, type=kind, default=None, metavar=_METAVARS.get(flag, _TYPE_METAVARS.get(kind, "NAME")),
                             help=f"{text} (default {shown})")
-    parser.add_argument("--cpu", action="store_true", default=None, help="train on the CPU even if a GPU is present")
+    parser.add_argument("--cpu", action="store_const", const="cpu", dest="device", help="same as --device cpu")
 
 
 @dataclass(frozen=True)

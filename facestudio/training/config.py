@@ -8,17 +8,20 @@ change its settings. Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from facestudio.errors import TrainingError
-from facestudio.training.run import RunFolder, RunStatus
+from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 CONFIG_FORMAT = "facestudio-train"
 CONFIG_VERSION = 1
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 TRAINABLE = ("adapter", "face-layers")
 LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
+#: `device`: `auto` (accelerate's choice: a CUDA GPU, or Apple's MPS, else the CPU), `cpu`, `mps`, `cuda`, `cuda:N`.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
 #: `init` values that are not a registry name or a path.
 INIT_DEFAULT, INIT_SCRATCH = "default", "scratch"
 
@@ -28,7 +31,11 @@ class TrainConfig:
     """Settings of one training run.
 
     Args:
-        dataset (`str`): folder written by `python -m facestudio prepare`.
+        dataset (`str`): folder written by `python -m facestudio prepare`; with `photos`, where the run writes it.
+        photos (`str`, *optional*): a folder of photos (sub-folders are people) that the run itself prepares into
+            `dataset` as its first stage, with the default `PrepareSettings` (a studio job starts this way). None:
+            `dataset` is already prepared.
+        face_backend (`str`, *optional*, defaults to `"auto"`): the face detector that prepares `photos`.
         base_model (`str`, *optional*): registry name, diffusers folder, single file or hub id; the default base.
         init (`str`, *optional*, defaults to `"default"`): the adapter to start from: `default` (the released
             adapter of the base model), a registry name, a file, or `scratch` (a fresh adapter, gates at 0).
@@ -50,10 +57,13 @@ class TrainConfig:
         seed (`int`): everything random in the run (data order, noise, timesteps, drop, shuffle) follows from it.
         mixed_precision (`str`): `auto` (bf16 where the GPU has it, else fp16; `no` on the CPU), `no`, `fp16`, `bf16`.
         gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
-        cpu (`bool`): train on the CPU even when a GPU is present.
+        device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
+            device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
     """
 
     dataset: str
+    photos: str | None = None
+    face_backend: str = "auto"
     base_model: str | None = None
     init: str = INIT_DEFAULT
     face_encoder: str | None = None
@@ -82,7 +92,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = True
-    cpu: bool = False
+    device: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
@@ -128,7 +138,10 @@ class TrainConfig:
              ">= 0")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
              f"one of {', '.join(MIXED_PRECISION)}")
+        need(isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
+             self.device, "auto, cpu, mps, cuda or cuda:N")
         need(bool(str(self.dataset).strip()), "dataset", self.dataset, "a dataset folder")
+        need(self.photos is None or bool(str(self.photos).strip()), "photos", self.photos, "a folder of photos")
         return self
 
     def shuffle_probability(self, step: int) -> float:
@@ -154,6 +167,9 @@ class TrainConfig:
         if data.get("format_version") != CONFIG_VERSION:
             raise TrainingError(f"{where} has format version {data.get('format_version')!r}; this FaceStudio reads "
                                 f"version {CONFIG_VERSION}.")
+        if "cpu" in data and "device" not in data:  # written before `device` replaced the `cpu` switch
+            data = {**data, "device": "cpu" if data["cpu"] else "auto"}
+        data = {key: value for key, value in data.items() if key != "cpu"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"format", "format_version"})
         if unknown:
@@ -167,8 +183,9 @@ class TrainConfig:
         return TrainConfig(**{**asdict(self), **changes})
 
 
-def create_run(root: str | Path, config: TrainConfig, *, state: str = "queued") -> RunFolder:
-    """Make a new run folder holding `config` and a status (`queued` for a job, `running` for the foreground).
+def create_run(root: str | Path, config: TrainConfig, *, state: RunState = RunState.QUEUED) -> RunFolder:
+    """Make a new run folder holding `config` and a status (`queued` for a job, `running` for the foreground),
+    whose stage is preparing when the run starts from photos (their number is not known yet), else training.
 
     Refuses a folder that already holds a run, or any non-empty folder: a run never overwrites earlier work.
     """
@@ -181,7 +198,10 @@ def create_run(root: str | Path, config: TrainConfig, *, state: str = "queued") 
         raise TrainingError(f"{run.root} exists and is not empty; choose a new folder for the run.")
     run.root.mkdir(parents=True, exist_ok=True)
     run.write_config_dict(config.to_dict())
-    run.write_status(RunStatus(state=state, total=config.steps))
+    if config.photos is None:
+        run.write_status(RunStatus(state=state, stage=RunStage.TRAINING, total=config.steps))
+    else:
+        run.write_status(RunStatus(state=state, stage=RunStage.PREPARING, total=0))
     return run
 
 

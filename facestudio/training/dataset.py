@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from facestudio import __version__
-from facestudio.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_ZIP_BYTES
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_ZIP_BYTES
 from facestudio.errors import DatasetError, FaceStudioError, ImageLoadError
 from facestudio.face.analyzer import FaceAnalyzer
 from facestudio.face.geometry import SquareCrop
@@ -70,6 +70,9 @@ _OWN_NAMES = frozenset((*OUTPUT_FOLDERS, MANIFEST_NAME, REPORT_NAME, MARKER_NAME
 #: and "edge" smears streaks. Each item records its `pad_fraction` so training can filter heavily padded crops.
 PAD_MODES = {"reflect": cv2.BORDER_REFLECT_101, "edge": cv2.BORDER_REPLICATE, "black": cv2.BORDER_CONSTANT}
 
+#: The detector scans for faces down to this size (the analyzer's default), below the keep threshold, so a small
+#: face is reported as too small, and a small second face counts, instead of going unseen.
+DETECTOR_MIN_FACE_PX = 30
 MAX_ZIP_MEMBERS = 20_000
 _ZIP_JUNK = ("__MACOSX",)
 
@@ -265,6 +268,13 @@ class DatasetManifest:
 
     def items_of(self, identity: str) -> tuple[DatasetItem, ...]:
         return tuple(item for item in self.items if item.identity == identity)
+
+
+def preparation_analyzer(backend: str, settings: PrepareSettings,
+                         insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT) -> FaceAnalyzer:
+    """The face analyzer `prepare_dataset` wants for `settings` (see `DETECTOR_MIN_FACE_PX`); close it after use."""
+    return FaceAnalyzer(backend=backend, min_face_px=min(DETECTOR_MIN_FACE_PX, settings.min_face_px),
+                        insightface_root=insightface_root)
 
 
 # -- the source: a folder or a zip of photos ------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
     RUN/
       config.json          the run's `TrainConfig` (written once, when the run is created)
-      status.json          `RunStatus`: state, step/total, ETA, last loss, error (atomic rewrites)
+      status.json          `RunStatus`: state, stage, step/total, ETA, last loss, error (atomic rewrites)
+      photos/              a job's uploaded photos, when it starts from photos (`TrainConfig.photos`)
+      dataset/             the dataset the run prepares from them, its first stage (complete once it has a manifest)
+      prepare.json         the photo report of that stage: each photo kept or rejected, with the reason
       metrics.jsonl        one JSON line per optimizer step: step, loss, mse, fair, lr, seconds_per_step
       checkpoints/step-N/  adapter, optimizer, scheduler, RNG states and data position (see `checkpoint.py`)
       samples/             step-N_seed-S.png at fixed seeds every `sample_every` steps
@@ -20,6 +23,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 
 from facestudio.errors import TrainingError
@@ -33,29 +37,60 @@ SAMPLES_DIR = "samples"
 ADAPTER_NAME = "adapter.safetensors"
 LOG_NAME = "train.log"
 CANCEL_NAME = "cancel.request"
+PHOTOS_DIR = "photos"
+DATASET_DIR = "dataset"
+PREPARE_REPORT_NAME = "prepare.json"
 CHECKPOINT_PREFIX = "step-"
 #: A checkpoint folder is complete only once this file is in it (it is written last, then the folder is renamed).
 CHECKPOINT_DONE_NAME = "state.json"
 
-QUEUED, RUNNING, CANCELLING, CANCELLED, FAILED, DONE, INTERRUPTED = (
-    "queued", "running", "cancelling", "cancelled", "failed", "done", "interrupted")
-RUN_STATES = (QUEUED, RUNNING, CANCELLING, CANCELLED, FAILED, DONE, INTERRUPTED)
+
+class RunState(str, Enum):
+    """A run's state, spelled in status.json as its value. A `str`, so `json` writes it as it always was."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    DONE = "done"
+    #: The run's process is gone without saying how it ended (never written by the trainer; see `facestudio.jobs`).
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunStage(str, Enum):
+    """What a run does (or does next): prepare its photos into a dataset, or train. `step`/`total` count photos
+    while preparing and optimizer steps while training."""
+
+    PREPARING = "preparing"
+    TRAINING = "training"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 #: States in which no process works on the run.
-FINISHED_STATES = frozenset((CANCELLED, FAILED, DONE, INTERRUPTED))
+FINISHED_STATES = frozenset((RunState.CANCELLED, RunState.FAILED, RunState.DONE, RunState.INTERRUPTED))
 #: States a run can be resumed from.
-RESUMABLE_STATES = frozenset((CANCELLED, FAILED, INTERRUPTED))
+RESUMABLE_STATES = frozenset((RunState.CANCELLED, RunState.FAILED, RunState.INTERRUPTED))
 #: States in which a process is (or should be) working on the run.
-ACTIVE_STATES = frozenset((RUNNING, CANCELLING))
+ACTIVE_STATES = frozenset((RunState.RUNNING, RunState.CANCELLING))
 
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
 @dataclass
 class RunStatus:
-    """What `status.json` says. `eta_seconds` and `seconds_per_step` are estimates from the steps run so far;
+    """What `status.json` says. `stage` is what the run does or does next (None: a run from before stages, which
+    trains); `step`/`total` count in that stage's unit (photos, or optimizer steps; `total` is 0 while the photos
+    are not counted yet). `eta_seconds` and `seconds_per_step` are estimates from the steps run so far;
     `checkpoint_step` is the last complete checkpoint; `error` is one sentence for a failed run."""
 
-    state: str = QUEUED
+    state: RunState = RunState.QUEUED
+    stage: RunStage | None = None
     step: int = 0
     total: int = 0
     loss: float | None = None
@@ -69,16 +104,22 @@ class RunStatus:
     finished_at: float | None = None
     updated_at: float = field(default_factory=time.time)
 
+    def __post_init__(self):
+        # ValueError for a state or stage this FaceStudio does not know (`read_status` reads it as a failed run).
+        self.state = RunState(self.state)
+        self.stage = None if self.stage is None else RunStage(self.stage)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.update(state=self.state.value, stage=None if self.stage is None else self.stage.value)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RunStatus:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        status = cls(**{key: value for key, value in data.items() if key in known})
-        if status.state not in RUN_STATES:
-            raise ValueError(f"unknown state {status.state!r}")
-        return status
+        return cls(**{key: value for key, value in data.items() if key in known})
 
     @property
     def fraction(self) -> float:
@@ -126,6 +167,18 @@ class RunFolder:
     def cancel_path(self) -> Path:
         return self.root / CANCEL_NAME
 
+    @property
+    def photos_dir(self) -> Path:
+        return self.root / PHOTOS_DIR
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / DATASET_DIR
+
+    @property
+    def prepare_report_path(self) -> Path:
+        return self.root / PREPARE_REPORT_NAME
+
     def exists(self) -> bool:
         """A folder is a run once its config is written."""
         return self.config_path.is_file()
@@ -140,12 +193,27 @@ class RunFolder:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as err:
-            return RunStatus(state=FAILED, error=f"{self.status_path} is unreadable ({err}).")
+            return RunStatus(state=RunState.FAILED, error=f"{self.status_path} is unreadable ({err}).")
 
     def write_status(self, status: RunStatus) -> RunStatus:
         status.updated_at = time.time()
         write_atomic(self.status_path, (json.dumps(status.to_dict(), indent=2) + "\n").encode("utf-8"))
         return status
+
+    # -- the photo report of the preparing stage ----------------------------------------------------------------------
+
+    def read_prepare_report(self) -> dict | None:
+        """`prepare.json` (`complete` is False while photos are still being checked), or None when there is none
+        or it cannot be read."""
+        try:
+            data = json.loads(self.prepare_report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_prepare_report(self, report: dict) -> None:
+        write_atomic(self.prepare_report_path,
+                     (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
     # -- cancel requests (a file, so any process can ask: the UI, `jobs cancel`, a second terminal) ----------------
 

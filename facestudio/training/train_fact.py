@@ -8,12 +8,14 @@ shuffle probability following the curriculum (`TrainConfig.shuffle_probability`)
 
 Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several GPUs with
 `accelerate launch -m facestudio.training.train_fact DATASET --out RUN`. `--resume RUN` continues from the last
-checkpoint and reaches the same weights as an uninterrupted run.
+checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
+`TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -29,21 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facestudio.config import StudioSettings
-from facestudio.errors import FaceStudioError, TrainingError
+from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, StudioSettings
+from facestudio.errors import DatasetError, FaceStudioError, TrainingError
 from facestudio.files import write_atomic
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
-from facestudio.training.run import (
-    CANCELLED,
-    CANCELLING,
-    DONE,
-    FAILED,
-    RUNNING,
-    RunFolder,
-    RunStatus,
-)
+from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +202,10 @@ class FACTTrainer:
         from facestudio.training.fair import FairRecorder
 
         config = self.config
+        on_cpu = claim_device(config)
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(config), gradient_accumulation_steps=config.gradient_accumulation,
-            cpu=config.cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
+            cpu=on_cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
         )
         accelerator = self.accelerator
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
@@ -260,12 +255,23 @@ class FACTTrainer:
 
     # -- control ----------------------------------------------------------------------------------------------------
 
+    def manager_settings(self):
+        """The limits this process was started with (the manager's `EngineSettings`; defaults without a manager)."""
+        from facestudio.engine import EngineSettings
+
+        return self._manager.settings if self._manager is not None else EngineSettings(home=StudioSettings().home)
+
     def request_stop(self) -> None:
         self._stop_requested = True
 
+    @property
+    def stop_requested(self) -> bool:
+        """A stop asked of this process (a signal) or of the run (`cancel.request`), before any collective step."""
+        return self._stop_requested or self.run.cancel_requested()
+
     def _should_stop(self) -> bool:
         """Whether to stop now; on several processes all of them must agree, or the others would wait for ever."""
-        local = self._stop_requested or self.run.cancel_requested()
+        local = self.stop_requested
         if self.accelerator.num_processes == 1:
             return local
         flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
@@ -364,8 +370,8 @@ class FACTTrainer:
         config, run, accelerator = self.config, self.run, self.accelerator
         main = accelerator.is_main_process
         latest = run.latest_checkpoint()
-        self._set_status(RUNNING, force=True, started_at=time.time(), finished_at=None, error=None, pid=os.getpid(),
-                         checkpoint_step=latest[0] if latest else None)
+        self._set_status(RunState.RUNNING, force=True, stage=RunStage.TRAINING, started_at=time.time(),
+                         finished_at=None, error=None, pid=os.getpid(), checkpoint_step=latest[0] if latest else None)
         nonfinite = 0
         while self.step < config.steps:
             if self._should_stop():
@@ -383,7 +389,7 @@ class FACTTrainer:
             if config.sample_every and (self.step % config.sample_every == 0 or self.step == config.steps):
                 self._samples()
             self._note_speed(time.perf_counter() - loop_started)
-            self._set_status(CANCELLING if self._should_stop() else RUNNING, loss=metrics.loss)
+            self._set_status(RunState.CANCELLING if self._should_stop() else RunState.RUNNING, loss=metrics.loss)
             self._log(metrics)
         return self._finish()
 
@@ -391,7 +397,7 @@ class FACTTrainer:
         previous = self._seconds_per_step
         self._seconds_per_step = seconds if previous is None else 0.9 * previous + 0.1 * seconds
 
-    def _set_status(self, state: str, force: bool = False, **changes) -> None:
+    def _set_status(self, state: RunState, force: bool = False, **changes) -> None:
         status = self.status
         status.state, status.step, status.total = state, self.step, self.config.steps
         if self._seconds_per_step is not None:
@@ -401,7 +407,7 @@ class FACTTrainer:
             setattr(status, key, value)
         now = time.monotonic()
         if self.accelerator.is_main_process and (force or now - self._last_status_write >= STATUS_EVERY_SECONDS
-                                                 or state != RUNNING):
+                                                 or state != RunState.RUNNING):
             self.run.write_status(status)
             self._last_status_write = now
         if self.on_progress is not None:
@@ -452,10 +458,10 @@ class FACTTrainer:
 
     def _cancel(self) -> RunStatus:
         latest = self.run.latest_checkpoint()
-        self._set_status(CANCELLING, force=True)
+        self._set_status(RunState.CANCELLING, force=True)
         if self.step > 0 and (latest is None or latest[0] != self.step):
             self._checkpoint()
-        self._set_status(CANCELLED, force=True, finished_at=time.time())
+        self._set_status(RunState.CANCELLED, force=True, finished_at=time.time())
         logger.info("Cancelled at step %d; continue with `python -m facestudio train --resume %s`", self.step,
                     self.run.root)
         return self.status
@@ -467,7 +473,7 @@ class FACTTrainer:
         if self.accelerator.is_main_process:
             export_adapter(self.models.adapter, self.run.adapter_path, self.models.base_label)
         self.accelerator.wait_for_everyone()
-        self._set_status(DONE, force=True, finished_at=time.time(), eta_seconds=0.0)
+        self._set_status(RunState.DONE, force=True, finished_at=time.time(), eta_seconds=0.0)
         logger.info("Done: %s", self.run.adapter_path)
         return self.status
 
@@ -495,9 +501,34 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 # -- helpers ---------------------------------------------------------------------------------------------------------------
 
 
+def claim_device(config: TrainConfig) -> bool:
+    """Make `config.device` the device accelerate picks; True when that is the CPU. For `cuda:N` the GPU becomes
+    the current CUDA device (`torch.cuda.set_device`), so accelerate's "cuda" is that GPU; `CUDA_VISIBLE_DEVICES`
+    is left as it is. `TrainingError` for a device this machine does not have."""
+    device = config.device
+    if device in ("auto", "cpu"):
+        return device == "cpu"
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise TrainingError("--device mps needs Apple's Metal (MPS), which this machine lacks; use --device cpu.")
+        return False
+    if not torch.cuda.is_available():
+        raise TrainingError(f"--device {device} needs a CUDA GPU and this machine has none; use --device cpu.")
+    if ":" in device:
+        index, count = int(device.split(":", 1)[1]), torch.cuda.device_count()
+        if index >= count:
+            raise TrainingError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                                f"cuda:{count - 1}.")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise TrainingError(f"--device {device} picks one GPU; under `accelerate launch` choose the GPUs with "
+                                "its --gpu_ids instead.")
+        torch.cuda.set_device(index)
+    return False
+
+
 def resolve_mixed_precision(config: TrainConfig) -> str:
     """The accelerate mixed-precision mode a run uses (`auto` resolved for this machine)."""
-    on_cpu = config.cpu or not torch.cuda.is_available()
+    on_cpu = config.device == "cpu" or not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and on_cpu:
         raise TrainingError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU.")
     if config.mixed_precision != "auto":
@@ -534,6 +565,106 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+# -- the first stage of a run that starts from photos ------------------------------------------------------------------
+
+
+class _StopPreparing(Exception):
+    """Internal: a stop request reached between two photos."""
+
+
+def dataset_ready(folder: str | Path) -> bool:
+    """Whether `folder` holds a complete dataset (its manifest is written last, and every file it lists exists)."""
+    from facestudio.training.dataset import load_manifest
+
+    try:
+        load_manifest(Path(folder))
+    except DatasetError:
+        return False
+    return True
+
+
+def prepare_photos(run: RunFolder, config: TrainConfig, should_stop: Callable[[], bool],
+                   on_progress: ProgressCallback | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT) -> RunStatus | None:
+    """Prepare `config.photos` into `config.dataset`: state running, stage preparing, step/total counting photos,
+    and the photo report (every photo kept or rejected, with the reason) in RUN/prepare.json as it grows. Skipped
+    when the dataset is already complete (a resumed run); an interrupted preparation starts again from scratch
+    (`prepare_dataset` commits a dataset only whole). Returns the cancelled status when `should_stop` said so
+    between two photos, else None (then the run trains). `DatasetError` when no photo can be used."""
+    from facestudio.training.dataset import REPORT_NAME, PrepareSettings, preparation_analyzer, prepare_dataset
+
+    dataset = Path(config.dataset)
+    if dataset_ready(dataset):
+        report = run.read_prepare_report()
+        if report is None or not report.get("complete"):  # killed between the dataset and its report
+            saved = json.loads((dataset / REPORT_NAME).read_text(encoding="utf-8"))
+            run.write_prepare_report({**saved, "complete": True})
+        return None
+    status = run.read_status() or RunStatus()
+    status.state, status.stage, status.step, status.total = RunState.RUNNING, RunStage.PREPARING, 0, 0
+    status.pid, status.started_at, status.finished_at, status.error = os.getpid(), time.time(), None, None
+    status.loss = status.seconds_per_step = status.eta_seconds = status.checkpoint_step = None
+
+    def publish() -> None:
+        run.write_status(status)
+        if on_progress is not None:
+            on_progress(status)
+
+    items: list[dict] = []
+
+    def on_item(item, done: int, total: int) -> None:
+        items.append(item.to_dict())
+        kept = sum(1 for row in items if row["status"] == "kept")
+        run.write_prepare_report({"complete": False, "photos": total, "kept": kept, "rejected": len(items) - kept,
+                                  "warnings": [], "items": items})
+        status.step, status.total = done, total
+        publish()
+        if should_stop():
+            raise _StopPreparing
+
+    run.prepare_report_path.unlink(missing_ok=True)  # a report of an earlier, interrupted attempt
+    publish()
+    settings = PrepareSettings()
+    analyzer = preparation_analyzer(config.face_backend, settings, insightface_root)
+    try:
+        if should_stop():
+            raise _StopPreparing
+        report = prepare_dataset(Path(str(config.photos)), dataset, analyzer, settings, on_item=on_item,
+                                 max_pixels=max_pixels)
+    except _StopPreparing:
+        status.state, status.finished_at = RunState.CANCELLED, time.time()
+        publish()
+        logger.info("Cancelled while preparing photo %d of %d; resuming prepares them again", status.step,
+                    status.total)
+        return status
+    finally:
+        analyzer.close()
+    run.write_prepare_report({**report.to_dict(), "complete": True})
+    if not report.kept:
+        reasons = "; ".join(f"{item.source}: {item.detail}" for item in report.items[:3])
+        raise DatasetError(f"None of the {len(report.items)} photo(s) can be used for training ({reasons}); "
+                           f"{run.prepare_report_path} lists each.")
+    for warning in report.warnings:
+        logger.warning("%s", warning)
+    logger.info("Prepared %d of %d photo(s) into %s", len(report.kept), len(report.items), dataset)
+    status.stage, status.step, status.total = RunStage.TRAINING, 0, config.steps
+    publish()
+    return None
+
+
+def _prepare_first(run: RunFolder, config: TrainConfig, trainer: FACTTrainer,
+                   on_progress: ProgressCallback | None) -> RunStatus | None:
+    """The preparing stage on the main process (the others wait for its dataset); the cancelled status, or None."""
+    if not _is_main_rank():
+        _wait_until(lambda: dataset_ready(config.dataset), 3600.0, f"the main process to prepare {config.dataset}")
+        return None
+    limits = trainer.manager_settings()
+    stopped = prepare_photos(run, config, lambda: trainer.stop_requested, on_progress,
+                             max_pixels=limits.max_pixels, insightface_root=limits.insightface_root)
+    trainer.status = run.read_status() or trainer.status
+    return stopped
+
+
 # -- entry points ----------------------------------------------------------------------------------------------------------
 
 
@@ -544,17 +675,21 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
     main = _is_main_rank()
     if args.config is not None:
         if main:
-            run = create_run(run.root, args.config, state=RUNNING)
+            run = create_run(run.root, args.config, state=RunState.RUNNING)
         else:
             _wait_for_run(run)
     config = read_config(run)
     status = run.read_status()
-    if status is not None and status.state == DONE and run.adapter_path.is_file():
+    if status is not None and status.state == RunState.DONE and run.adapter_path.is_file():
         logger.info("%s is already done: %s", run.root, run.adapter_path)
         return status
     trainer = FACTTrainer(run, config, on_progress=on_progress, manager=manager)
     restore = _install_stop_handlers(trainer)
     try:
+        if config.photos is not None:
+            stopped = _prepare_first(run, config, trainer, on_progress)
+            if stopped is not None:
+                return stopped
         trainer.setup()
         return trainer.train()
     except BaseException as err:
@@ -563,7 +698,7 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, m
             message = "interrupted"
         if main:
             failed = run.read_status() or RunStatus(total=config.steps)
-            failed.state, failed.error, failed.finished_at, failed.pid = FAILED, message, time.time(), os.getpid()
+            failed.state, failed.error, failed.finished_at, failed.pid = RunState.FAILED, message, time.time(), os.getpid()
             run.write_status(failed)
         raise
     finally:
@@ -577,10 +712,14 @@ def _is_main_rank() -> bool:
 
 
 def _wait_for_run(run: RunFolder, timeout_seconds: float = 120.0) -> None:
+    _wait_until(run.exists, timeout_seconds, f"the main process to create the run {run.root}")
+
+
+def _wait_until(ready: Callable[[], bool], timeout_seconds: float, what: str) -> None:
     deadline = time.monotonic() + timeout_seconds
-    while not run.exists():
+    while not ready():
         if time.monotonic() > deadline:
-            raise TrainingError(f"The main process did not create the run {run.root} within {timeout_seconds:.0f} s.")
+            raise TrainingError(f"Timed out after {timeout_seconds:.0f} s waiting for {what}.")
         time.sleep(0.2)
 
 
@@ -621,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return 0 if status.state in (DONE, CANCELLED) else 1
+    return 0 if status.state in (RunState.DONE, RunState.CANCELLED) else 1
 
 
 if __name__ == "__main__":

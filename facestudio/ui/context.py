@@ -22,8 +22,7 @@ from facestudio.engine.identities import IdentityStore
 from facestudio.engine.presets import StylePreset, load_preset_library, user_presets_dir
 from facestudio.engine.registry import ModelRegistry
 from facestudio.errors import InvalidRequestError
-from facestudio.jobs import JobRunner, JobStore
-from facestudio.training.run import DONE
+from facestudio.jobs import JobRunner, JobStore, RunState
 
 logger = logging.getLogger("facestudio.app")
 
@@ -168,7 +167,7 @@ class StudioContext:
         for record in self.registry.of_kind("fact_adapter"):
             choices.append((f"{record.key}: {record.title}", record.key))
         for job in self.jobs.list():
-            if job.status().state == DONE and job.folder.adapter_path.is_file():
+            if job.status().state == RunState.DONE and job.folder.adapter_path.is_file():
                 choices.append((f"trained: {job.name} ({job.id})", str(job.folder.adapter_path)))
         return choices
 

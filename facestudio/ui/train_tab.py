@@ -1,6 +1,8 @@
-"""Train tab: photos of a person -> a prepared dataset -> a background training job, followed live (step, ETA, loss
-plot, sample images) and cancelled or resumed. The jobs live on disk, so the list survives a page reload or a restart
-of the studio; the runner trains in its own process after the studio frees its models."""
+"""Train tab: photos of a person -> a background job that prepares them (photo check) and trains, followed live
+(photos checked, step, ETA, loss plot, sample images) and cancelled or resumed. A click only copies the photos into
+the job and queues it: the face analyzer, the dataset and the training all run in the job's own process, after the
+studio frees its models, so the click never waits for the engine or a generation. The jobs live on disk, so the list
+survives a page reload or a restart of the studio."""
 
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from facestudio.errors import InvalidRequestError
-from facestudio.training.config import TrainConfig
-from facestudio.training.run import FINISHED_STATES
-from facestudio.ui.common import GPU, user_errors
+from facestudio.jobs import FINISHED_STATES, Job, RunStage, RunStatus, TrainConfig
+from facestudio.ui.common import user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import uploaded_paths
 
@@ -35,11 +36,18 @@ def _eta(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def progress(status: RunStatus) -> str:
+    """Where a job is: photos checked while it prepares them, optimizer steps while it trains."""
+    if status.stage == RunStage.PREPARING:
+        return f"photo {status.step}/{status.total}" if status.total else "photos to check"
+    return f"step {status.step}/{status.total}"
+
+
 def jobs_table(ctx: StudioContext) -> pd.DataFrame:
     rows = []
     for job in ctx.jobs.list():
         status = ctx.jobs.effective_status(job)
-        rows.append([job.id, job.name, status.state, f"{status.step}/{status.total}",
+        rows.append([job.id, job.name, status.state, progress(status),
                      "" if status.loss is None else f"{status.loss:.4f}", _eta(status.eta_seconds),
                      "yes" if job.folder.adapter_path.is_file() else ""])
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
@@ -47,6 +55,36 @@ def jobs_table(ctx: StudioContext) -> pd.DataFrame:
 
 def job_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     return [(f"{job.name} ({job.id})", job.id) for job in ctx.jobs.list()]
+
+
+def report_table(job: Job) -> pd.DataFrame:
+    """The job's photo check (its `prepare.json`), as far as it got; empty until the job starts."""
+    report = job.folder.read_prepare_report() or {}
+    rows = [[item.get("source", ""), item.get("status", ""),
+             "" if item.get("status") == "kept" else f"{item.get('reason')}: {item.get('detail')}"]
+            for item in report.get("items") or [] if isinstance(item, dict)]
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+def queue_training(ctx: StudioContext, files, folder: str | None, name: str | None, base_model: str | None,
+                   init: str | None, **settings) -> Job:
+    """Copy the uploaded photos into a new job (or note a folder inside the studio's folder) and queue it, with
+    `settings` (TrainConfig fields) and the studio's device and face detector. Touches no model."""
+    from facestudio.jobs.intake import submit_photo_job
+
+    name = " ".join(str(name or "").split())
+    if not name:
+        raise InvalidRequestError("Give the training a name (for example the person's name).")
+    photos = uploaded_paths(ctx, files)
+    base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
+    init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
+    defaults = TrainConfig(dataset="-")
+    typed = {key: type(getattr(defaults, key))(value) for key, value in settings.items()}  # Numbers are floats
+    config = TrainConfig(dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder,
+                         device=ctx.options.device, face_backend=ctx.options.backend, **typed)
+    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=(folder or "").strip() or None)
+    ctx.runner.wake()
+    return job
 
 
 def init_choices(ctx: StudioContext) -> list[tuple[str, str]]:
@@ -61,54 +99,28 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
 
     @user_errors
     def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
-              resolution, batch_size, checkpoint_every, sample_every, progress=gr.Progress()):  # noqa: B008
-        from facestudio.jobs.intake import prepare_training_photos
-        from facestudio.training.dataset import PrepareSettings
-
-        name = " ".join(str(name or "").split())
-        if not name:
-            raise InvalidRequestError("Give the training a name (for example the person's name).")
-        photos = uploaded_paths(ctx, files)
-        base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
-        init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
-        config = TrainConfig(
-            dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder, steps=int(steps),
-            lr=float(lr), fair_weight=float(fair_weight), drop_prob=float(drop_prob),
-            shuffle_prob=float(shuffle_prob), curriculum=bool(curriculum), resolution=int(resolution),
-            batch_size=int(batch_size), checkpoint_every=int(checkpoint_every), sample_every=int(sample_every),
-            cpu=ctx.options.device == "cpu")
-        config.check()  # refuse bad settings before any photo is prepared
-
-        def on_item(item, done: int, total: int) -> None:
-            progress(done / max(total, 1), desc=f"Preparing photos {done}/{total}")
-
-        with ctx.manager.gpu_lock:  # the face analyzer is shared with the other tabs
-            report = prepare_training_photos(ctx.home, name, ctx.manager.analyzer(), PrepareSettings(),
-                                             photos=photos or None, folder=(folder or "").strip() or None,
-                                             on_item=on_item, max_pixels=ctx.settings.max_pixels)
-        table = pd.DataFrame([[item.source, "kept" if item.kept else "rejected", "" if item.kept else
-                               f"{item.reason}: {item.detail}"] for item in report.items], columns=REPORT_COLUMNS)
-        if not report.kept:
-            raise InvalidRequestError(f"None of the {len(report.items)} photo(s) can be used for training: " +
-                                      "; ".join(f"{item.source}: {item.detail}" for item in report.items[:5]))
-        job = ctx.jobs.submit_training(config.replace(dataset=report.out), name)
-        ctx.runner.wake()
-        warnings = "".join(f"\n- ⚠️ {w}" for w in report.warnings)
-        message = (f"Queued job **{job.id}**: {len(report.kept)} photo(s) kept, {len(report.rejected)} rejected."
-                   f"{warnings}")
-        return table, message, gr.update(choices=job_choices(ctx), value=job.id), jobs_table(ctx)
+              resolution, batch_size, checkpoint_every, sample_every):
+        job = queue_training(ctx, files, folder, name, base_model, init, steps=steps, lr=lr, fair_weight=fair_weight,
+                             drop_prob=drop_prob, shuffle_prob=shuffle_prob, curriculum=curriculum,
+                             resolution=resolution, batch_size=batch_size, checkpoint_every=checkpoint_every,
+                             sample_every=sample_every)
+        message = (f"Queued job **{job.id}**: it checks and crops the photos first (the photo check below fills in "
+                   "as it goes), then trains.")
+        return message, gr.update(choices=job_choices(ctx), value=job.id), jobs_table(ctx)
 
     @user_errors
     def status(job_id: str | None):
         table = jobs_table(ctx)
         if not job_id:
-            return "No job selected.", {}, pd.DataFrame({"step": [], "loss": []}), [], table
+            return ("No job selected.", {}, pd.DataFrame({"step": [], "loss": []}), [],
+                    pd.DataFrame([], columns=REPORT_COLUMNS), table)
         job = ctx.jobs.get(job_id)  # the store checks the id before touching the file system
         state = ctx.jobs.effective_status(job)
         metrics = job.folder.read_metrics()
         plot = pd.DataFrame({"step": [row["step"] for row in metrics], "loss": [row["loss"] for row in metrics]})
         samples = [(str(path), path.stem) for path in job.folder.samples()[-8:]]
-        lines = [f"**{job.name}** · {state.state} · step {state.step}/{state.total}"]
+        stage = "preparing · " if state.stage == RunStage.PREPARING else ""
+        lines = [f"**{job.name}** · {state.state} · {stage}{progress(state)}"]
         if state.loss is not None:
             lines.append(f"loss {state.loss:.4f}")
         if state.eta_seconds is not None and state.state not in FINISHED_STATES:
@@ -116,13 +128,17 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         if state.checkpoint_step:
             lines.append(f"checkpoint at step {state.checkpoint_step}")
         text = " · ".join(lines)
+        report = job.folder.read_prepare_report() or {}
+        if report.get("complete"):
+            text += f"\n\nPhotos: {report.get('kept')} kept, {report.get('rejected')} rejected."
+            text += "".join(f"\n- ⚠️ {warning}" for warning in report.get("warnings") or [])
         if state.error:
             text += f"\n\n⚠️ {state.error}"
         if job.folder.adapter_path.is_file():
             text += f"\n\nAdapter: `{job.folder.adapter_path}` (choose it in Generate → FACT adapter)."
         data = job.to_dict(state)
         data["updated"] = time.strftime("%H:%M:%S")
-        return text, data, plot, samples, table
+        return text, data, plot, samples, report_table(job), table
 
     @user_errors
     def cancel(job_id: str | None):
@@ -143,9 +159,9 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         choices = job_choices(ctx)
         return gr.update(choices=choices, value=choices[0][1] if choices else None), jobs_table(ctx)
 
-    gr.Markdown("Train the face adapter further on photos of one person (FACT's decoupled training with FAIR). The "
-                "photos are checked and cropped first; training runs in the background, one job at a time, and "
-                "keeps checkpoints, so a job can be cancelled and resumed, and survives a restart of the studio.")
+    gr.Markdown("Train the face adapter further on photos of one person (FACT's decoupled training with FAIR). A "
+                "job runs in the background, one at a time: it checks and crops the photos first, then trains, and "
+                "keeps checkpoints, so it can be cancelled and resumed, and survives a restart of the studio.")
     with gr.Row():
         with gr.Column():
             files = gr.File(label="Photos of the person", file_count="multiple", file_types=["image"],
@@ -177,7 +193,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                          precision=0)
             start_button = gr.Button("Start training", variant="primary", elem_id="train-start")
             message = gr.Markdown(elem_id="train-message")
-            report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check", interactive=False, wrap=True)
+            report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
+                                  interactive=False, wrap=True, elem_id="train-report")
         with gr.Column():
             with gr.Row():
                 job = gr.Dropdown(label="Job", choices=job_choices(ctx), value=None, allow_custom_value=True,
@@ -191,10 +208,11 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
             table = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, elem_id="train-jobs")
     timer = gr.Timer(REFRESH_SECONDS)
 
-    status_outputs = [progress_text, job_json, loss_plot, samples, table]
+    status_outputs = [progress_text, job_json, loss_plot, samples, report, table]
+    # Not in the GPU queue: a click copies files and queues a job, so it never waits behind a generation.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
                                shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every],
-                       [report, message, job, table], api_name="train_start", concurrency_id=GPU)
+                       [message, job, table], api_name="train_start")
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
     cancel_button.click(cancel, job, message, api_name="train_cancel", queue=False)

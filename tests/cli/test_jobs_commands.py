@@ -7,12 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 import facestudio.jobs.runner as runner_module
 from facestudio.cli import build_parser
 from facestudio.errors import JobError
+from facestudio.jobs import RunState, RunStatus
 from tests.conftest import REPO_ROOT
 from tests.jobs.conftest import fake_command, fake_config
 from tests.jobs.test_store import dead_pid
@@ -46,7 +48,7 @@ def test_the_command_line_in_a_real_process(store, home):
 
     out, err, code = done["list"]
     assert code == 0, err
-    assert [(row["id"], row["status"]["state"]) for row in json.loads(out)] == [(kept.id, "queued")]
+    assert [(row["id"], row["status"]["state"]) for row in json.loads(out)] == [(kept.id, RunState.QUEUED)]
     out, err, code = done["unknown"]
     assert code == 1 and out == ""
     assert err == "error: no job 20990101-000000-nope; `python -m facestudio jobs list` lists them.\n"
@@ -81,7 +83,7 @@ def test_show_prints_status_settings_checkpoint_and_log(cli, store, capsys):
 
     assert cli("show", job.id, "--json", "--log-lines", "1") == 0
     details = json.loads(capsys.readouterr().out)
-    assert details["status"]["state"] == "done" and details["checkpoint_step"] == 6
+    assert details["status"]["state"] == RunState.DONE and details["checkpoint_step"] == 6
     assert details["adapter"] == str(job.folder.adapter_path) and details["config"]["steps"] == 6
     assert details["last_metrics"]["step"] == 6 and len(details["log_tail"]) == 1
 
@@ -94,10 +96,8 @@ def test_cancel_twice_is_an_error(cli, store):
 
 
 def test_resume_runs_the_queue_here_with_progress_until_it_is_empty(cli, store, capsys):
-    from facestudio.training.run import RunStatus
-
     job = store.submit_training(fake_config(steps=20, checkpoint_every=3), "x")
-    job.folder.write_status(RunStatus(state="running", pid=dead_pid(), step=4, total=20))
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=dead_pid(), step=4, total=20))
     (job.folder.checkpoint_path(3)).mkdir(parents=True)
     (job.folder.checkpoint_path(3) / "state.json").write_text("{}")
     assert cli("resume", job.id) == 0
@@ -106,7 +106,7 @@ def test_resume_runs_the_queue_here_with_progress_until_it_is_empty(cli, store, 
     progress = [line for line in out if line.startswith(f"{job.id}  running  step ")]
     assert progress and any(re.search(r"step \d+/20  loss 0\.\d{4}  ETA \dm\d\ds$", line) for line in progress), out
     assert out[-1] == f"{job.id}  done: adapter at {job.folder.adapter_path}"
-    assert job.folder.read_status().state == "done"
+    assert job.folder.read_status().state == RunState.DONE
 
 
 def test_resume_no_wait_only_queues(cli, store, capsys):
@@ -114,8 +114,8 @@ def test_resume_no_wait_only_queues(cli, store, capsys):
     assert cli("run") == 1  # the job failed
     assert "failed: the training process exited with code 1" in capsys.readouterr().err
     assert cli("resume", job.id, "--no-wait") == 0
-    assert job.folder.read_status().state == "queued" and not (job.folder.root / "trace.jsonl").read_text().count(
-        "\n") > 1
+    assert job.folder.read_status().state == RunState.QUEUED
+    assert (job.folder.root / "trace.jsonl").read_text().count("\n") == 1
 
 
 def test_list_on_an_empty_home(cli, capsys, home):
@@ -123,3 +123,21 @@ def test_list_on_an_empty_home(cli, capsys, home):
     assert capsys.readouterr().out.strip() == f"no jobs in {home / 'jobs'}"
     assert cli("list", "--json") == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_job_preparing_its_photos_shows_photos_not_steps(cli, store, capsys, faces_dir):
+    from facestudio.jobs import RunStage
+    from facestudio.jobs.intake import submit_photo_job
+
+    job = submit_photo_job(store, fake_config(), "photos", photos=[faces_dir / "obama.jpg", faces_dir / "biden.jpg"])
+    assert cli() == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[2:4] == ["queued", "photos"]
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, stage=RunStage.PREPARING, pid=os.getpid(), step=1,
+                                      total=2, started_at=time.time()))
+    job.folder.write_prepare_report({"complete": False, "photos": 2, "kept": 1, "rejected": 0, "items": []})
+    assert cli("show", job.id) == 0
+    out = capsys.readouterr().out
+    assert "state       running  preparing photo 1/2" in out
+    assert f"photos      1 kept, 0 rejected so far ({job.folder.prepare_report_path})" in out
+    assert cli("list") == 0
+    assert "1/2 photos" in capsys.readouterr().out

@@ -5,8 +5,8 @@ steps, then adapter.safetensors and "done"), `fake:slow` (0.2 s per step, to be 
 (exits with code 1 at step 2 without writing a final status, like an unhandled error), `fake:stubborn` (slow, and
 deaf to cancel.request, though it stops on SIGTERM), `fake:deaf` (slow, deaf to both). It checkpoints every
 `checkpoint_every` steps and on cancel (cancel.request or SIGTERM), resumes from the latest checkpoint, and appends
-one line per start to RUN/trace.jsonl so tests can see where each start began. Standard library only, so it starts
-in milliseconds.
+one line per start to RUN/trace.jsonl so tests can see where each start began. The standard library and the run
+states only, so it starts in milliseconds.
 """
 
 import json
@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+from facestudio.training.run import RunState
 
 run = Path(sys.argv[sys.argv.index("--resume") + 1])
 config = json.loads((run / "config.json").read_text())
@@ -58,14 +60,14 @@ start = latest_checkpoint()
 with open(run / "trace.jsonl", "a") as trace:
     trace.write(json.dumps({"pid": os.getpid(), "from_step": start, "at": time.time()}) + "\n")
 print(f"fake trainer {mode}: from step {start}", flush=True)
-write_status(state="running", pid=os.getpid(), step=start, total=total, started_at=time.time(), finished_at=None,
+write_status(state=RunState.RUNNING, pid=os.getpid(), step=start, total=total, started_at=time.time(), finished_at=None,
              error=None)
 saved = start or None
 for step in range(start + 1, total + 1):
     if terminated or (reads_requests and (run / "cancel.request").exists()):
-        write_status(state="cancelling")
+        write_status(state=RunState.CANCELLING)
         saved = checkpoint(step - 1)
-        write_status(state="cancelled", checkpoint_step=saved, finished_at=time.time())
+        write_status(state=RunState.CANCELLED, checkpoint_step=saved, finished_at=time.time())
         sys.exit(0)
     time.sleep(pause)
     if mode == "fake:crash" and step == 2:
@@ -78,4 +80,4 @@ for step in range(start + 1, total + 1):
         saved = checkpoint(step)
     write_status(step=step, loss=loss, checkpoint_step=saved, seconds_per_step=pause, eta_seconds=pause * (total - step))
 (run / "adapter.safetensors").write_bytes(b"fake adapter")
-write_status(state="done", finished_at=time.time(), eta_seconds=0.0)
+write_status(state=RunState.DONE, finished_at=time.time(), eta_seconds=0.0)

@@ -15,9 +15,9 @@ import pytest
 
 import facestudio.jobs.runner as runner_module
 from facestudio.errors import JobError
-from facestudio.jobs import runner_active
+from facestudio.jobs import RunState, RunStatus, runner_active
 from facestudio.jobs.store import JobStore
-from facestudio.training.run import RunStatus, pid_alive
+from facestudio.training.run import pid_alive
 from tests.jobs.conftest import WAIT_SECONDS, fake_config, wait_for
 from tests.jobs.test_store import dead_pid
 
@@ -39,15 +39,16 @@ def test_two_jobs_run_one_at_a_time_in_submission_order(store, make_runner):
     runner = make_runner(before_start=lambda: unloads.append(time.time()),
                          on_update=lambda job, status: events.append((job.id, status.state, status.step)))
     runner.start()
-    wait_for(lambda: state(store, second) == "done", what="the second job to finish")
+    wait_for(lambda: state(store, second) == RunState.DONE, what="the second job to finish")
     a, b = first.folder.read_status(), second.folder.read_status()
-    assert a.state == b.state == "done" and a.step == b.step == 8
+    assert a.state == b.state == RunState.DONE and a.step == b.step == 8
     assert first.folder.adapter_path.is_file() and second.folder.adapter_path.is_file()
     assert a.started_at < a.finished_at <= b.started_at < b.finished_at  # never both running
     assert len(unloads) == 2 and unloads[1] >= a.finished_at  # the GPU is freed before each start
     assert "fake trainer fake:ok: from step 0" in first.folder.log_path.read_text()  # stdout goes to train.log
-    wait_for(lambda: len(events) >= 2 and events[-1] == (second.id, "done", 8), what="the last progress event")
-    assert [event for event in events if event[1] == "done"] == [(first.id, "done", 8), (second.id, "done", 8)]
+    wait_for(lambda: len(events) >= 2 and events[-1] == (second.id, RunState.DONE, 8), what="the last progress event")
+    assert [event for event in events if event[1] == RunState.DONE] == [(first.id, RunState.DONE, 8),
+                                                                  (second.id, RunState.DONE, 8)]
     assert [job_id for job_id, _, _ in events] == sorted(job_id for job_id, _, _ in events)  # first's, then second's
     runner.stop()
     assert not runner_active(store.home)
@@ -59,7 +60,7 @@ def test_a_cancelled_queued_job_never_starts(store, make_runner):
     store.cancel(skipped.id)
     assert [job.id for job in make_runner().run_until_idle()] == [ran.id]
     assert trace(skipped) == [] and skipped.folder.read_status().started_at is None
-    assert state(store, skipped) == "cancelled" and state(store, ran) == "done"
+    assert state(store, skipped) == RunState.CANCELLED and state(store, ran) == RunState.DONE
 
 
 def test_a_queued_job_with_a_cancel_request_is_not_started(store, make_runner):
@@ -67,7 +68,7 @@ def test_a_queued_job_with_a_cancel_request_is_not_started(store, make_runner):
     job = store.submit_training(fake_config(), "x")
     job.folder.request_cancel()
     assert make_runner().run_until_idle() == [job]
-    assert trace(job) == [] and job.folder.read_status().state == "cancelled"
+    assert trace(job) == [] and job.folder.read_status().state == RunState.CANCELLED
 
 
 def test_cancel_a_running_job_checkpoints_then_the_queue_goes_on_and_resume_continues(store, make_runner):
@@ -77,17 +78,17 @@ def test_cancel_a_running_job_checkpoints_then_the_queue_goes_on_and_resume_cont
     runner.start()
     wait_for(lambda: slow.folder.read_status().step >= 2, what="two steps of the slow job")
     assert runner.current == slow
-    assert store.cancel(slow.id).state == "cancelling"
-    wait_for(lambda: state(store, after) == "done", what="the next job to run after the cancel")
+    assert store.cancel(slow.id).state == RunState.CANCELLING
+    wait_for(lambda: state(store, after) == RunState.DONE, what="the next job to run after the cancel")
     status = slow.folder.read_status()
-    assert status.state == "cancelled" and status.checkpoint_step >= 2
+    assert status.state == RunState.CANCELLED and status.checkpoint_step >= 2
     assert slow.folder.latest_checkpoint()[0] == status.checkpoint_step
     assert trace(after)[0]["at"] >= status.finished_at
 
     slow.folder.write_config_dict({**slow.folder.read_config_dict(), "dataset": "fake:ok"})  # finish quickly now
     store.resume(slow.id)
     runner.wake()
-    wait_for(lambda: state(store, slow) == "done", what="the resumed job to finish")
+    wait_for(lambda: state(store, slow) == RunState.DONE, what="the resumed job to finish")
     assert [start["from_step"] for start in trace(slow)] == [0, status.checkpoint_step]
 
 
@@ -95,34 +96,34 @@ def test_a_process_that_exits_without_a_final_status_is_failed_with_its_last_log
     job = store.submit_training(fake_config("crash"), "crash")
     make_runner().run_until_idle()
     status = job.folder.read_status()
-    assert status.state == "failed" and status.finished_at is not None
+    assert status.state == RunState.FAILED and status.finished_at is not None
     assert status.error.startswith("the training process exited with code 1 without finishing")
     assert "RuntimeError: boom" in status.error and status.error.endswith(f"see {job.folder.log_path}.")
-    assert store.resume(job.id).status().state == "queued"  # failed jobs can be resumed
+    assert store.resume(job.id).status().state == RunState.QUEUED  # failed jobs can be resumed
 
 
 def test_a_killed_trainer_is_failed_and_the_runner_carries_on(store, make_runner):
     job = store.submit_training(fake_config("slow", steps=200), "victim")
     after = store.submit_training(fake_config(), "after")
     make_runner().start()
-    status = wait_for(lambda: (s := job.folder.read_status()).state == "running" and s.pid and s, what="running")
+    status = wait_for(lambda: (s := job.folder.read_status()).state == RunState.RUNNING and s.pid and s, what="running")
     os.kill(status.pid, signal.SIGKILL)
-    wait_for(lambda: state(store, after) == "done", what="the job after the killed one")
+    wait_for(lambda: state(store, after) == RunState.DONE, what="the job after the killed one")
     status = job.folder.read_status()
-    assert status.state == "failed" and "killed by SIGKILL" in status.error and "train.log" in status.error
+    assert status.state == RunState.FAILED and "killed by SIGKILL" in status.error and "train.log" in status.error
 
 
 def test_an_interrupted_job_is_recorded_by_the_runner_and_runs_again_after_resume(store, make_runner):
     job = store.submit_training(fake_config(steps=6, checkpoint_every=3), "x")
-    job.folder.write_status(RunStatus(state="running", pid=dead_pid(), step=4, total=6))
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=dead_pid(), step=4, total=6))
     (job.folder.checkpoint_path(3)).mkdir(parents=True)
     (job.folder.checkpoint_path(3) / "state.json").write_text("{}")
     runner = make_runner()
     assert runner.run_until_idle() == []  # nothing queued; the dead trainer's job is not waited for
-    assert job.folder.read_status().state == "interrupted"
+    assert job.folder.read_status().state == RunState.INTERRUPTED
     store.resume(job.id)
     assert runner.run_until_idle() == [job]
-    assert state(store, job) == "done" and [start["from_step"] for start in trace(job)] == [3]
+    assert state(store, job) == RunState.DONE and [start["from_step"] for start in trace(job)] == [3]
 
 
 def test_a_trainer_left_by_an_earlier_runner_is_waited_for(store, make_runner):
@@ -130,15 +131,15 @@ def test_a_trainer_left_by_an_earlier_runner_is_waited_for(store, make_runner):
     queued = store.submit_training(fake_config(), "queued")
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        orphan.folder.write_status(RunStatus(state="running", pid=stand_in.pid, step=1, total=6))
+        orphan.folder.write_status(RunStatus(state=RunState.RUNNING, pid=stand_in.pid, step=1, total=6))
         make_runner().start()
         time.sleep(0.5)
-        assert state(store, queued) == "queued"  # one job at a time, even across runners
+        assert state(store, queued) == RunState.QUEUED  # one job at a time, even across runners
     finally:
         stand_in.kill()
         stand_in.wait()
-    wait_for(lambda: state(store, queued) == "done", what="the queued job once the earlier trainer is gone")
-    assert orphan.folder.read_status().state == "interrupted"
+    wait_for(lambda: state(store, queued) == RunState.DONE, what="the queued job once the earlier trainer is gone")
+    assert orphan.folder.read_status().state == RunState.INTERRUPTED
 
 
 def test_stop_cancels_the_running_job_and_frees_the_home(store, make_runner):
@@ -148,7 +149,7 @@ def test_stop_cancels_the_running_job_and_frees_the_home(store, make_runner):
     wait_for(lambda: job.folder.read_status().step >= 1, what="a step")
     runner.stop(cancel_running=True, timeout_seconds=5)
     status = job.folder.read_status()
-    assert status.state == "cancelled" and status.checkpoint_step is not None
+    assert status.state == RunState.CANCELLED and status.checkpoint_step is not None
     assert not runner.running and not runner_active(store.home)
 
 
@@ -161,7 +162,7 @@ def test_stop_terminates_a_trainer_that_ignores_the_cancel_request(store, make_r
     runner.stop(timeout_seconds=0.5)
     assert time.monotonic() - began < 5
     status = job.folder.read_status()
-    assert status.state == "cancelled" and status.checkpoint_step is not None  # SIGTERM: a cancel, by contract
+    assert status.state == RunState.CANCELLED and status.checkpoint_step is not None  # SIGTERM: a cancel, by contract
 
 
 def test_stop_kills_a_trainer_deaf_to_everything_and_records_it_interrupted(store, make_runner, monkeypatch):
@@ -173,8 +174,9 @@ def test_stop_kills_a_trainer_deaf_to_everything_and_records_it_interrupted(stor
     runner.stop(timeout_seconds=0.3)
     assert not pid_alive(status.pid)
     status = job.folder.read_status()
-    assert status.state == "interrupted" and status.error.startswith("the studio stopped before the training process")
-    assert store.resume(job.id).status().state == "queued"
+    assert status.state == RunState.INTERRUPTED
+    assert status.error.startswith("the studio stopped before the training process")
+    assert store.resume(job.id).status().state == RunState.QUEUED
 
 
 def test_stop_while_the_gpu_is_being_freed_launches_nothing(store, make_runner):
@@ -189,20 +191,20 @@ def test_stop_while_the_gpu_is_being_freed_launches_nothing(store, make_runner):
     runner.start()
     assert freeing.wait(WAIT_SECONDS)
     runner.stop()
-    assert state(store, job) == "queued" and trace(job) == []
+    assert state(store, job) == RunState.QUEUED and trace(job) == []
 
 
 def test_stop_without_cancel_leaves_the_trainer_running(store, make_runner):
     job = store.submit_training(fake_config("slow", steps=200, checkpoint_every=1000), "x")
     runner = make_runner()
     runner.start()
-    wait_for(lambda: job.folder.read_status().state == "running", what="running")
+    wait_for(lambda: job.folder.read_status().state == RunState.RUNNING, what="running")
     runner.stop(cancel_running=False)
     assert not runner_active(store.home)
     wait_for(lambda: job.folder.read_status().step >= 2, what="steps after the runner stopped")
-    assert state(store, job) == "running"
+    assert state(store, job) == RunState.RUNNING
     store.cancel(job.id)
-    wait_for(lambda: state(store, job) == "cancelled", what="the detached trainer to honour the cancel")
+    wait_for(lambda: state(store, job) == RunState.CANCELLED, what="the detached trainer to honour the cancel")
 
 
 def test_only_one_runner_per_home_across_processes(store, make_runner, home):

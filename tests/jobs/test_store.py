@@ -12,9 +12,8 @@ import pytest
 from filelock import FileLock
 
 from facestudio.errors import JobError, TrainingError
-from facestudio.jobs import JOB_ID_PATTERN, JobStore, check_job_id, runner_active
-from facestudio.jobs.store import runner_lock_path
-from facestudio.training.run import RunStatus
+from facestudio.jobs import JOB_ID_PATTERN, JobStore, RunState, RunStatus, check_job_id, runner_active
+from facestudio.jobs.lock import runner_lock_path
 from tests.jobs.conftest import fake_config
 
 
@@ -50,9 +49,9 @@ def test_submit_makes_a_queued_run_folder_with_job_json(store, home):
     assert recorded == {"id": job.id, "kind": "train", "name": "Anna's first run!", "created_at": job.created_at}
     assert json.loads(job.folder.config_path.read_text())["dataset"] == "fake:ok"
     status = store.effective_status(job)
-    assert (status.state, status.step, status.total) == ("queued", 0, 6)
+    assert (status.state, status.step, status.total) == (RunState.QUEUED, 0, 6)
     assert store.get(job.id) == job
-    assert job.to_dict()["status"]["state"] == "queued" and job.to_dict()["adapter"] is None
+    assert job.to_dict()["status"]["state"] == RunState.QUEUED and job.to_dict()["adapter"] is None
 
 
 def test_same_name_same_second_gets_distinct_ids_and_list_is_newest_first(store):
@@ -79,8 +78,8 @@ def test_cancel_a_queued_job_cancels_it_without_running(store):
     first = store.submit_training(fake_config(), "first")
     second = store.submit_training(fake_config(), "second")
     status = store.cancel(first.id)
-    assert status.state == "cancelled" and status.finished_at is not None
-    assert first.folder.read_status().state == "cancelled"
+    assert status.state == RunState.CANCELLED and status.finished_at is not None
+    assert first.folder.read_status().state == RunState.CANCELLED
     assert store.next_queued() == second
     with pytest.raises(JobError, match=r"already ended \(cancelled\).*jobs resume"):
         store.cancel(first.id)
@@ -90,11 +89,11 @@ def test_resume_refuses_done_queued_and_running_jobs(store):
     job = store.submit_training(fake_config(), "x")
     with pytest.raises(JobError, match="already queued"):
         store.resume(job.id)
-    job.folder.write_status(RunStatus(state="running", pid=os.getpid(), total=6))  # this process: alive
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=os.getpid(), total=6))  # this process: alive
     with pytest.raises(JobError, match="is running; cancel it first"):
         store.resume(job.id)
     job.folder.adapter_path.write_bytes(b"x")
-    job.folder.write_status(RunStatus(state="done", step=6, total=6))
+    job.folder.write_status(RunStatus(state=RunState.DONE, step=6, total=6))
     with pytest.raises(JobError, match=f"is done; its adapter is at {job.folder.adapter_path}"):
         store.resume(job.id)
     with pytest.raises(JobError, match=r"already ended \(done\); there is nothing to cancel\.$"):
@@ -103,15 +102,15 @@ def test_resume_refuses_done_queued_and_running_jobs(store):
 
 def test_cancel_a_running_job_asks_the_trainer_and_reads_as_cancelling(store):
     job = store.submit_training(fake_config(), "x")
-    job.folder.write_status(RunStatus(state="running", pid=os.getpid(), step=2, total=6))
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=os.getpid(), step=2, total=6))
     status = store.cancel(job.id)
-    assert status.state == "cancelling" and job.folder.cancel_requested()
-    assert job.folder.read_status().state == "running"  # status.json stays the trainer's to write
+    assert status.state == RunState.CANCELLING and job.folder.cancel_requested()
+    assert job.folder.read_status().state == RunState.RUNNING  # status.json stays the trainer's to write
 
 
 def test_running_with_a_dead_pid_is_interrupted_and_written_back_only_without_a_runner(store, home):
     job = store.submit_training(fake_config(), "x")
-    job.folder.write_status(RunStatus(state="running", pid=dead_pid(), step=4, total=6, started_at=time.time()))
+    job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=dead_pid(), step=4, total=6, started_at=time.time()))
     (job.folder.checkpoint_path(3)).mkdir(parents=True)
     (job.folder.checkpoint_path(3) / "state.json").write_text("{}")
 
@@ -121,18 +120,18 @@ def test_running_with_a_dead_pid_is_interrupted_and_written_back_only_without_a_
     try:
         assert runner_active(home)
         status = store.effective_status(job)
-        assert status.state == "interrupted" and "from step 3" in status.error
-        assert job.folder.read_status().state == "running"  # the runner owns this verdict while it holds the lock
+        assert status.state == RunState.INTERRUPTED and "from step 3" in status.error
+        assert job.folder.read_status().state == RunState.RUNNING  # the runner owns this verdict while it holds it
     finally:
         holder.release()
     assert not runner_active(home)
-    assert [store.effective_status(j).state for j in store.list()] == ["interrupted"]
-    assert job.folder.read_status().state == "interrupted"  # persisted: true after this process ends too
+    assert [store.effective_status(j).state for j in store.list()] == [RunState.INTERRUPTED]
+    assert job.folder.read_status().state == RunState.INTERRUPTED  # persisted: true after this process ends too
 
     job.folder.request_cancel()
     resumed = store.resume(job.id)
     status = resumed.folder.read_status()
-    assert (status.state, status.step, status.checkpoint_step, status.error) == ("queued", 3, 3, None)
+    assert (status.state, status.step, status.checkpoint_step, status.error) == (RunState.QUEUED, 3, 3, None)
     assert not job.folder.cancel_requested()
     assert store.next_queued() == job
 
@@ -143,10 +142,10 @@ def test_a_pid_reused_by_a_newer_process_does_not_count_as_the_trainer(store):
     newcomer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         long_ago = time.time() - 3600
-        job.folder.write_status(RunStatus(state="running", pid=newcomer.pid, total=6, started_at=long_ago))
-        assert store.effective_status(job).state == "interrupted"
-        job.folder.write_status(RunStatus(state="running", pid=newcomer.pid, total=6, started_at=time.time()))
-        assert store.effective_status(job).state == "running"
+        job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=newcomer.pid, total=6, started_at=long_ago))
+        assert store.effective_status(job).state == RunState.INTERRUPTED
+        job.folder.write_status(RunStatus(state=RunState.RUNNING, pid=newcomer.pid, total=6, started_at=time.time()))
+        assert store.effective_status(job).state == RunState.RUNNING
     finally:
         newcomer.kill()
         newcomer.wait()

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from facestudio.errors import TrainingError
-from facestudio.training import RunFolder, TrainConfig, create_run
+from facestudio.training import RunFolder, RunState, TrainConfig, create_run
 from facestudio.training.checkpoint import load_checkpoint
 from facestudio.training.train_fact import FACTTrainer, TrainArgs, run_training
 from tests.conftest import REPO_ROOT
@@ -24,7 +24,7 @@ from tests.training.conftest import train_argv
 
 
 def make_trainer(run_root: Path, config: TrainConfig, manager) -> FACTTrainer:
-    run = create_run(run_root, config, state="running")
+    run = create_run(run_root, config, state=RunState.RUNNING)
     trainer = FACTTrainer(run, config, manager=manager)
     trainer.setup()
     return trainer
@@ -84,7 +84,7 @@ def test_kill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_pat
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert json.loads((killed / "status.json").read_text())["state"] == "running"  # nobody could say otherwise
+    assert json.loads((killed / "status.json").read_text())["state"] == RunState.RUNNING  # nobody could say otherwise
     assert not (killed / "adapter.safetensors").exists()
 
     _, err = uninterrupted.communicate(timeout=300)
@@ -99,7 +99,7 @@ def test_kill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_pat
     assert [row["loss"] for row in RunFolder(killed).read_metrics()] == pytest.approx(
         [row["loss"] for row in RunFolder(straight).read_metrics()], rel=1e-5)
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-6", "step-8"]
-    assert json.loads((killed / "status.json").read_text())["state"] == "done"
+    assert json.loads((killed / "status.json").read_text())["state"] == RunState.DONE
     assert sorted(p.name for p in (killed / "samples").iterdir()) == sorted(
         p.name for p in (straight / "samples").iterdir())
 
@@ -109,7 +109,7 @@ def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train
     from facestudio.training.train_fact import load_models
 
     config = train_config(steps=6, checkpoint_every=4)
-    run = create_run(tmp_path / "run", config, state="running")
+    run = create_run(tmp_path / "run", config, state=RunState.RUNNING)
     seen = []
 
     def on_progress(status):
@@ -118,9 +118,9 @@ def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train
             run.request_cancel()  # what `jobs cancel` and the UI do, from any process
 
     status = run_training(TrainArgs(run, None), on_progress=on_progress, manager=manager)
-    assert status.state == "cancelled" and status.step == 3
-    assert "cancelling" in seen
-    assert run.read_status().state == "cancelled"
+    assert status.state == RunState.CANCELLED and status.step == 3
+    assert RunState.CANCELLING in seen
+    assert run.read_status().state == RunState.CANCELLED
     assert not run.adapter_path.exists()
     step, path = run.latest_checkpoint()
     assert step == 3
@@ -133,7 +133,7 @@ def test_cancel_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, train
 
     run.clear_cancel()
     status = run_training(TrainArgs(run, None), manager=manager)
-    assert status.state == "done" and status.step == 6
+    assert status.state == RunState.DONE and status.step == 6
     assert run.adapter_path.is_file()
 
 
@@ -144,7 +144,7 @@ def test_trained_adapter_loads_into_generation(tmp_path, train_config, tiny_requ
     config = train_config(steps=2, checkpoint_every=2, sample_every=2)
     status = run_training(TrainArgs(RunFolder(tmp_path / "run"), config), manager=manager)
     run = RunFolder(tmp_path / "run")
-    assert status.state == "done"
+    assert status.state == RunState.DONE
     assert [p.name for p in run.samples()] == ["step-000002_seed-0.png", "step-000002_seed-1.png"]
     tiny = tiny_request()
     engine = Engine(make_manager(tiny_studio, tmp_path / "engine-home"))
@@ -171,7 +171,7 @@ def test_a_crash_marks_the_run_failed_and_never_done(tmp_path, train_config, tin
     assert process.returncode == 1
     assert "Traceback" not in err
     status = RunFolder(run_root).read_status()
-    assert status.state == "failed"
+    assert status.state == RunState.FAILED
     assert first_image.name in status.error
     assert not (run_root / "adapter.safetensors").exists()
 
@@ -213,3 +213,24 @@ def test_curriculum_ramps_the_shuffle_probability(train_config):
     assert [config.shuffle_probability(s) for s in (0, 19, 20, 35, 50, 99)] == pytest.approx(
         [0, 0, 0, 0.3, 0.6, 0.6])
     assert config.replace(curriculum=False).shuffle_probability(0) == 0.6
+
+
+def test_the_device_is_a_setting_and_cpu_stays_its_alias(train_config):
+    from facestudio.cli import build_parser
+    from facestudio.training.arguments import config_from_namespace
+    from facestudio.training.train_fact import claim_device
+
+    def parsed(*flags: str) -> TrainConfig:
+        return config_from_namespace(build_parser().parse_args(["train", "DATASET", "--out", "RUN", *flags]))
+
+    assert [parsed(*flags).device for flags in ((), ("--cpu",), ("--device", "cuda:1"))] == ["auto", "cpu", "cuda:1"]
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU"):
+        with pytest.raises(TrainingError, match=f"--device must be auto, cpu, mps, cuda or cuda:N; got '{bad}'"):
+            parsed("--device", bad)
+    legacy = {key: value for key, value in train_config().to_dict().items() if key != "device"}
+    assert TrainConfig.from_dict({**legacy, "cpu": True}).device == "cpu"  # a run written before `device`
+    assert TrainConfig.from_dict({**legacy, "cpu": False}).device == "auto"
+    assert claim_device(train_config(device="cpu")) is True
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a machine without any)
+    with pytest.raises(TrainingError, match="needs a CUDA GPU" if not torch.cuda.is_available() else "this machine has"):
+        claim_device(train_config(device=missing))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facestudio.jobs import RunState
 from tests.ui.conftest import wait_until
 
 GENERATE_DEFAULTS = dict(identity=None, photos=None, prompt="a portrait photo", negative_prompt="blurry",
@@ -206,32 +207,40 @@ def test_training_from_uploaded_photos_cancel_and_resume(client, photo, studio):
                        steps=4, lr=1e-3, fair_weight=0.01, drop_prob=0.05, shuffle_prob=0.5, curriculum=True,
                        resolution=64, batch_size=2, checkpoint_every=2, sample_every=0, api_name="/train_start")
 
-    report, message, job, _table = client.predict(
+    message, job, _table = client.predict(
         files=[photo("obama.jpg"), photo("obama2.jpg"), photo("astronaut.png")], folder="", name="Alex",
         base_model=str(studio.tiny.base), init=str(studio.tiny.adapter), steps=12, lr=1e-3, fair_weight=0.01,
         drop_prob=0.05, shuffle_prob=0.5, curriculum=True, resolution=64, batch_size=2, checkpoint_every=2,
         sample_every=0, api_name="/train_start")
     job_id = job["value"]
-    kept = {row[0].split("_", 1)[1]: row[1] for row in report["data"]}
-    assert kept == {"obama.jpg": "kept", "obama2.jpg": "kept", "astronaut.png": "rejected"}
     assert "Queued job" in message and job_id in message
 
     def status():
         return client.predict(job_id, api_name="/train_status")[1]["status"]
 
-    wait_until(lambda: status()["step"] >= 2, 240, "two training steps")
+    first = status()  # the click returned before any photo was looked at
+    assert first["stage"] == "preparing" and first["state"] in (RunState.QUEUED, RunState.RUNNING)
+    assert first["step"] < 3
+    wait_until(lambda: (s := status())["stage"] == "training" and s["step"] >= 2, 240, "two training steps")
+    text, _data, _plot, _samples, report, _jobs = client.predict(job_id, api_name="/train_status")
+    kept = {row[0].split("_", 1)[1]: row[1] for row in report["data"]}
+    assert kept == {"obama.jpg": "kept", "obama2.jpg": "kept", "astronaut.png": "rejected"}
+    assert "Photos: 2 kept, 1 rejected." in text
     assert "cancel" in client.predict(job_id, api_name="/train_cancel")
-    stopped = wait_until(lambda: (s := status())["state"] == "cancelled" and s, 120, "the cancel")
+    stopped = wait_until(lambda: (s := status())["state"] == RunState.CANCELLED and s, 120, "the cancel")
     assert stopped["checkpoint_step"] >= 2
 
     assert "queued again" in client.predict(job_id, api_name="/train_resume")
-    _text, data, _plot, _samples, jobs = client.predict(job_id, api_name="/train_status")
+    _text, data, _plot, _samples, _report, jobs = client.predict(job_id, api_name="/train_status")
     assert data["id"] == job_id and any(row[0] == job_id for row in jobs["data"])
-    done = wait_until(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job")
-    assert done["state"] == "done", done["error"]
-    text, data, plot, _samples, jobs = client.predict(job_id, api_name="/train_status")
+    done = wait_until(lambda: (s := status())["state"] in (RunState.DONE, RunState.FAILED) and s, 300,
+                      "the resumed job")
+    assert done["state"] == RunState.DONE, done["error"]
+    text, data, plot, _samples, _report, jobs = client.predict(job_id, api_name="/train_status")
     assert [row[0] for row in plot["data"]] == list(range(1, 13))  # every step once, across the resume
     assert data["adapter"] and "Generate → FACT adapter" in text
+    log = (studio.home / "jobs" / job_id / "train.log").read_text()
+    assert log.count("Prepared 2 of 3 photo(s)") == 1  # the resumed job did not prepare again
 
     trained = data["adapter"]  # offered in Generate without a restart
     assert trained in {value for _, value in studio.ctx.adapter_choices()}
