@@ -98,10 +98,10 @@ class TrainConfig:
         object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
 
     def check(self) -> TrainConfig:
-        """Raise `TrainingError` naming the first setting that is out of range; return self."""
+        """Raise `TrainingError` naming the first setting that is out of range (`err.field`); return self."""
         def need(ok: bool, name: str, value, expected: str) -> None:
             if not ok:
-                raise TrainingError(f"--{name.replace('_', '-')} must be {expected}; got {value!r}.")
+                raise TrainingError(f"`{name}` must be {expected}; got {value!r}.", field=name)
 
         def finite(value) -> bool:
             return isinstance(value, (int, float)) and math.isfinite(value)
@@ -119,7 +119,7 @@ class TrainConfig:
             need(finite(value) and 0 <= value <= 1, name, value, "between 0 and 1")
         need(finite(self.curriculum_start) and finite(self.curriculum_end)
              and 0 <= self.curriculum_start <= self.curriculum_end <= 1, "curriculum_end", self.curriculum_end,
-             f"between --curriculum-start ({self.curriculum_start}) and 1")
+             f"between the curriculum start ({self.curriculum_start}) and 1")
         need(self.trainable in TRAINABLE, "trainable", self.trainable, f"one of {', '.join(TRAINABLE)}")
         need(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", self.lr_scheduler,
              f"one of {', '.join(LR_SCHEDULERS)}")

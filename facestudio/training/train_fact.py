@@ -510,18 +510,19 @@ def claim_device(config: TrainConfig) -> bool:
         return device == "cpu"
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise TrainingError("--device mps needs Apple's Metal (MPS), which this machine lacks; use --device cpu.")
+            raise TrainingError("`device` mps needs Apple's Metal (MPS), which this machine lacks; use cpu.",
+                                field="device")
         return False
     if not torch.cuda.is_available():
-        raise TrainingError(f"--device {device} needs a CUDA GPU and this machine has none; use --device cpu.")
+        raise TrainingError(f"`device` {device} needs a CUDA GPU and this machine has none; use cpu.", field="device")
     if ":" in device:
         index, count = int(device.split(":", 1)[1]), torch.cuda.device_count()
         if index >= count:
-            raise TrainingError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
-                                f"cuda:{count - 1}.")
+            raise TrainingError(f"`device` {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                                f"cuda:{count - 1}.", field="device")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise TrainingError(f"--device {device} picks one GPU; under `accelerate launch` choose the GPUs with "
-                                "its --gpu_ids instead.")
+            raise TrainingError(f"`device` {device} picks one GPU; under accelerate launch choose the GPUs with "
+                                "its --gpu_ids instead.", field="device")
         torch.cuda.set_device(index)
     return False
 
@@ -530,7 +531,8 @@ def resolve_mixed_precision(config: TrainConfig) -> str:
     """The accelerate mixed-precision mode a run uses (`auto` resolved for this machine)."""
     on_cpu = config.device == "cpu" or not torch.cuda.is_available()
     if config.mixed_precision == "fp16" and on_cpu:
-        raise TrainingError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU.")
+        raise TrainingError("`mixed_precision` fp16 needs a CUDA GPU; use bf16 or no on the CPU.",
+                            field="mixed_precision")
     if config.mixed_precision != "auto":
         return config.mixed_precision
     if on_cpu:
@@ -758,7 +760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FaceStudioError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        flag = None if err.field is None else "--" + err.field.replace("_", "-")
+        print(f"error: {err.worded(flag)}", file=sys.stderr)
         return 1
     return 0 if status.state in (RunState.DONE, RunState.CANCELLED) else 1
 

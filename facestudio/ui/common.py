@@ -43,6 +43,10 @@ FIELD_LABELS = {
     "strengths": "Strengths to compare", "low_vram": "low-VRAM mode (restart the studio with --low-vram)",
     "device": "the studio's device (--device)", "dtype": "the studio's precision (--dtype)",
     "attention": "the studio's attention kernels (--attention)",
+    # the Train tab
+    "lr": "Learning rate", "fair_weight": "FAIR weight", "drop_prob": "Face drop probability",
+    "shuffle_prob": "Shuffle probability", "resolution": "Resolution", "batch_size": "Batch size",
+    "checkpoint_every": "Checkpoint every N steps", "sample_every": "Samples every N steps",
 }
 
 

@@ -225,7 +225,7 @@ def test_the_device_is_a_setting_and_cpu_stays_its_alias(train_config):
 
     assert [parsed(*flags).device for flags in ((), ("--cpu",), ("--device", "cuda:1"))] == ["auto", "cpu", "cuda:1"]
     for bad in ("gpu", "cuda:", "cuda:x", "CPU"):
-        with pytest.raises(TrainingError, match=f"--device must be auto, cpu, mps, cuda or cuda:N; got '{bad}'"):
+        with pytest.raises(TrainingError, match=f"`device` must be auto, cpu, mps, cuda or cuda:N; got '{bad}'"):
             parsed("--device", bad)
     legacy = {key: value for key, value in train_config().to_dict().items() if key != "device"}
     assert TrainConfig.from_dict({**legacy, "cpu": True}).device == "cpu"  # a run written before `device`

@@ -50,6 +50,6 @@ def test_a_bad_setting_is_refused_before_a_job_exists(tmp_path, faces_dir):
     (home / "photos").mkdir(parents=True)
     shutil.copy(faces_dir / "obama.jpg", home / "photos")
     ctx = StudioContext(StudioOptions(StudioSettings(home=home), device="tpu", run_jobs=False))
-    with pytest.raises(TrainingError, match="--device must be auto, cpu, mps, cuda or cuda:N; got 'tpu'"):
+    with pytest.raises(TrainingError, match="`device` must be auto, cpu, mps, cuda or cuda:N; got 'tpu'"):
         queue_training(ctx, None, str(home / "photos"), "Alex", None, "default", steps=4)
     assert ctx.jobs.list() == [] and not ctx.engine_started
