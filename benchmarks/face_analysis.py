@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    analyzer = FaceAnalyzer(backend="mediapipe", identity="dlib")
+    analyzer = FaceAnalyzer(backend="mediapipe", embedder="dlib")
     detector = analyzer.detector
     rows = []
     for path in sorted(args.faces.glob("*.jpg")) + sorted(args.faces.glob("*.png")):

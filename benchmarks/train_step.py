@@ -112,7 +112,7 @@ def prepare_photos_dataset(models_dir: Path) -> Path:
         person.mkdir()
         for name in DATASET_PHOTOS:
             shutil.copy(faces / name, person)
-        analyzer = FaceAnalyzer(backend="mediapipe", identity="dlib")
+        analyzer = FaceAnalyzer(backend="mediapipe", embedder="dlib")
         try:
             report = prepare_dataset(Path(tmp), out, analyzer, PrepareSettings(size=512))
         finally:

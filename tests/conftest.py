@@ -31,7 +31,7 @@ def faces_dir() -> Path:
 def analyzer():
     from facestudio.face import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(backend="mediapipe", identity="dlib")
+    analyzer = FaceAnalyzer(backend="mediapipe", embedder="dlib")
     yield analyzer
     analyzer.close()
 

@@ -136,7 +136,7 @@ def test_the_engine_applies_the_settings_max_pixels_to_request_photos(faces_dir,
 
     settings = StudioSettings(home=tmp_path / "home", offline=True, max_pixels=10_000)
     manager = ModelManager(EngineSettings.from_settings(settings, placement=select_device("cpu"),
-                                                        face_backend="mediapipe", identity="dlib"))
+                                                        face_backend="mediapipe", embedder="dlib"))
     assert (manager.settings.home, manager.settings.max_pixels) == (settings.home, 10_000)
     with pytest.raises(ImageLoadError, match=r"obama\.jpg .* over the limit of"):
         Engine(manager).generate(GenerateRequest(faces=[str(faces_dir / "obama.jpg")], prompt="a portrait"))

@@ -162,13 +162,9 @@ def _quiet_libraries(debug: bool) -> None:
     """diffusers/transformers print loading bars and advice; users of the CLI see ours only."""
     if debug:
         return
-    import diffusers
-    import transformers
+    from facestudio.engine.logs import quiet_model_libraries
 
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_model_libraries()
     logging.getLogger("facestudio").setLevel(logging.INFO)
 
 

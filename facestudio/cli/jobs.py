@@ -15,6 +15,7 @@ from pathlib import Path
 
 from facestudio.errors import FaceStudioError
 from facestudio.jobs import ACTIVE_STATES, RunStage, RunState
+from facestudio.text import format_duration
 
 #: How often (seconds at most) a running job's progress line is printed while `jobs resume`/`jobs run` wait.
 PROGRESS_EVERY_SECONDS = 2.0
@@ -266,10 +267,7 @@ def _loss(loss: float | None) -> str:
 def _eta(status) -> str:
     if status.state not in ACTIVE_STATES or status.eta_seconds is None:
         return "-"
-    seconds = max(0, round(status.eta_seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+    return format_duration(status.eta_seconds)
 
 
 def _when(timestamp: float | None) -> str:

@@ -83,8 +83,9 @@ def build_parser(settings: StudioSettings | None = None) -> argparse.ArgumentPar
     similarity.add_argument("image_b", metavar="B")
     similarity.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_backend_options(similarity)
-    similarity.add_argument("--identity", choices=("auto", "arcface", "dlib"), default="auto",
-                            help="embedding model: arcface (insightface pack on disk) or dlib (offline); default auto")
+    similarity.add_argument("--embedder", "--identity", dest="embedder", choices=("auto", "arcface", "dlib"),
+                            default="auto", help="identity embedding model: arcface (insightface pack on disk) or dlib "
+                                                 "(offline); default auto (--identity is the older name)")
     similarity.add_argument("--face-index-a", type=int, default=None, metavar="I",
                             help="which face of A (0 = largest, the default)")
     similarity.add_argument("--face-index-b", type=int, default=None, metavar="I",
@@ -209,7 +210,7 @@ def _save_debug(analyzer, image, analysis, path: str, folder: Path) -> None:
 def run_similarity(args: argparse.Namespace) -> int:
     from facestudio.face import FaceAnalyzer, load_image
 
-    analyzer = FaceAnalyzer(backend=args.backend, identity=args.identity, min_face_px=args.min_face_px,
+    analyzer = FaceAnalyzer(backend=args.backend, embedder=args.embedder, min_face_px=args.min_face_px,
                             insightface_root=args.settings.insightface_root)
     image_a = load_image(args.image_a, max_pixels=args.settings.max_pixels)
     image_b = load_image(args.image_b, max_pixels=args.settings.max_pixels)

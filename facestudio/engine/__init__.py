@@ -9,8 +9,9 @@ in well under a second when they do not generate.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from facestudio.lazy import lazy_exports
 
 _EXPORTS = {
     "DevicePlacement": "devices", "select_device": "devices",
@@ -42,17 +43,7 @@ if TYPE_CHECKING:
     from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS, scheduler_key
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'facestudio.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"facestudio.engine.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "DEFAULT_SCHEDULER",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -29,6 +28,7 @@ from facestudio.config import DEFAULT_MAX_PIXELS
 from facestudio.engine.requests import MAX_REFERENCE_PHOTOS
 from facestudio.errors import FaceNotFoundError, InvalidRequestError
 from facestudio.files import write_atomic
+from facestudio.text import slugify
 
 if TYPE_CHECKING:
     from facestudio.face.types import Face
@@ -207,7 +207,7 @@ def identity_slug(name: str) -> str:
         raise InvalidRequestError("Give the identity a name.")
     if len(name.strip()) > MAX_NAME_LENGTH:
         raise InvalidRequestError(f"Identity names are at most {MAX_NAME_LENGTH} characters; got {len(name.strip())}.")
-    slug = re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
+    slug = slugify(name)
     if not slug:
         raise InvalidRequestError(f"The name {name!r} needs at least one letter or digit.")
     return slug

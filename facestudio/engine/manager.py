@@ -44,7 +44,7 @@ class EngineSettings:
             `xformers` (needs the package) or `sliced` (least memory, slowest).
         allow_download (`bool`, *optional*, defaults to `True`): fetch missing models; `False` only reads the cache.
         offline (`bool`, *optional*, defaults to `False`): the hub reads its cache only (`StudioSettings.offline`).
-        face_backend, identity, min_face_px (*optional*): face detector, identity embedder and the smallest face
+        face_backend, embedder, min_face_px (*optional*): face detector, identity embedder and the smallest face
             the detector looks for (see `facestudio.face`).
         single_file_config (`str`, *optional*): where the configs and tokenizer for single-file checkpoints come
             from (a registry key, hub id or local diffusers folder); defaults to the registry's default.
@@ -62,7 +62,7 @@ class EngineSettings:
     allow_download: bool = True
     offline: bool = False
     face_backend: str = "auto"
-    identity: str = "auto"
+    embedder: str = "auto"
     min_face_px: int = 30
     single_file_config: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -395,7 +395,7 @@ class ModelManager:
         with self._load_lock:
             if self._analyzer is None:
                 self._count("face_analyzer")
-                self._analyzer = FaceAnalyzer(backend=self.settings.face_backend, identity=self.settings.identity,
+                self._analyzer = FaceAnalyzer(backend=self.settings.face_backend, embedder=self.settings.embedder,
                                               min_face_px=self.settings.min_face_px,
                                               insightface_root=self.settings.insightface_root)
             return self._analyzer

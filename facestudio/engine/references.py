@@ -38,7 +38,7 @@ class ReferenceFaces:
     warnings: tuple[str, ...]
 
     @property
-    def identity(self) -> np.ndarray:
+    def mean_embedding(self) -> np.ndarray:
         """The person's mean identity direction (unit vectors averaged)."""
         unit = self.embeddings / np.maximum(np.linalg.norm(self.embeddings, axis=1, keepdims=True), 1e-12)
         return unit.mean(axis=0)
@@ -91,4 +91,4 @@ def result_similarity(analyzer, image: Image.Image, references: ReferenceFaces,
     face = faces[0]
     if near is not None:
         face = min(faces, key=lambda f: float(np.linalg.norm(f.center - near.center)))
-    return compare(analyzer.embedder, analyzer.embed(image, face), references.identity)
+    return compare(analyzer.embedder, analyzer.embed(image, face), references.mean_embedding)

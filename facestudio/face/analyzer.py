@@ -41,11 +41,11 @@ class FaceAnalyzer:
         >>> crop = analyzer.reference_crop(image, face)  # 112x112x3, FACT's encoder input
     """
 
-    def __init__(self, backend: str = "auto", identity: str = "auto", min_face_px: int = 30,
+    def __init__(self, backend: str = "auto", embedder: str = "auto", min_face_px: int = 30,
                  analysis_max_side: int = DEFAULT_ANALYSIS_MAX_SIDE, insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT):
         self.insightface_root = Path(insightface_root)
         self.backend = resolve_backend(backend, self.insightface_root)
-        self.identity_backend = identity
+        self.embedder_backend = embedder
         self.min_face_px = int(min_face_px)
         self.analysis_max_side = int(analysis_max_side)
         self._detector: FaceDetector | None = None
@@ -77,7 +77,7 @@ class FaceAnalyzer:
         if self._embedder is None:
             with self._init_lock:
                 if self._embedder is None:
-                    self._embedder = create_embedder(self.identity_backend, self.insightface_root)
+                    self._embedder = create_embedder(self.embedder_backend, self.insightface_root)
         return self._embedder
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from facestudio.errors import DatasetError, JobError
 from facestudio.files import write_atomic
 from facestudio.jobs.lock import jobs_dir
 from facestudio.jobs.status import effective_status, settle
+from facestudio.text import slugify
 from facestudio.training.config import TrainConfig, create_run
 from facestudio.training.run import ACTIVE_STATES, RESUMABLE_STATES, RunFolder, RunState, RunStatus
 
@@ -44,9 +45,9 @@ def check_job_id(job_id: object) -> str:
     return job_id
 
 
-def slugify(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:_MAX_SLUG_LENGTH].strip("-")
-    return slug or "job"
+def _slug(name: str) -> str:
+    """The name part of a job id (and of its photo folder)."""
+    return slugify(name, _MAX_SLUG_LENGTH) or "job"
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,14 @@ class JobStore:
         config.check()
         name = " ".join(str(name).split()) or Path(str(config.dataset)).name or "training"
         created_at = time.time()
-        folder = self._reserve_folder(f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created_at))}-{slugify(name)}")
+        folder = self._reserve_folder(f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created_at))}-{_slug(name)}")
         try:
             if photos or photo_folder is not None:
                 layout = RunFolder(folder)
                 config = config.replace(photos=str(photo_folder or layout.photos_dir), dataset=str(layout.dataset_dir))
             run = create_run(folder, config, state=RunState.QUEUED)
             if photos:
-                _copy_photos(photos, run.photos_dir / slugify(name))
+                _copy_photos(photos, run.photos_dir / _slug(name))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # the folder was made just above; only ours is in it
             raise

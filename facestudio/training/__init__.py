@@ -8,8 +8,9 @@ in the dataset code. The trainer itself is `facestudio.training.train_fact` (it 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from facestudio.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "config", "create_run": "config", "read_config": "config",
@@ -40,18 +41,7 @@ if TYPE_CHECKING:
     from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'facestudio.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"facestudio.training.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "OUTPUT_FOLDERS",

@@ -34,6 +34,7 @@ from torch import nn
 from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, StudioSettings
 from facestudio.errors import DatasetError, FaceStudioError, TrainingError
 from facestudio.files import write_atomic
+from facestudio.text import format_duration
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
@@ -421,7 +422,7 @@ class FACTTrainer:
         eta = self.status.eta_seconds
         logger.info("step %d/%d  loss %.4f (mse %.4f, fair %.4f)  lr %.2e  %.2f s/step  ETA %s", metrics.step,
                     self.config.steps, metrics.loss, metrics.mse, metrics.fair, metrics.lr,
-                    self._seconds_per_step or 0.0, _duration(eta) if eta is not None else "?")
+                    self._seconds_per_step or 0.0, format_duration(eta) if eta is not None else "?")
 
     def _checkpoint(self) -> None:
         from accelerate.utils import gather_object
@@ -558,13 +559,6 @@ def _png_bytes(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 # -- the first stage of a run that starts from photos ------------------------------------------------------------------

@@ -80,8 +80,9 @@ class StudioContext:
         with self._engine_lock:
             if self._engine is None:
                 from facestudio.engine import Engine, EngineSettings, ModelManager, select_device
+                from facestudio.engine.logs import quiet_model_libraries
 
-                _quiet_libraries()
+                quiet_model_libraries()
                 options = self.options
                 settings = EngineSettings.from_settings(
                     self.settings, placement=select_device(options.device, options.dtype, options.low_vram),
@@ -134,7 +135,7 @@ class StudioContext:
         return [str(self.home / "outputs"), str(self.home / "jobs"), str(self.home / "uploads" / "scratch"),
                 str(self.options.assets_dir), str(user_presets_dir(self.home))]
 
-    def upload(self, value: str | None, what: str) -> Path | None:
+    def uploaded_file(self, value: str | None, what: str) -> Path | None:
         """A file the browser uploaded (gradio's cache) or one of the studio's own files; anything else is refused,
         so no client can make the studio read an arbitrary path."""
         if value is None or value == "":
@@ -212,14 +213,3 @@ def upload_cache_dir() -> Path:
     """Where gradio keeps the files browsers and API clients upload."""
     configured = os.environ.get("GRADIO_TEMP_DIR")
     return Path(configured).resolve() if configured else (Path(tempfile.gettempdir()) / "gradio").resolve()
-
-
-def _quiet_libraries() -> None:
-    """diffusers/transformers loading bars would flood the studio's log; progress is shown on the page."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()

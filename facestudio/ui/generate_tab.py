@@ -92,7 +92,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             width=width, height=height, num_images=int(num_images), face_strength=float(strength),
             face_delay_steps=int(delay), face_cfg=bool(face_cfg), scheduler=scheduler or default("scheduler"),
             lora=ctx.checked_choice(lora, ctx.lora_choices, "LoRA"), lora_scale=float(lora_scale),
-            pose=None if pose is None else str(ctx.upload(pose, "pose image")), pose_strength=float(pose_strength),
+            pose=None if pose is None else str(ctx.uploaded_file(pose, "pose image")), pose_strength=float(pose_strength),
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
                                adapter=ctx.checked_choice(adapter, ctx.adapter_choices, "adapter"),
                                face_encoder=ctx.options.face_encoder),
@@ -176,7 +176,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
 
     @user_errors
     def reuse_png(file):
-        path = ctx.upload(file, "PNG")
+        path = ctx.uploaded_file(file, "PNG")
         if path is None:
             return [gr.update()] * len(reusable)
         return settings_from_record(GenerationRecord.from_png(path))

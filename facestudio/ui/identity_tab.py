@@ -28,7 +28,7 @@ def identity_choices(ctx: StudioContext) -> list[str]:
 
 def uploaded_paths(ctx: StudioContext, files: list[str] | None, what: str = "photo") -> list[Path]:
     """The files of a multi-file upload (gradio passes their paths), each checked by `StudioContext.upload`."""
-    return [path for path in (ctx.upload(value, what) for value in files or []) if path is not None]
+    return [path for path in (ctx.uploaded_file(value, what) for value in files or []) if path is not None]
 
 
 def reference_photos(ctx: StudioContext, identity: str | None, files) -> list[str]:

@@ -47,7 +47,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         from facestudio.face import load_image
         from facestudio.face.debug import draw_analysis
 
-        path = ctx.upload(template, "template photo")
+        path = ctx.uploaded_file(template, "template photo")
         if path is None:
             return None, gr.update(choices=[], value=None), None
         image = load_image(path, name=path.name, max_pixels=ctx.settings.max_pixels)
@@ -65,7 +65,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                 denoise, strength, steps, seed, randomize,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
-        template_path = ctx.upload(template, "template photo")
+        template_path = ctx.uploaded_file(template, "template photo")
         if template_path is None:
             raise InvalidRequestError("Upload the template photo first.")
         mask = mask_mode or "face"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from facestudio.errors import InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, Job, RunStage, RunStatus, TrainConfig
+from facestudio.text import format_duration
 from facestudio.ui.common import user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import uploaded_paths
@@ -31,9 +32,7 @@ class TrainTab:
 
 
 def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    return "" if seconds is None else format_duration(seconds)
 
 
 def progress(status: RunStatus) -> str:

@@ -19,7 +19,7 @@ def make_manager(tiny: TinyStudio, home: Path, **overrides):
     from facestudio.engine import EngineSettings, ModelManager, select_device
 
     settings = EngineSettings(home=home, placement=select_device("cpu"), offline=True, face_backend="mediapipe",
-                              identity="dlib", single_file_config=str(tiny.base), **overrides)
+                              embedder="dlib", single_file_config=str(tiny.base), **overrides)
     return ModelManager(settings)
 
 

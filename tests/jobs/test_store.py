@@ -62,7 +62,7 @@ def test_same_name_same_second_gets_distinct_ids_and_list_is_newest_first(store)
 
 
 def test_a_bad_config_leaves_no_folder(store, home):
-    with pytest.raises(TrainingError, match="--steps"):
+    with pytest.raises(TrainingError, match="`steps` must be"):
         store.submit_training(fake_config(steps=0), "bad")
     assert store.list() == []
     assert not (home / "jobs").exists() or list((home / "jobs").iterdir()) == []

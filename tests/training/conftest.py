@@ -10,7 +10,7 @@ from tests.engine.conftest import tiny_request  # noqa: F401  (a generation requ
 
 
 @pytest.fixture
-def studio_home(tmp_path, monkeypatch) -> Path:
+def training_home(tmp_path, monkeypatch) -> Path:
     """An empty, offline FACESTUDIO_HOME for the entry points these tests start (the command line, the trainer)."""
     home = tmp_path / "home"
     monkeypatch.setenv("FACESTUDIO_HOME", str(home))
@@ -19,12 +19,12 @@ def studio_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def manager(studio_home):
+def manager(training_home):
     """The model manager the trainer's entry point would build on that home, for training run in this process."""
     from facestudio.config import StudioSettings
     from facestudio.training.train_fact import model_manager
 
-    return model_manager(StudioSettings(home=studio_home, offline=True))
+    return model_manager(StudioSettings(home=training_home, offline=True))
 
 
 def train_argv(config) -> list[str]:

@@ -29,7 +29,7 @@ def photo_run(tmp_path, config, photos: dict) -> RunFolder:
 
 
 def test_cancel_while_preparing_then_resume_prepares_from_scratch_once(tmp_path, train_config, faces_dir,
-                                                                         studio_home):
+                                                                         training_home):
     run = photo_run(tmp_path, train_config(steps=4, checkpoint_every=2), {
         "a.jpg": faces_dir / "obama.jpg", "b.jpg": faces_dir / "obama2.jpg", "c.jpg": faces_dir / "biden.jpg",
         "d.png": faces_dir / "astronaut.png"})
@@ -72,7 +72,7 @@ def test_cancel_while_preparing_then_resume_prepares_from_scratch_once(tmp_path,
     assert manifest.stat().st_mtime_ns == prepared_at and run.read_status().state == RunState.DONE
 
 
-def test_no_usable_photo_fails_the_run_with_its_report(tmp_path, train_config, studio_home):
+def test_no_usable_photo_fails_the_run_with_its_report(tmp_path, train_config, training_home):
     run = photo_run(tmp_path, train_config(), {"wall.png": noise((160, 160), seed=1), "sky.png": noise((96, 96), seed=2)})
     with pytest.raises(DatasetError, match=r"None of the 2 photo\(s\) can be used for training .*prepare\.json lists"):
         run_training(TrainArgs(run, None))

@@ -157,7 +157,7 @@ def test_trained_adapter_loads_into_generation(tmp_path, train_config, tiny_requ
     assert trained.images[0].image.tobytes() != released.images[0].image.tobytes()
 
 
-def test_a_crash_marks_the_run_failed_and_never_done(tmp_path, train_config, tiny_dataset, studio_home):
+def test_a_crash_marks_the_run_failed_and_never_done(tmp_path, train_config, tiny_dataset, training_home):
     import shutil
 
     dataset = tmp_path / "dataset"
@@ -176,7 +176,7 @@ def test_a_crash_marks_the_run_failed_and_never_done(tmp_path, train_config, tin
     assert not (run_root / "adapter.safetensors").exists()
 
 
-def test_flags_are_checked_before_anything_loads(tmp_path, train_config, studio_home):
+def test_flags_are_checked_before_anything_loads(tmp_path, train_config, training_home):
     from facestudio.cli import build_parser
 
     config = train_config()

@@ -58,14 +58,14 @@ def test_requests_may_use_uploads_and_the_studio_folder_only(tmp_path, monkeypat
     ctx = StudioContext(StudioOptions(StudioSettings(home=tmp_path / "home"), run_jobs=False))
     (uploads / "abc").mkdir(parents=True)
     (uploads / "abc" / "me.jpg").write_bytes(b"x")
-    assert ctx.upload(str(uploads / "abc" / "me.jpg"), "photo") == (uploads / "abc" / "me.jpg").resolve()
+    assert ctx.uploaded_file(str(uploads / "abc" / "me.jpg"), "photo") == (uploads / "abc" / "me.jpg").resolve()
     with pytest.raises(InvalidRequestError, match="must be uploaded; passwd is not an upload"):
-        ctx.upload("/etc/passwd", "photo")
+        ctx.uploaded_file("/etc/passwd", "photo")
     with pytest.raises(InvalidRequestError, match="not an upload"):
-        ctx.upload(str(uploads / ".." / "elsewhere.jpg"), "photo")
+        ctx.uploaded_file(str(uploads / ".." / "elsewhere.jpg"), "photo")
     with pytest.raises(InvalidRequestError, match="missing"):
-        ctx.upload(str(uploads / "gone.jpg"), "photo")
-    assert ctx.upload(None, "photo") is None
+        ctx.uploaded_file(str(uploads / "gone.jpg"), "photo")
+    assert ctx.uploaded_file(None, "photo") is None
     assert not ctx.engine_started  # building the context loads nothing
 
 
