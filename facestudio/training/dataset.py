@@ -625,7 +625,7 @@ def check_output_folder(out: Path, source: Path, overwrite: bool) -> None:
     if not out.exists() or overwrite or is_dataset_folder(out):
         return
     raise DatasetError(f"The dataset folder {out} is not empty and is not a FaceStudio dataset; choose an empty "
-                       "folder or overwrite it (--overwrite).")
+                       "folder or overwrite it.", field="overwrite")
 
 
 def _json_bytes(data: dict) -> bytes:

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from facestudio.engine.metadata import GenerationRecord
+from facestudio.engine.presets import StylePreset
 from facestudio.engine.requests import MAX_IMAGES, MAX_SEED, GenerateRequest, ModelChoice, field_default
 from facestudio.engine.schedulers import SCHEDULERS
 from facestudio.errors import InvalidRequestError
@@ -71,6 +72,21 @@ def parse_strengths(text: str) -> list[float]:
 class GenerateTab:
     identity: gr.Dropdown
     adapter: gr.Dropdown
+
+
+#: The controls a style preset fills, in the order `apply_preset` returns them.
+PRESET_CONTROLS = ("prompt", "negative_prompt", "steps", "cfg", "size", "face_strength", "lora", "lora_scale",
+                   "description")
+
+
+def preset_control_values(preset: StylePreset, subject: str | None) -> dict[str, Any]:
+    """What the Generate tab's controls show for a preset: a request changed by `StylePreset.apply` (the one way a
+    preset changes a request), read back control by control."""
+    styled = preset.apply(GenerateRequest(faces=(), prompt=""), subject)
+    return {"prompt": styled.prompt, "negative_prompt": styled.negative_prompt, "steps": styled.steps,
+            "cfg": styled.cfg, "size": f"{styled.width}x{styled.height}", "face_strength": styled.face_strength,
+            "lora": styled.lora or "", "lora_scale": styled.lora_scale,
+            "description": f"**{preset.name}**" + (f" — {preset.description}" if preset.description else "")}
 
 
 def default(name: str) -> Any:
@@ -155,14 +171,11 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     def apply_preset(key: str | None, subject: str):
         preset = ctx.preset(key)
         if preset is None:
-            return [gr.update()] * 9
-        # The preset changes a request only through `StylePreset.apply`; the controls show the result.
-        styled = preset.apply(GenerateRequest(faces=(), prompt=""), subject)
-        size = f"{styled.width}x{styled.height}"
-        description = f"**{preset.name}**" + (f" — {preset.description}" if preset.description else "")
-        return (styled.prompt, styled.negative_prompt, styled.steps, styled.cfg,
-                gr.update(choices=size_choices(size), value=size), styled.face_strength, styled.lora or "",
-                styled.lora_scale, description)
+            return [gr.update()] * len(PRESET_CONTROLS)
+        values = preset_control_values(preset, subject)
+        size = values["size"]
+        return [gr.update(choices=size_choices(size), value=size) if name == "size" else values[name]
+                for name in PRESET_CONTROLS]
 
     def select_result(evt: gr.SelectData):
         return evt.index
@@ -277,8 +290,9 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     compare_button.click(compare, [strengths, *settings], outputs, api_name="compare_strengths", concurrency_id=GPU)
     stop_button.click(stop, None, info, api_name="generate_stop", queue=False)
     presets.select(choose_preset, None, preset_key, api_visibility="private")
-    preset_key.change(apply_preset, [preset_key, subject],
-                      [prompt, negative, steps, cfg, size, strength, lora, lora_scale, preset_info],
+    controls = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg, "size": size,
+                "face_strength": strength, "lora": lora, "lora_scale": lora_scale, "description": preset_info}
+    preset_key.change(apply_preset, [preset_key, subject], [controls[name] for name in PRESET_CONTROLS],
                       api_visibility="private")
     gallery.select(select_result, None, selected, api_visibility="private")
     reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")

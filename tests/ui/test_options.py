@@ -129,3 +129,26 @@ def test_user_presets_in_the_studio_home_are_offered_and_served(tmp_path):
     assert ctx.preset("mine").name == "Mine" and ctx.preset("film-noir") is not None
     assert len(ctx.preset_problems) == 1 and "broken.json" in ctx.preset_problems[0]
     assert str(user) in ctx.served_dirs()  # the user's thumbnails can be shown
+
+
+def test_a_preset_fills_the_controls_through_its_apply_lora_scale_included(tmp_path):
+    """The Generate tab's preset handler once rebuilt the request by hand and dropped the preset's LoRA scale."""
+    import json
+
+    from facestudio.engine.presets import load_preset
+    from facestudio.engine.requests import GenerateRequest
+    from facestudio.ui.generate_tab import PRESET_CONTROLS, preset_control_values
+
+    (tmp_path / "style.safetensors").write_bytes(b"lora")
+    path = tmp_path / "inked.json"
+    path.write_text(json.dumps({"name": "Inked", "prompt": "ink drawing of {prompt}", "steps": 22, "cfg": 5.5,
+                                "width": 512, "height": 640, "face_strength": 0.65, "lora": "style.safetensors",
+                                "lora_scale": 0.35}))
+    preset = load_preset(path, tmp_path)
+    values = preset_control_values(preset, "a sailor")
+    assert set(values) == set(PRESET_CONTROLS)
+    applied = preset.apply(GenerateRequest(faces=["me.jpg"], prompt="x"), "a sailor")
+    assert values["lora_scale"] == applied.lora_scale == 0.35
+    assert (values["prompt"], values["steps"], values["cfg"], values["size"], values["face_strength"]) == \
+        (applied.prompt, 22, 5.5, "512x640", 0.65)
+    assert values["lora"] == applied.lora == str(tmp_path / "style.safetensors")
