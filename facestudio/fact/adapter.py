@@ -30,7 +30,7 @@ from facestudio.fact.install import (
 from facestudio.fact.resampler import FaceResampler, ResamplerConfig
 
 if TYPE_CHECKING:
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.models import UNet2DConditionModel
 
 logger = logging.getLogger(__name__)
 

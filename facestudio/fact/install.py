@@ -20,8 +20,8 @@ from torch import nn
 from facestudio.fact.attention import FaceConditioning, FaceTokenPassThroughProcessor, GatedFaceAttnProcessor
 
 if TYPE_CHECKING:
+    from diffusers.models import UNet2DConditionModel
     from diffusers.models.attention import AttentionMixin
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 #: Stable Diffusion 1.5's UNet config (`UNet2DConditionModel(**SD15_UNET_CONFIG)`): the topology FACT's released
 #: adapters are made for. Benchmarks build it with random weights (same arithmetic as the real model), tests on
