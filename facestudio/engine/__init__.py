@@ -10,7 +10,7 @@ in well under a second when they do not generate.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "DevicePlacement": "devices", "select_device": "devices",
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from facestudio.engine.schedulers import DEFAULT_SCHEDULER, SCHEDULERS, scheduler_key
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'facestudio.engine' has no attribute {name!r}")
