@@ -106,7 +106,8 @@ def out_of_memory_guard(placement: DevicePlacement, what: str) -> Iterator[None]
         del err  # the exception holds the frames that hold the tensors
         free_accelerator_memory()
         free, total = memory_info(placement.device)
-        where = f" ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free now)" if free is not None else ""
+        where = (f" ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free now)"
+                 if free is not None and total is not None else "")
         # The front names `low_vram` its own way (a flag, or how to restart the studio with it).
         hint = "use a smaller size or fewer images" if placement.low_vram else (
             "try `low_vram`, a smaller size, or fewer images")

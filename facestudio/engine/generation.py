@@ -34,7 +34,7 @@ from facestudio import __version__
 from facestudio.engine.compositing import CropBox, crop_around_mask, paste_back, working_size
 from facestudio.engine.devices import out_of_memory_guard
 from facestudio.engine.hub import DownloadCallback, DownloadPlan
-from facestudio.engine.manager import LoadedFile, ModelManager, StudioModel
+from facestudio.engine.manager import LoadedFile, ModelManager, StudioModel, StudioPipeline
 from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
 from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice
@@ -44,7 +44,7 @@ from facestudio.face import load_image
 from facestudio.face.align import to_unit_range
 from facestudio.face.identity import Similarity
 from facestudio.face.types import Face
-from facestudio.fact import FaceConditionedEmbeds, face_conditioning
+from facestudio.fact import FaceConditionedEmbeds, TransFace, face_conditioning
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ class _Loaded:
     """Stage 2: the models of one request, and the request naming them as they were loaded."""
 
     studio: StudioModel
-    pipe: Any
-    encoder: Any
+    pipe: StudioPipeline
+    encoder: TransFace
     uses_controlnet: bool
     files: dict[str, LoadedFile | None]
     request: GenerateRequest
@@ -418,7 +418,8 @@ class Engine:
             conditioning.bind_controlnets(adapter)
         stopped = False
 
-        def step_end(pipeline, step: int, timestep, callback_kwargs):
+        def step_end(pipeline: StudioPipeline, step: int, timestep: torch.Tensor,
+                     callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             nonlocal stopped
             if step + 1 == delay:
                 adapter.set_scale(request.face_strength)  # "delayed face condition": face on from here
@@ -439,11 +440,14 @@ class Engine:
                 guidance_scale=request.cfg,
                 generator=generator,
                 output_type="pil",
-                callback_on_step_end=step_end,
+                # diffusers annotates this `Callable[[int, int], None]`; it calls it as above and uses the dict.
+                callback_on_step_end=step_end,  # type: ignore[arg-type]
                 **encoded.pipeline_inputs,
             )
         finally:
             adapter.set_scale(request.face_strength)
+        if isinstance(output, tuple):  # diffusers' declared alternative, for `return_dict=False` only
+            raise TypeError("The pipeline returned a tuple; FaceStudio calls it with `return_dict` on.")
         return output.images[0], stopped
 
     def _record(self, request: GenerateRequest, loaded: _Loaded, encoded: _Encoded, references: ReferenceFaces,

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -246,16 +247,17 @@ class ModelHub:
         )
 
 
-def _forwarding_tqdm(callback: DownloadCallback | None, model: str, filename: str, done: int, total: int):
+def _forwarding_tqdm(callback: DownloadCallback | None, model: str, filename: str, done: int,
+                     total: int) -> type[tqdm]:
     """A tqdm class for huggingface_hub that also reports bytes to `callback` (quiet when there is none)."""
 
     class ForwardingTqdm(tqdm):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
             self._seen = 0
 
-        def update(self, n=1):
+        def update(self, n: int | None = 1) -> bool | None:
             self._seen += n or 0
             if callback is not None:
                 callback(DownloadEvent(model, filename, min(done + self._seen, total), total))
@@ -264,7 +266,7 @@ def _forwarding_tqdm(callback: DownloadCallback | None, model: str, filename: st
     return ForwardingTqdm
 
 
-def _modelscope_callback(callback: DownloadCallback, model: str, done: int, total: int):
+def _modelscope_callback(callback: DownloadCallback, model: str, done: int, total: int) -> type:
     from modelscope.hub.callback import ProgressCallback
 
     class ForwardingCallback(ProgressCallback):

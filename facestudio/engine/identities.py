@@ -31,6 +31,7 @@ from facestudio.files import write_atomic
 from facestudio.text import slugify
 
 if TYPE_CHECKING:
+    from facestudio.face import FaceAnalyzer
     from facestudio.face.types import Face
 
 # The face layer (OpenCV, detectors) is imported where photos are read, so listing and naming identities stays light
@@ -113,7 +114,7 @@ def parse_face_indexes(text: str | None, count: int) -> list[int | None]:
     return indexes + [None] * (count - len(indexes))
 
 
-def inspect_photos(analyzer, paths: list[str | Path], face_indexes: list[int | None] | None = None, *,
+def inspect_photos(analyzer: FaceAnalyzer, paths: list[str | Path], face_indexes: list[int | None] | None = None, *,
                    names: list[str] | None = None, min_face_px: int | None = None,
                    min_sharpness: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> IdentityCheck:
     """Check 1-8 photos of one person; `ImageLoadError` names a photo that cannot be read (or is over `max_pixels`).
@@ -134,17 +135,19 @@ def inspect_photos(analyzer, paths: list[str | Path], face_indexes: list[int | N
     photos = [_inspect_one(analyzer, Path(path), name, index, min_face_px, min_sharpness, max_pixels)
               for path, name, index in zip(paths, names, face_indexes, strict=True)]
     warnings = []
-    usable = [photo for photo in photos if photo.embedding is not None]
+    # (photo, embedding) of each photo with a face; the others are compared with the first.
+    usable = [(photo, photo.embedding) for photo in photos if photo.embedding is not None]
     threshold = analyzer.embedder.threshold
-    for photo in usable[1:]:
-        value = cosine_similarity(usable[0].embedding, photo.embedding)
+    for photo, embedding in usable[1:]:
+        first, first_embedding = usable[0]
+        value = cosine_similarity(first_embedding, embedding)
         if value < threshold:
-            warnings.append(f"{photo.name} looks like a different person than {usable[0].name} (similarity "
+            warnings.append(f"{photo.name} looks like a different person than {first.name} (similarity "
                             f"{value:.2f} < {threshold}); use photos of one person only.")
     return IdentityCheck(photos, warnings)
 
 
-def _inspect_one(analyzer, path: Path, name: str, index: int | None, min_face_px: int,
+def _inspect_one(analyzer: FaceAnalyzer, path: Path, name: str, index: int | None, min_face_px: int,
                  min_sharpness: float, max_pixels: int) -> PhotoCheck:
     from facestudio.face import load_image
     from facestudio.face.debug import draw_analysis

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import torch
 
@@ -24,10 +24,29 @@ from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, Stud
 from facestudio.engine.devices import DevicePlacement, free_accelerator_memory, out_of_memory_guard, select_device
 from facestudio.engine.hashing import HashCache
 from facestudio.engine.hub import DownloadCallback, DownloadPlan, ModelHub
-from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
+from facestudio.engine.registry import ModelRegistry, ModelSource, resolve_source
 from facestudio.errors import BackendUnavailableError, CheckpointError
 
+if TYPE_CHECKING:
+    # From the defining modules: for a type checker, `diffusers`' lazy top-level names are its dummy classes.
+    from diffusers.models import ControlNetModel, UNet2DConditionModel
+    from diffusers.pipelines.controlnet.pipeline_controlnet import StableDiffusionControlNetPipeline
+    from diffusers.pipelines.controlnet.pipeline_controlnet_inpaint import StableDiffusionControlNetInpaintPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import StableDiffusionInpaintPipeline
+
+    from facestudio.face import FaceAnalyzer
+    from facestudio.face.pose import PoseEstimator
+    from facestudio.fact import FACTAdapter, TransFace
+
 logger = logging.getLogger(__name__)
+
+#: The diffusers pipelines `ModelManager.pipeline` builds, one class per `PIPELINE_KINDS` entry.
+StudioPipeline: TypeAlias = (
+    "StableDiffusionPipeline | StableDiffusionControlNetPipeline | StableDiffusionInpaintPipeline"
+    " | StableDiffusionControlNetInpaintPipeline"
+)
+_Model = TypeVar("_Model")
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "sliced")
 PIPELINE_KINDS = ("txt2img", "txt2img+pose", "inpaint", "inpaint+pose")
@@ -68,12 +87,12 @@ class EngineSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     insightface_root: Path = DEFAULT_INSIGHTFACE_ROOT
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"`attention` must be one of {ATTENTION_BACKENDS}; got {self.attention!r}.")
 
     @classmethod
-    def from_settings(cls, settings: StudioSettings, **machine) -> EngineSettings:
+    def from_settings(cls, settings: StudioSettings, **machine: Any) -> EngineSettings:
         """The engine's part of the studio's settings (home, offline, image limit, insightface root), with the
         machine options a front adds (`placement`, `attention`, `allow_download`, `face_backend`, ...)."""
         return cls(home=settings.home, offline=settings.offline, max_pixels=settings.max_pixels,
@@ -102,15 +121,15 @@ class StudioModel:
     base: LoadedFile
     adapter_file: LoadedFile
     components: dict[str, Any]
-    adapter: Any  # FACTAdapter
+    adapter: FACTAdapter
     scheduler_config: dict[str, Any]
     placement: DevicePlacement
-    pipelines: dict[str, Any] = field(default_factory=dict)
+    pipelines: dict[str, StudioPipeline] = field(default_factory=dict)
     lora: LoadedFile | None = None
-    offloaded_pipeline: Any = None
+    offloaded_pipeline: StudioPipeline | None = None
 
     @property
-    def unet(self):
+    def unet(self) -> UNet2DConditionModel:
         return self.components["unet"]
 
 
@@ -138,10 +157,10 @@ class ModelManager:
         self.gpu_lock = threading.RLock()
         self._studio: StudioModel | None = None
         self._studio_key: tuple[str, str] | None = None
-        self._face_encoders: dict[str, tuple[Any, LoadedFile]] = {}
-        self._controlnets: dict[str, tuple[Any, LoadedFile]] = {}
-        self._analyzer = None
-        self._pose_estimator = None
+        self._face_encoders: dict[str, tuple[TransFace, LoadedFile]] = {}
+        self._controlnets: dict[str, tuple[ControlNetModel, LoadedFile]] = {}
+        self._analyzer: FaceAnalyzer | None = None
+        self._pose_estimator: PoseEstimator | None = None
         self.load_count: dict[str, int] = {}
 
     @property
@@ -187,7 +206,7 @@ class ModelManager:
         """The local file or folder of `source`, downloading it if allowed."""
         if source.path is not None:
             return source.path
-        record: ModelRecord = source.record
+        record = source.hub_record
         cached = self.hub.cached_path(record)
         if cached is not None:
             return cached
@@ -274,7 +293,7 @@ class ModelManager:
         del studio
         free_accelerator_memory()
 
-    def pipeline(self, studio: StudioModel, kind: str, controlnet: Any = None):
+    def pipeline(self, studio: StudioModel, kind: str, controlnet: ControlNetModel | None = None) -> StudioPipeline:
         """The diffusers pipeline of `kind` over `studio`'s shared components (built once, then reused)."""
         import diffusers
 
@@ -304,13 +323,14 @@ class ModelManager:
             return pipe
 
     @staticmethod
-    def _bind_controlnet(controlnet: Any, studio: StudioModel) -> None:
+    def _bind_controlnet(controlnet: ControlNetModel, studio: StudioModel) -> None:
         """ControlNets must see the text tokens only (FACT.md §4): strip the face tokens in their attention."""
         from facestudio.fact import install_text_only_attention
 
         if getattr(controlnet, "_facestudio_conditioning", None) is not studio.adapter.conditioning:
             install_text_only_attention(controlnet, studio.adapter.conditioning)
-            controlnet._facestudio_conditioning = studio.adapter.conditioning
+            # torch types `Module.__setattr__` for tensors and modules only; any value is stored.
+            controlnet._facestudio_conditioning = studio.adapter.conditioning  # type: ignore[assignment]
 
     # ----------------------------------------------------------------------------------------- LoRA
 
@@ -349,23 +369,25 @@ class ModelManager:
 
     # ----------------------------------------------------------------------------------------- other models
 
-    def face_encoder(self, spec: str | Path | None = None, progress: DownloadCallback | None = None):
+    def face_encoder(self, spec: str | Path | None = None,
+                     progress: DownloadCallback | None = None) -> tuple[TransFace, LoadedFile]:
         """(TransFace, LoadedFile): the frozen face encoder, in float32 (FACT computes its attention in float32)."""
         from facestudio.fact import TransFace
 
-        def load(path: Path):
+        def load(path: Path) -> TransFace:
             model = TransFace.from_checkpoint(path).float().eval().requires_grad_(False)
             return model.to(self.placement.device)
 
         return self._cached_load(self._face_encoders, self.source("face_encoder", spec), load, progress)
 
-    def controlnet(self, spec: str | Path | None = None, progress: DownloadCallback | None = None):
+    def controlnet(self, spec: str | Path | None = None,
+                   progress: DownloadCallback | None = None) -> tuple[ControlNetModel, LoadedFile]:
         """(ControlNetModel, LoadedFile): the pose ControlNet (a diffusers folder, single file or hub id)."""
-        from diffusers import ControlNetModel
+        from diffusers.models import ControlNetModel
 
         source = self.source("controlnet", spec)
 
-        def load(path: Path):
+        def load(path: Path) -> ControlNetModel:
             loader = ControlNetModel.from_single_file if path.is_file() else ControlNetModel.from_pretrained
             try:
                 model = loader(str(path), dtype=self.placement.dtype, local_files_only=True)
@@ -376,8 +398,8 @@ class ModelManager:
 
         return self._cached_load(self._controlnets, source, load, progress)
 
-    def _cached_load(self, cache: dict[str, tuple[Any, LoadedFile]], source: ModelSource,
-                     load: Callable[[Path], Any], progress: DownloadCallback | None) -> tuple[Any, LoadedFile]:
+    def _cached_load(self, cache: dict[str, tuple[_Model, LoadedFile]], source: ModelSource,
+                     load: Callable[[Path], _Model], progress: DownloadCallback | None) -> tuple[_Model, LoadedFile]:
         """The one path for side models: cache hit, else locate (download), load once, remember."""
         with self._load_lock:
             if source.label in cache:
@@ -388,7 +410,7 @@ class ModelManager:
             cache[source.label] = entry
             return entry
 
-    def analyzer(self):
+    def analyzer(self) -> FaceAnalyzer:
         """The face analyzer (detector, parser, identity embedder), created on first use."""
         from facestudio.face import FaceAnalyzer
 
@@ -400,7 +422,7 @@ class ModelManager:
                                               insightface_root=self.settings.insightface_root)
             return self._analyzer
 
-    def pose_estimator(self):
+    def pose_estimator(self) -> PoseEstimator:
         from facestudio.face.pose import PoseEstimator
 
         with self._load_lock:
@@ -447,7 +469,7 @@ class ModelManager:
             return sorted(before - set(self.loaded()))
 
 
-def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None):
+def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None) -> StableDiffusionPipeline:
     """A `StableDiffusionPipeline` from a diffusers folder or a single-file checkpoint, without the safety checker."""
     from diffusers import StableDiffusionPipeline
 
@@ -474,7 +496,7 @@ def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None)
         raise CheckpointError(f"Cannot load the Stable Diffusion 1.5 model {str(path)!r}: {err}") from err
 
 
-def _set_attention_backend(pipe: Any, attention: str) -> None:
+def _set_attention_backend(pipe: StableDiffusionPipeline, attention: str) -> None:
     if attention == "xformers":
         try:
             pipe.enable_xformers_memory_efficient_attention()

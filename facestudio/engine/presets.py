@@ -85,11 +85,11 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
     if PROMPT_SLOT not in str(data["prompt"]):
         raise InvalidRequestError(f"Preset file {path.name}: the prompt must contain {PROMPT_SLOT} for the user's "
                                   "words.")
-    defaults = GenerateRequest(faces=["-"], prompt="-")
+    defaults = GenerateRequest(faces=("-",), prompt="-")
     values: dict[str, Any] = {name: data.get(name, getattr(defaults, name)) for name in
                               ("negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora_scale")}
     try:
-        GenerateRequest(faces=["-"], prompt=str(data["prompt"]), **values).checked()
+        GenerateRequest(faces=("-",), prompt=str(data["prompt"]), **values).checked()
     except InvalidRequestError as err:
         raise InvalidRequestError(f"Preset file {path.name}: {err}") from None
     return StylePreset(

@@ -12,7 +12,7 @@ from PIL import Image
 
 from facestudio.config import DEFAULT_MAX_PIXELS
 from facestudio.engine.hashing import HashCache
-from facestudio.face import load_image
+from facestudio.face import FaceAnalyzer, load_image
 from facestudio.face.identity import Similarity, compare, cosine_similarity
 from facestudio.face.types import Face
 
@@ -48,7 +48,7 @@ class ReferenceFaces:
                                                                                strict=True)]
 
 
-def prepare_references(analyzer, photos: list[str | Path], hashes: HashCache,
+def prepare_references(analyzer: FaceAnalyzer, photos: list[str | Path], hashes: HashCache,
                        max_pixels: int = DEFAULT_MAX_PIXELS) -> ReferenceFaces:
     """Load each photo (refusing any over `max_pixels`), find its largest face, and build FACT's crop and an
     identity embedding.
@@ -79,7 +79,7 @@ def prepare_references(analyzer, photos: list[str | Path], hashes: HashCache,
                           tuple(warnings))
 
 
-def result_similarity(analyzer, image: Image.Image, references: ReferenceFaces,
+def result_similarity(analyzer: FaceAnalyzer, image: Image.Image, references: ReferenceFaces,
                       near: Face | None = None) -> Similarity | None:
     """The identity similarity of the generated face to the references; `None` when no face is found.
 

@@ -49,7 +49,7 @@ class ModelRecord:
     adapter: str | None = None
     notes: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Model {self.key!r} has kind {self.kind!r}; expected one of {KINDS}.")
         if self.hub not in HUBS:
@@ -78,7 +78,14 @@ class ModelSource:
 
     @property
     def label(self) -> str:
-        return str(self.path) if self.path is not None else self.record.key
+        return str(self.path) if self.path is not None else self.hub_record.key
+
+    @property
+    def hub_record(self) -> ModelRecord:
+        """The record of a source that is not a local path (every source has a `path` or a `record`)."""
+        if self.record is None:
+            raise ValueError(f"Model source {self.spec!r} has neither a local path nor a record.")
+        return self.record
 
 
 @dataclass
@@ -143,7 +150,11 @@ class ModelRegistry:
         record = base.record
         if record is not None and record.adapter:
             return self.get(record.adapter)
-        return self.get(self.get(self.default_for("base_model")).adapter)
+        default_base = self.get(self.default_for("base_model"))
+        if default_base.adapter is None:
+            raise UnknownModelError(f"The default base model {default_base.key!r} names no FACT adapter.",
+                                    default_base.key, sorted(self.records))
+        return self.get(default_base.adapter)
 
 
 def _split_revision(text: str) -> tuple[str, str | None]:

@@ -29,6 +29,7 @@ MASK_REGIONS = ("auto", "face", "head")
 
 _BOUNDS = "bounds"
 _R = TypeVar("_R", bound="GenerateRequest")
+_I = TypeVar("_I", bound="InpaintRequest")
 
 
 def _bounded(default: Any, low: float, high: float) -> Any:
@@ -162,8 +163,8 @@ class InpaintRequest(GenerateRequest):
 
     mode: ClassVar[str] = "inpaint"
 
-    def checked(self: _R) -> _R:
-        if not self.image:  # type: ignore[attr-defined]
+    def checked(self: _I) -> _I:
+        if not self.image:
             raise InvalidRequestError("Give the template photo to paint the face into.", field="image")
         return super().checked()
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facestudio.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def scheduler_key(name: str) -> str:
     return key
 
 
-def make_scheduler(name: str, base_config: Mapping[str, Any]):
+def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
     """A fresh scheduler (no state from earlier runs) with the base model's noise schedule."""
     import diffusers
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,8 +25,12 @@ from facestudio.fact.install import (
     find_face_layers,
     install_face_adapter,
     remove_face_adapter,
+    transformer_block,
 )
 from facestudio.fact.resampler import FaceResampler, ResamplerConfig
+
+if TYPE_CHECKING:
+    from diffusers.models import UNet2DConditionModel
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,10 @@ class FACTAdapter(nn.Module):
         ```
     """
 
+    # Kept in `__dict__` (see `__init__`), not registered as submodules.
+    _unet: UNet2DConditionModel | None
+    _previous: PreviousAttention | None
+
     def __init__(
         self,
         face_layers: Sequence[FaceLayer],
@@ -101,7 +109,7 @@ class FACTAdapter(nn.Module):
     @classmethod
     def for_unet(
         cls,
-        unet: nn.Module,
+        unet: UNet2DConditionModel,
         resampler_config: ResamplerConfig | None = None,
         *,
         device: torch.device | str | None = None,
@@ -118,14 +126,14 @@ class FACTAdapter(nn.Module):
             pass_through_other_layers (`bool`, *optional*): see `install_face_adapter`.
         """
         layers = find_face_layers(unet)
-        config = resampler_config or ResamplerConfig(output_dim=unet.config.cross_attention_dim)
+        config = resampler_config or ResamplerConfig(output_dim=unet.config["cross_attention_dim"])
         device = torch.device(device) if device is not None else unet.device
         with torch.device(device):
             adapter = cls(layers, config)
         # `ln` starts as a copy of the block's own norm2, so a fresh adapter is an exact no-op.
         with torch.no_grad():
             for layer, processor in zip(layers, adapter.face_processors().values(), strict=True):
-                processor.ln.load_state_dict(unet.get_submodule(layer.block_name).norm2.state_dict())
+                processor.ln.load_state_dict(transformer_block(unet, layer.block_name).norm2.state_dict())
         adapter.to(dtype=dtype or unet.dtype)
         adapter.install(unet, pass_through_other_layers=pass_through_other_layers)
         return adapter
@@ -134,7 +142,7 @@ class FACTAdapter(nn.Module):
     def from_state_dict(
         cls,
         state_dict: Mapping[str, torch.Tensor],
-        unet: nn.Module,
+        unet: UNet2DConditionModel,
         *,
         heads: int = 12,
         dim_head: int | None = None,
@@ -180,7 +188,7 @@ class FACTAdapter(nn.Module):
         return adapter
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, unet: nn.Module, **kwargs: Any) -> FACTAdapter:
+    def from_checkpoint(cls, path: str | Path, unet: UNet2DConditionModel, **kwargs: Any) -> FACTAdapter:
         """Load a released `.ckpt` (weights-only unpickling) or a `.safetensors` file and install it into `unet`.
 
         Keyword arguments are those of `from_state_dict`. A FaceStudio `.safetensors` file records the resampler's
@@ -200,9 +208,15 @@ class FACTAdapter(nn.Module):
 
     def face_processors(self) -> dict[str, GatedFaceAttnProcessor]:
         """The face layers by UNet processor path (the released key prefix)."""
-        return {layer.processor_name: self.get_submodule(layer.processor_name) for layer in self.face_layers}
+        return {layer.processor_name: self._face_processor(layer.processor_name) for layer in self.face_layers}
 
-    def install(self, unet: nn.Module, *, pass_through_other_layers: bool = False) -> None:
+    def _face_processor(self, name: str) -> GatedFaceAttnProcessor:
+        processor = self.get_submodule(name)
+        if not isinstance(processor, GatedFaceAttnProcessor):
+            raise TypeError(f"{name!r} is a {type(processor).__name__}, not a GatedFaceAttnProcessor.")
+        return processor
+
+    def install(self, unet: UNet2DConditionModel, *, pass_through_other_layers: bool = False) -> None:
         """Install the face layers into `unet` (done by the constructors; use after `remove()` to re-install)."""
         if self._previous is not None:
             raise RuntimeError("This FACT adapter is already installed; call `remove()` first.")
@@ -224,7 +238,7 @@ class FACTAdapter(nn.Module):
 
     def remove(self) -> None:
         """Restore the UNet exactly: the same processor objects and `norm2` modules it had before."""
-        if self._previous is None:
+        if self._previous is None or self._unet is None:  # always set together by `install`
             raise RuntimeError("This FACT adapter is not installed.")
         remove_face_adapter(self._unet, self._previous)
         self.__dict__["_unet"] = None

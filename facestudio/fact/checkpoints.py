@@ -40,6 +40,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file {str(path)!r} does not exist or is not a file.")
     suffix = path.suffix.lower()
+    state_dict: object  # a pickle can hold anything; `_as_flat_tensor_dict` checks it
     if suffix == SAFETENSORS_SUFFIX:
         try:
             state_dict = load_file(str(path), device="cpu")

@@ -12,12 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
 from facestudio.fact.attention import FaceConditioning, FaceTokenPassThroughProcessor, GatedFaceAttnProcessor
+
+if TYPE_CHECKING:
+    from diffusers.models import UNet2DConditionModel
+    from diffusers.models.attention import AttentionMixin
 
 #: Stable Diffusion 1.5's UNet config (`UNet2DConditionModel(**SD15_UNET_CONFIG)`): the topology FACT's released
 #: adapters are made for. Benchmarks build it with random weights (same arithmetic as the real model), tests on
@@ -90,7 +94,15 @@ def _hidden_size_from_name(name: str, block_out_channels: tuple[int, ...] | list
     return channels[index] if index < len(channels) else None
 
 
-def find_face_layers(unet: nn.Module) -> list[FaceLayer]:
+def transformer_block(unet: nn.Module, block_name: str) -> BasicTransformerBlock:
+    """The `BasicTransformerBlock` at `block_name` (a `FaceLayer.block_name`), typed as one."""
+    block = unet.get_submodule(block_name)
+    if not isinstance(block, BasicTransformerBlock):
+        raise TypeError(f"{block_name!r} is a {type(block).__name__}, not a BasicTransformerBlock.")
+    return block
+
+
+def find_face_layers(unet: UNet2DConditionModel) -> list[FaceLayer]:
     """List the cross-attention (`attn2`) layers of `unet` that FACT puts face layers on, in module order.
 
     Derived from the UNet itself: every `BasicTransformerBlock` whose `attn2` attends to `encoder_hidden_states`
@@ -100,8 +112,8 @@ def find_face_layers(unet: nn.Module) -> list[FaceLayer]:
         `ValueError`: if a block is not of the kind FACT was defined for (LayerNorm `norm2`, no positional
         embedding), or a layer's width disagrees with `unet.config.block_out_channels`.
     """
-    block_out_channels = unet.config.block_out_channels
-    layers = []
+    block_out_channels = unet.config["block_out_channels"]
+    layers: list[FaceLayer] = []
     for name, module in unet.named_modules():
         if not isinstance(module, BasicTransformerBlock) or module.attn2 is None:
             continue
@@ -139,7 +151,7 @@ def find_face_layers(unet: nn.Module) -> list[FaceLayer]:
 
 
 def install_face_adapter(
-    unet: nn.Module,
+    unet: UNet2DConditionModel,
     processors: Mapping[str, GatedFaceAttnProcessor],
     *,
     pass_through_other_layers: bool = False,
@@ -182,8 +194,8 @@ def install_face_adapter(
             f"{'...' if len(extra) > 3 else ''}."
         )
     for layer in layers:
-        proc = processors[layer.processor_name]
-        got = (proc.hidden_size, proc.cross_attention_dim, proc.heads)
+        face_proc = processors[layer.processor_name]
+        got = (face_proc.hidden_size, face_proc.cross_attention_dim, face_proc.heads)
         want = (layer.hidden_size, layer.cross_attention_dim, layer.heads)
         if got != want:
             raise ValueError(
@@ -202,7 +214,7 @@ def install_face_adapter(
     new_processors: dict[str, Any] = dict(current)
     for layer in layers:
         new_processors[layer.processor_name] = processors[layer.processor_name]
-    blocks = {layer.block_name: unet.get_submodule(layer.block_name) for layer in layers}
+    blocks = {layer.block_name: transformer_block(unet, layer.block_name) for layer in layers}
     strip_names = {f"{name}.attn1.processor" for name, block in blocks.items() if block.only_cross_attention}
     for name, proc in current.items():
         if name in expected:
@@ -215,22 +227,23 @@ def install_face_adapter(
     previous = PreviousAttention(processors=dict(current))
     for name, block in blocks.items():
         previous.norm2_modules[name] = block.norm2
-        block.norm2 = nn.Identity()
+        # diffusers types `norm2` by its first assignment (AdaLayerNorm); it holds whichever norm the block uses.
+        block.norm2 = nn.Identity()  # type: ignore[assignment]
     unet.set_attn_processor(new_processors)
     return previous
 
 
-def remove_face_adapter(unet: nn.Module, previous: PreviousAttention) -> None:
+def remove_face_adapter(unet: UNet2DConditionModel, previous: PreviousAttention) -> None:
     """Undo `install_face_adapter`: restore the same processor objects and `norm2` modules it replaced."""
     for proc in unet.attn_processors.values():
         if isinstance(proc, GatedFaceAttnProcessor):
             proc.bind_base_processor(None)
     unet.set_attn_processor(dict(previous.processors))
     for block_name, norm2 in previous.norm2_modules.items():
-        unet.get_submodule(block_name).norm2 = norm2
+        transformer_block(unet, block_name).norm2 = norm2  # type: ignore[assignment]  # as in install_face_adapter
 
 
-def install_text_only_attention(model: nn.Module, conditioning: FaceConditioning) -> dict[str, Any]:
+def install_text_only_attention(model: AttentionMixin, conditioning: FaceConditioning) -> dict[str, Any]:
     """Make a model that shares the UNet's `encoder_hidden_states` (a ControlNet) see the text tokens only.
 
     FACT appends the face tokens to the text tokens; a ControlNet was trained on text alone, so each of its

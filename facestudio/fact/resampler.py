@@ -5,8 +5,9 @@ prefix, which the adapter adds)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,8 @@ class FaceResampler(nn.Module):
             )
         features = self.proj_in(face_tokens.to(self.latents.dtype))
         latents = self.latents.expand(face_tokens.shape[0], -1, -1)
-        for attention, feed_forward in self.layers:
+        # Each layer is a ModuleList pair; `ModuleList` iterates as plain `nn.Module`s for the type checker.
+        for attention, feed_forward in cast("Iterable[nn.ModuleList]", self.layers):
             latents = attention(features, latents) + latents
             latents = feed_forward(latents) + latents
         return self.norm_out(self.proj_out(latents))

@@ -136,6 +136,8 @@ class TransFace(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(_ViTBlock(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.feature: nn.Sequential | None
+        self.senet: nn.Sequential | None
         if include_unused_heads:
             self.feature = nn.Sequential(
                 nn.Linear(dim * num_patches, dim, bias=False),
