@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import facestudio
 from facestudio.config import StudioSettings
@@ -141,8 +142,8 @@ class JobRunner:
             with self._guard:
                 job, process = self._current, self._process
             if thread.is_alive() and process is not None:
-                logger.warning("job %s did not stop within %g s of the cancel request; terminating it", job.id,
-                               timeout_seconds)
+                logger.warning("job %s did not stop within %g s of the cancel request; terminating it",
+                               job.id if job is not None else "?", timeout_seconds)
                 _end_process(process)
                 thread.join(timeout=4 * self.poll_seconds + 5)
             if thread.is_alive():
@@ -256,8 +257,11 @@ class JobRunner:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (trainer_pythonpath(), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"  # train.log shows each line as it is written
         # Its own session: Ctrl-C in a terminal or the studio's signals do not reach the trainer; only a cancel does.
-        session = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
-                   else {"start_new_session": True})
+        session: dict[str, Any]
+        if sys.platform == "win32":
+            session = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        else:
+            session = {"start_new_session": True}
         logger.info("starting job %s: %s", job.id, shlex.join(command))
         try:
             with open(folder.log_path, "ab") as log:

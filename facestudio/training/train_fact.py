@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,10 @@ from facestudio.training.arguments import TrainArgs, add_train_arguments, train_
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
+
+if TYPE_CHECKING:  # torch-heavy; imported where the models load
+    from facestudio.engine.manager import EngineSettings, ModelManager
+    from facestudio.fact import FACTAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class TrainingModels:
     tokenizer: Any
     unet: nn.Module
     face_encoder: nn.Module
-    adapter: Any  # FACTAdapter
+    adapter: FACTAdapter
     noise_scheduler: Any
     scheduler_config: dict
     base_label: str
@@ -88,7 +92,7 @@ def model_manager(settings: StudioSettings):
 
 
 def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.dtype,
-                manager=None) -> TrainingModels:
+                manager: ModelManager | None = None) -> TrainingModels:
     """Locate (downloading if needed) and load the base model, face encoder and starting adapter; without a
     `manager`, one over the default settings (`StudioSettings()`) is made."""
     import diffusers
@@ -177,7 +181,7 @@ class FACTTrainer:
     """
 
     def __init__(self, run: RunFolder, config: TrainConfig, on_progress: ProgressCallback | None = None,
-                 manager=None):
+                 manager: ModelManager | None = None):
         self.run = run
         self.config = config
         self.on_progress = on_progress
@@ -256,7 +260,7 @@ class FACTTrainer:
 
     # -- control ----------------------------------------------------------------------------------------------------
 
-    def manager_settings(self):
+    def manager_settings(self) -> EngineSettings:
         """The limits this process was started with (the manager's `EngineSettings`; defaults without a manager)."""
         from facestudio.engine import EngineSettings
 
@@ -664,7 +668,8 @@ def _prepare_first(run: RunFolder, config: TrainConfig, trainer: FACTTrainer,
 # -- entry points ----------------------------------------------------------------------------------------------------------
 
 
-def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None, manager=None) -> RunStatus:
+def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None,
+                 manager: ModelManager | None = None) -> RunStatus:
     """Start or resume a run in this process; returns its final status. On an error the run is marked failed (with
     the error) and the error is raised again."""
     run = args.run
