@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers import StableDiffusionPipeline
 
     engine.generate(GenerateRequest(**{**request.__dict__, "steps": 2}))
-    studio = manager.studio_model(models.base_model, models.adapter)
+    studio = manager.adapted_base(models.base_model, models.adapter)
     pipe = StableDiffusionPipeline(**studio.components, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)

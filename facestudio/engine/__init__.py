@@ -18,7 +18,7 @@ _EXPORTS = {
     "Engine": "generation", "GeneratedImage": "generation", "GenerationResult": "generation",
     "StepProgress": "generation",
     "DownloadEvent": "hub", "DownloadPlan": "hub", "ModelHub": "hub", "format_bytes": "hub",
-    "EngineSettings": "manager", "ModelManager": "manager", "StudioModel": "manager",
+    "EngineSettings": "manager", "ModelManager": "manager", "AdaptedBaseModel": "manager",
     "FileDigest": "metadata", "GenerationRecord": "metadata", "read_png_record": "metadata",
     "ModelRecord": "registry", "ModelRegistry": "registry", "ModelSource": "registry", "resolve_source": "registry",
     "GenerateRequest": "requests", "InpaintRequest": "requests", "ModelChoice": "requests",
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from facestudio.engine.devices import DevicePlacement, select_device
     from facestudio.engine.generation import Engine, GeneratedImage, GenerationResult, StepProgress
     from facestudio.engine.hub import DownloadEvent, DownloadPlan, ModelHub, format_bytes
-    from facestudio.engine.manager import EngineSettings, ModelManager, StudioModel
+    from facestudio.engine.manager import AdaptedBaseModel, EngineSettings, ModelManager
     from facestudio.engine.metadata import FileDigest, GenerationRecord, read_png_record
     from facestudio.engine.registry import ModelRecord, ModelRegistry, ModelSource, resolve_source
     from facestudio.engine.requests import (
@@ -48,6 +48,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 __all__ = [
     "DEFAULT_SCHEDULER",
     "SCHEDULERS",
+    "AdaptedBaseModel",
     "DevicePlacement",
     "DownloadEvent",
     "DownloadPlan",
@@ -66,7 +67,6 @@ __all__ = [
     "ModelRegistry",
     "ModelSource",
     "StepProgress",
-    "StudioModel",
     "field_bounds",
     "field_default",
     "format_bytes",

@@ -34,7 +34,7 @@ from facestudio import __version__
 from facestudio.engine.compositing import CropBox, crop_around_mask, paste_back, working_size
 from facestudio.engine.devices import out_of_memory_guard
 from facestudio.engine.hub import DownloadCallback, DownloadPlan
-from facestudio.engine.manager import LoadedFile, ModelManager, StudioModel, StudioPipeline
+from facestudio.engine.manager import AdaptedBaseModel, LoadedFile, ModelManager, SDPipeline
 from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
 from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice
@@ -117,8 +117,8 @@ class _Template:
 class _Loaded:
     """Stage 2: the models of one request, and the request naming them as they were loaded."""
 
-    studio: StudioModel
-    pipe: StudioPipeline
+    model: AdaptedBaseModel
+    pipe: SDPipeline
     encoder: TransFace
     uses_controlnet: bool
     files: dict[str, LoadedFile | None]
@@ -286,24 +286,24 @@ class Engine:
     def _load(self, request: GenerateRequest, inpainting: bool, on_download: DownloadCallback | None) -> _Loaded:
         """Stage 2: base model + adapter, face encoder, ControlNet and LoRA (the caller holds the GPU lock)."""
         manager = self.manager
-        studio = manager.studio_model(request.models.base_model, request.models.adapter, on_download)
+        model = manager.adapted_base(request.models.base_model, request.models.adapter, on_download)
         encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
         controlnet = controlnet_file = None
         if request.uses_pose:
             controlnet, controlnet_file = manager.controlnet(request.models.controlnet, on_download)
-        lora_file = manager.apply_lora(studio, request.lora, request.lora_scale)
+        lora_file = manager.apply_lora(model, request.lora, request.lora_scale)
         kind = ("inpaint" if inpainting else "txt2img") + ("+pose" if controlnet is not None else "")
         with out_of_memory_guard(manager.placement, self._doing(request)):
-            pipe = manager.pipeline(studio, kind, controlnet)
+            pipe = manager.pipeline(model, kind, controlnet)
         files: dict[str, LoadedFile | None] = {
-            "base_model": studio.base, "fact_adapter": studio.adapter_file, "face_encoder": encoder_file,
+            "base_model": model.base, "fact_adapter": model.adapter_file, "face_encoder": encoder_file,
             "controlnet": controlnet_file, "lora": lora_file}
         # The request as run names the models as they were resolved (a default becomes its registry name), which is
         # what its PNG records and `--from-png` loads again.
         as_run = dataclasses.replace(request, models=ModelChoice(
-            base_model=studio.base.spec, adapter=studio.adapter_file.spec, face_encoder=encoder_file.spec,
+            base_model=model.base.spec, adapter=model.adapter_file.spec, face_encoder=encoder_file.spec,
             controlnet=controlnet_file.spec if controlnet_file else request.models.controlnet))
-        return _Loaded(studio, pipe, encoder, controlnet is not None, files, as_run)
+        return _Loaded(model, pipe, encoder, controlnet is not None, files, as_run)
 
     @staticmethod
     def _doing(request: GenerateRequest) -> str:
@@ -341,7 +341,7 @@ class Engine:
             face_features = loaded.encoder(crops.to(encoder_device))  # TransFace, float32: [N, 144, D]
             prompt_embeds, negative_embeds = pipe.encode_prompt(request.prompt, device, 1, request.cfg > 1.0,
                                                                 request.negative_prompt)
-            conditioning = face_conditioning(loaded.studio.adapter, prompt_embeds, face_features,
+            conditioning = face_conditioning(loaded.model.adapter, prompt_embeds, face_features,
                                              negative_prompt_embeds=negative_embeds, face_cfg=request.face_cfg)
 
         inputs: dict[str, Any] = {}
@@ -407,9 +407,9 @@ class Engine:
     def _denoise(self, request: GenerateRequest, loaded: _Loaded, encoded: _Encoded, index: int, total: int,
                  callbacks: _Callbacks) -> tuple[Image.Image, bool]:
         """One pipeline call for one image; returns (image, stopped)."""
-        pipe, adapter = loaded.pipe, loaded.studio.adapter
+        pipe, adapter = loaded.pipe, loaded.model.adapter
         conditioning = encoded.conditioning
-        pipe.scheduler = make_scheduler(request.scheduler, loaded.studio.scheduler_config)
+        pipe.scheduler = make_scheduler(request.scheduler, loaded.model.scheduler_config)
         delay = request.face_delay_steps
         if isinstance(request, InpaintRequest):  # inpainting runs only the last `denoise` share of the steps
             delay = min(delay, encoded.steps_run)
@@ -418,7 +418,7 @@ class Engine:
             conditioning.bind_controlnets(adapter)
         stopped = False
 
-        def step_end(pipeline: StudioPipeline, step: int, timestep: torch.Tensor,
+        def step_end(pipeline: SDPipeline, step: int, timestep: torch.Tensor,
                      callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             nonlocal stopped
             if step + 1 == delay:

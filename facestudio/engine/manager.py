@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: The diffusers pipelines `ModelManager.pipeline` builds, one class per `PIPELINE_KINDS` entry.
-StudioPipeline: TypeAlias = (
+SDPipeline: TypeAlias = (
     "StableDiffusionPipeline | StableDiffusionControlNetPipeline | StableDiffusionInpaintPipeline"
     " | StableDiffusionControlNetInpaintPipeline"
 )
@@ -112,7 +112,7 @@ class LoadedFile:
 
 
 @dataclass
-class StudioModel:
+class AdaptedBaseModel:
     """A base SD1.5 model with its FACT adapter installed, and the diffusers pipelines built over it.
 
     The pipelines share one set of components; `pipeline(kind)` builds each the first time it is asked for.
@@ -124,9 +124,9 @@ class StudioModel:
     adapter: FACTAdapter
     scheduler_config: dict[str, Any]
     placement: DevicePlacement
-    pipelines: dict[str, StudioPipeline] = field(default_factory=dict)
+    pipelines: dict[str, SDPipeline] = field(default_factory=dict)
     lora: LoadedFile | None = None
-    offloaded_pipeline: StudioPipeline | None = None
+    offloaded_pipeline: SDPipeline | None = None
 
     @property
     def unet(self) -> UNet2DConditionModel:
@@ -140,7 +140,7 @@ class ModelManager:
         ```py
         >>> manager = ModelManager(EngineSettings(home=Path("~/.cache/facestudio").expanduser(),
         ...                                       placement=select_device()))
-        >>> studio = manager.studio_model("majicmix")  # downloads on first use, then loads base + adapter
+        >>> model = manager.adapted_base("majicmix")  # downloads on first use, then loads base + adapter
         >>> manager.unload()  # frees the GPU
         ```
     """
@@ -155,8 +155,8 @@ class ModelManager:
         # models, so the reverse order could deadlock).
         self._load_lock = threading.RLock()
         self.gpu_lock = threading.RLock()
-        self._studio: StudioModel | None = None
-        self._studio_key: tuple[str, str] | None = None
+        self._base: AdaptedBaseModel | None = None
+        self._base_key: tuple[str, str] | None = None
         self._face_encoders: dict[str, tuple[TransFace, LoadedFile]] = {}
         self._controlnets: dict[str, tuple[ControlNetModel, LoadedFile]] = {}
         self._analyzer: FaceAnalyzer | None = None
@@ -222,22 +222,22 @@ class ModelManager:
 
     # ----------------------------------------------------------------------------------------- base + adapter
 
-    def studio_model(self, base: str | Path | None = None, adapter: str | Path | None = None,
-                     progress: DownloadCallback | None = None) -> StudioModel:
+    def adapted_base(self, base: str | Path | None = None, adapter: str | Path | None = None,
+                     progress: DownloadCallback | None = None) -> AdaptedBaseModel:
         """The base model with its FACT adapter installed (loaded once; a different pair replaces it)."""
         base_source = self.source("base_model", base)
         adapter_source = self.adapter_source(base_source, adapter)
         key = (base_source.label, adapter_source.label)
         with self.gpu_lock, self._load_lock:  # never swap models under a running generation
-            if self._studio is not None and self._studio_key == key:
-                return self._studio
+            if self._base is not None and self._base_key == key:
+                return self._base
             base_path, config_path = self.locate_base(base_source, progress)
             adapter_path = self.locate(adapter_source, progress)
-            self._drop_studio()
+            self._drop_base()
             with out_of_memory_guard(self.placement, f"loading the base model {base_source.label}"):
-                self._studio = self._load_studio(base_source, base_path, adapter_source, adapter_path, config_path)
-            self._studio_key = key
-            return self._studio
+                self._base = self._load_base(base_source, base_path, adapter_source, adapter_path, config_path)
+            self._base_key = key
+            return self._base
 
     def locate_base(self, source: ModelSource, progress: DownloadCallback | None = None) -> tuple[Path, Path | None]:
         """(model path, config folder): a single-file base model also needs the SD1.5 configs and tokenizer."""
@@ -245,8 +245,8 @@ class ModelManager:
         config_path = self.locate(self.source("pipeline_config", None), progress) if path.is_file() else None
         return path, config_path
 
-    def _load_studio(self, base_source: ModelSource, base_path: Path, adapter_source: ModelSource,
-                     adapter_path: Path, config_path: Path | None) -> StudioModel:
+    def _load_base(self, base_source: ModelSource, base_path: Path, adapter_source: ModelSource,
+                   adapter_path: Path, config_path: Path | None) -> AdaptedBaseModel:
         from facestudio.fact import FACTAdapter
 
         self._count("base_model")
@@ -270,7 +270,7 @@ class ModelManager:
                                   f"{base_source.label}: {err}") from err
         adapter.local_fac_prj.to(placement.device)  # the resampler runs once per request; small enough to stay
         adapter.requires_grad_(False).eval()
-        return StudioModel(
+        return AdaptedBaseModel(
             base=self._loaded_file(base_source, base_path),
             adapter_file=self._loaded_file(adapter_source, adapter_path),
             components=components,
@@ -279,21 +279,21 @@ class ModelManager:
             placement=placement,
         )
 
-    def _drop_studio(self) -> None:
-        if self._studio is None:
+    def _drop_base(self) -> None:
+        if self._base is None:
             return
-        studio = self._studio
-        self._studio = None
-        self._studio_key = None
-        for pipe in studio.pipelines.values():
+        model = self._base
+        self._base = None
+        self._base_key = None
+        for pipe in model.pipelines.values():
             if hasattr(pipe, "remove_all_hooks"):
                 pipe.remove_all_hooks()
-        studio.pipelines.clear()
-        studio.components.clear()
-        del studio
+        model.pipelines.clear()
+        model.components.clear()
+        del model
         free_accelerator_memory()
 
-    def pipeline(self, studio: StudioModel, kind: str, controlnet: ControlNetModel | None = None) -> StudioPipeline:
+    def pipeline(self, model: AdaptedBaseModel, kind: str, controlnet: ControlNetModel | None = None) -> SDPipeline:
         """The diffusers pipeline of `kind` over `studio`'s shared components (built once, then reused)."""
         import diffusers
 
@@ -301,7 +301,7 @@ class ModelManager:
             raise ValueError(f"`kind` must be one of {PIPELINE_KINDS}; got {kind!r}.")
         with self._load_lock:
             key = kind if controlnet is None else f"{kind}:{id(controlnet)}"
-            pipe = studio.pipelines.get(key)
+            pipe = model.pipelines.get(key)
             if pipe is None:
                 classes = {"txt2img": "StableDiffusionPipeline",
                            "txt2img+pose": "StableDiffusionControlNetPipeline",
@@ -309,42 +309,42 @@ class ModelManager:
                            "inpaint+pose": "StableDiffusionControlNetInpaintPipeline"}
                 extra = {"controlnet": controlnet} if kind.endswith("+pose") else {}
                 pipe = getattr(diffusers, classes[kind])(
-                    **studio.components, safety_checker=None, feature_extractor=None,
+                    **model.components, safety_checker=None, feature_extractor=None,
                     requires_safety_checker=False, **extra,
                 )
                 pipe.set_progress_bar_config(disable=True)
-                studio.pipelines[key] = pipe
+                model.pipelines[key] = pipe
             if controlnet is not None:
-                self._bind_controlnet(controlnet, studio)
-            if studio.placement.low_vram and studio.offloaded_pipeline is not pipe:
+                self._bind_controlnet(controlnet, model)
+            if model.placement.low_vram and model.offloaded_pipeline is not pipe:
                 # Hooks live on the shared modules; re-arm them for the pipeline about to run.
-                pipe.enable_model_cpu_offload(device=studio.placement.device)
-                studio.offloaded_pipeline = pipe
+                pipe.enable_model_cpu_offload(device=model.placement.device)
+                model.offloaded_pipeline = pipe
             return pipe
 
     @staticmethod
-    def _bind_controlnet(controlnet: ControlNetModel, studio: StudioModel) -> None:
+    def _bind_controlnet(controlnet: ControlNetModel, model: AdaptedBaseModel) -> None:
         """ControlNets must see the text tokens only (FACT.md §4): strip the face tokens in their attention."""
         from facestudio.fact import install_text_only_attention
 
-        if getattr(controlnet, "_facestudio_conditioning", None) is not studio.adapter.conditioning:
-            install_text_only_attention(controlnet, studio.adapter.conditioning)
+        if getattr(controlnet, "_facestudio_conditioning", None) is not model.adapter.conditioning:
+            install_text_only_attention(controlnet, model.adapter.conditioning)
             # torch types `Module.__setattr__` for tensors and modules only; any value is stored.
-            controlnet._facestudio_conditioning = studio.adapter.conditioning  # type: ignore[assignment]
+            controlnet._facestudio_conditioning = model.adapter.conditioning  # type: ignore[assignment]
 
     # ----------------------------------------------------------------------------------------- LoRA
 
-    def apply_lora(self, studio: StudioModel, lora: str | Path | None, scale: float) -> LoadedFile | None:
+    def apply_lora(self, model: AdaptedBaseModel, lora: str | Path | None, scale: float) -> LoadedFile | None:
         """Load a style LoRA (`.safetensors`) into the base model at `scale`, or remove any when `lora` is None.
 
         The LoRA stays loaded for the next request with the same file; another file replaces it.
         """
         with self.gpu_lock, self._load_lock:
-            pipe = self.pipeline(studio, "txt2img")
+            pipe = self.pipeline(model, "txt2img")
             if lora is None:
-                if studio.lora is not None:
+                if model.lora is not None:
                     pipe.unload_lora_weights()
-                    studio.lora = None
+                    model.lora = None
                 return None
             path = Path(lora).expanduser()
             if not path.is_file():
@@ -353,17 +353,17 @@ class ModelManager:
                 raise CheckpointError(f"LoRA file {path.name!r} must be a .safetensors file (pickles are not loaded).")
             loaded = self._loaded_file(ModelSource(str(lora), "lora", path=path.resolve()), path.resolve())
             name = f"style_{loaded.sha256[:12]}"
-            if studio.lora is None or studio.lora.sha256 != loaded.sha256:
-                if studio.lora is not None:
+            if model.lora is None or model.lora.sha256 != loaded.sha256:
+                if model.lora is not None:
                     pipe.unload_lora_weights()
-                    studio.lora = None
+                    model.lora = None
                 self._count("lora")
                 try:
                     pipe.load_lora_weights(str(path), adapter_name=name)
                 except (ValueError, KeyError, RuntimeError, OSError) as err:
                     pipe.unload_lora_weights()
                     raise CheckpointError(f"{path.name} is not a LoRA for a Stable Diffusion 1.5 model: {err}") from err
-                studio.lora = loaded
+                model.lora = loaded
             pipe.set_adapters([name], adapter_weights=[float(scale)])
             return loaded
 
@@ -435,10 +435,10 @@ class ModelManager:
     def loaded(self) -> list[str]:
         """What is in memory now, for the UI and `models` command."""
         names = []
-        if self._studio is not None:
-            names += [f"base_model:{self._studio.base.spec}", f"fact_adapter:{self._studio.adapter_file.spec}"]
-            if self._studio.lora is not None:
-                names.append(f"lora:{self._studio.lora.spec}")
+        if self._base is not None:
+            names += [f"base_model:{self._base.base.spec}", f"fact_adapter:{self._base.adapter_file.spec}"]
+            if self._base.lora is not None:
+                names.append(f"lora:{self._base.lora.spec}")
         names += [f"face_encoder:{key}" for key in self._face_encoders]
         names += [f"controlnet:{key}" for key in self._controlnets]
         if self._analyzer is not None:
@@ -454,7 +454,7 @@ class ModelManager:
         with self.gpu_lock, self._load_lock:
             before = set(self.loaded())
             if what in ("all", "base_model"):
-                self._drop_studio()
+                self._drop_base()
             if what in ("all", "face_encoder"):
                 self._face_encoders.clear()
             if what in ("all", "controlnet"):

@@ -58,7 +58,7 @@ def test_delaying_the_face_for_all_steps_equals_strength_zero(engine, tiny_reque
     full = run(engine, tiny_request(face_strength=0.8))[0]
     assert np.array_equal(pixels(delayed.image), pixels(off.image))
     assert not np.array_equal(pixels(partly.image), pixels(full.image))
-    assert engine.manager.studio_model(*_models(tiny_request())).adapter.scale == 0.8, "strength restored after"
+    assert engine.manager.adapted_base(*_models(tiny_request())).adapter.scale == 0.8, "strength restored after"
 
 
 def _models(request):
@@ -157,7 +157,7 @@ def test_pose_controlnet_changes_the_image_and_sees_text_tokens_only(engine, tin
     assert np.abs(pixels(plain.image) - pixels(posed.image)).mean() > 0.5
     assert posed.record.pose_image.sha256
     controlnet, _ = engine.manager.controlnet(tiny_request().models.controlnet)
-    adapter = engine.manager.studio_model(*_models(tiny_request())).adapter
+    adapter = engine.manager.adapted_base(*_models(tiny_request())).adapter
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(1, 4, 8, 8, generator=generator)
     text = torch.randn(1, 5, 24, generator=generator)
@@ -218,7 +218,7 @@ def test_no_attention_kwargs_warning_from_generation_with_pose(engine, tiny_requ
 
 
 def test_out_of_memory_is_reported_and_the_engine_recovers(engine, tiny_request, monkeypatch):
-    studio = engine.manager.studio_model(*_models(tiny_request()))
+    studio = engine.manager.adapted_base(*_models(tiny_request()))
     unet = studio.unet
 
     def exhausted(*args, **kwargs):
@@ -275,7 +275,7 @@ def test_models_load_once_under_concurrent_requests_and_unload_frees(tiny_studio
 
     def load():
         try:
-            results.append(manager.studio_model(*_models(tiny_request())))
+            results.append(manager.adapted_base(*_models(tiny_request())))
         except Exception as err:  # surfaced below
             errors.append(err)
 
@@ -289,7 +289,7 @@ def test_models_load_once_under_concurrent_requests_and_unload_frees(tiny_studio
     assert any(name.startswith("base_model:") for name in manager.loaded())
     unloaded = manager.unload()
     assert any(name.startswith("base_model:") for name in unloaded) and manager.loaded() == []
-    manager.studio_model(*_models(tiny_request()))
+    manager.adapted_base(*_models(tiny_request()))
     assert manager.load_count["base_model"] == 2
     manager.unload()
 
@@ -306,7 +306,7 @@ def test_sliced_attention_set_before_fact_gives_the_same_image(tiny_studio, tiny
     sliced = run(Engine(manager), tiny_request(face_strength=0.8))[0]
     default = run(engine, tiny_request(face_strength=0.8))[0]
     assert np.abs(pixels(sliced.image) - pixels(default.image)).max() <= 2
-    processors = manager.studio_model(*_models(tiny_request())).unet.attn_processors
+    processors = manager.adapted_base(*_models(tiny_request())).unet.attn_processors
     assert any(type(p).__name__ == "GatedFaceAttnProcessor" and type(p.base_processor).__name__ ==
                "SlicedAttnProcessor" for p in processors.values())
     manager.unload()

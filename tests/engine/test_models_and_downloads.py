@@ -158,7 +158,7 @@ def test_manager_that_may_not_download_says_so(tiny_studio, tmp_path):
     manager = ModelManager(EngineSettings(home=tmp_path, placement=select_device("cpu"), allow_download=False,
                                           offline=False))
     with pytest.raises(ModelNotAvailableError, match="downloads were not allowed"):
-        manager.studio_model("majicmix")
+        manager.adapted_base("majicmix")
     plans = make_manager(tiny_studio, tmp_path).needed_downloads([manager.source("base_model", "film")])
     assert [p.record.key for p in plans] == ["film"]
 
