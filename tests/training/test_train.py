@@ -185,8 +185,8 @@ def test_flags_are_checked_before_anything_loads(tmp_path, train_config, trainin
     cases = [
         (["train", "--resume", str(run_root), "--lr", "0.1"], "--resume continues a run with its own settings"),
         (["train", *train_argv(config), "--out", str(run_root)], "already holds a training run"),
-        (["train", config.dataset, "--out", str(tmp_path / "new"), "--steps", "0"], "--steps must be"),
-        (["train", config.dataset, "--out", str(tmp_path / "new"), "--resolution", "100"], "--resolution must be"),
+        (["train", config.dataset, "--out", str(tmp_path / "new"), "--steps", "0"], "`steps` must be"),
+        (["train", config.dataset, "--out", str(tmp_path / "new"), "--resolution", "100"], "`resolution` must be"),
         (["train", "--resume", str(tmp_path / "nothing")], "is not a training run"),
     ]
     for argv, expected in cases:
@@ -199,6 +199,11 @@ def test_flags_are_checked_before_anything_loads(tmp_path, train_config, trainin
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert err.strip().splitlines() == ["error: --resume continues a run with its own settings; drop --lr."]
+    # A field named in the library's message is worded as the flag that sets it.
+    process = run_cli(cases[2][0], Path(os.environ["FACESTUDIO_HOME"]))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert err.strip().startswith("error: --steps must be"), err
 
 
 def test_config_round_trips_and_refuses_unknown_settings(train_config):
