@@ -24,6 +24,14 @@ LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
 #: `init` values that are not a registry name or a path.
 INIT_DEFAULT, INIT_SCRATCH = "default", "scratch"
+#: Upper bounds, so that no front can queue a run that would never end or never fit in memory (the README's training
+#: section lists them): optimizer steps, the training image side, images per step, and everything counted in steps.
+MAX_STEPS = 1_000_000
+MAX_RESOLUTION = 1024
+MAX_BATCH_SIZE = 64
+MAX_GRADIENT_ACCUMULATION = 64
+MAX_SAMPLE_STEPS = 200
+MAX_KEEP_CHECKPOINTS = 100
 
 
 @dataclass(frozen=True)
@@ -104,15 +112,19 @@ class TrainConfig:
                 raise TrainingError(f"`{name}` must be {expected}; got {value!r}.", field=name)
 
         def finite(value) -> bool:
-            return isinstance(value, (int, float)) and math.isfinite(value)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-        need(isinstance(self.steps, int) and self.steps >= 1, "steps", self.steps, "a whole number >= 1")
+        def whole(value, low: int, high: int) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+        need(whole(self.steps, 1, MAX_STEPS), "steps", self.steps, f"a whole number from 1 to {MAX_STEPS:,}")
         need(finite(self.lr) and 0 < self.lr < 1, "lr", self.lr, "a number between 0 and 1")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        need(isinstance(self.gradient_accumulation, int) and self.gradient_accumulation >= 1,
-             "gradient_accumulation", self.gradient_accumulation, ">= 1")
-        need(isinstance(self.resolution, int) and self.resolution >= 64 and self.resolution % 64 == 0,
-             "resolution", self.resolution, "a multiple of 64, at least 64")
+        need(whole(self.batch_size, 1, MAX_BATCH_SIZE), "batch_size", self.batch_size,
+             f"a whole number from 1 to {MAX_BATCH_SIZE}")
+        need(whole(self.gradient_accumulation, 1, MAX_GRADIENT_ACCUMULATION), "gradient_accumulation",
+             self.gradient_accumulation, f"a whole number from 1 to {MAX_GRADIENT_ACCUMULATION}")
+        need(whole(self.resolution, 64, MAX_RESOLUTION) and self.resolution % 64 == 0, "resolution", self.resolution,
+             f"a multiple of 64 from 64 to {MAX_RESOLUTION}")
         need(finite(self.fair_weight) and self.fair_weight >= 0, "fair_weight", self.fair_weight, ">= 0")
         for name in ("drop_prob", "shuffle_prob"):
             value = getattr(self, name)
@@ -123,17 +135,19 @@ class TrainConfig:
         need(self.trainable in TRAINABLE, "trainable", self.trainable, f"one of {', '.join(TRAINABLE)}")
         need(self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", self.lr_scheduler,
              f"one of {', '.join(LR_SCHEDULERS)}")
-        need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
+        need(whole(self.warmup_steps, 0, MAX_STEPS), "warmup_steps", self.warmup_steps,
+             f"a whole number from 0 to {MAX_STEPS:,}")
         need(finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         need(finite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm,
              ">= 0 (0 turns clipping off)")
-        need(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1, "checkpoint_every",
-             self.checkpoint_every, ">= 1")
-        need(isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 1, "keep_checkpoints",
-             self.keep_checkpoints, ">= 1")
-        need(isinstance(self.sample_every, int) and self.sample_every >= 0, "sample_every", self.sample_every,
-             ">= 0 (0 turns samples off)")
-        need(isinstance(self.sample_steps, int) and self.sample_steps >= 1, "sample_steps", self.sample_steps, ">= 1")
+        need(whole(self.checkpoint_every, 1, MAX_STEPS), "checkpoint_every", self.checkpoint_every,
+             f"a whole number from 1 to {MAX_STEPS:,}")
+        need(whole(self.keep_checkpoints, 1, MAX_KEEP_CHECKPOINTS), "keep_checkpoints", self.keep_checkpoints,
+             f"a whole number from 1 to {MAX_KEEP_CHECKPOINTS}")
+        need(whole(self.sample_every, 0, MAX_STEPS), "sample_every", self.sample_every,
+             f"a whole number from 0 to {MAX_STEPS:,} (0 turns samples off)")
+        need(whole(self.sample_steps, 1, MAX_SAMPLE_STEPS), "sample_steps", self.sample_steps,
+             f"a whole number from 1 to {MAX_SAMPLE_STEPS}")
         need(finite(self.sample_strength) and self.sample_strength >= 0, "sample_strength", self.sample_strength,
              ">= 0")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from facestudio.errors import FaceStudioError
+from facestudio.errors import FaceStudioError, InvalidRequestError
 
 logger = logging.getLogger("facestudio.app")
 
@@ -56,6 +57,49 @@ def field_label(field: str | None) -> str | None:
     return FIELD_LABELS.get(field, field.replace("_", " ").capitalize())
 
 
+def number(value: Any, field: str, low: float, high: float, *, whole: bool = False) -> Any:
+    """The one check every number from the page or an API client goes through: a number (a numeric string too),
+    finite, within [low, high], and whole where the setting counts something. Anything else is one sentence naming
+    the control (`field_label`), never a conversion error."""
+    span = f"from {low:g} to {high:g}" if high < 1e15 else f"of at least {low:g}"
+    expected = f"a whole number {span}" if whole else f"a number {span}"
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        number_value = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidRequestError(f"`{field}` must be {expected}; got {_shown(value)}.", field=field) from None
+    if not math.isfinite(number_value) or not low <= number_value <= high or \
+            (whole and not number_value.is_integer()):
+        raise InvalidRequestError(f"`{field}` must be {expected}; got {_shown(value)}.", field=field)
+    return int(number_value) if whole else number_value
+
+
+def _shown(value: Any) -> str:
+    from facestudio.ui.context import clip
+
+    return clip(repr(value), 40)
+
+
+#: Absolute folders of this machine that an error message must not show (`hide_paths`), with what to say instead.
+_HIDDEN_PATHS: list[tuple[str, str]] = []
+
+
+def hide_paths(*pairs: tuple[str, str]) -> None:
+    """Register folders (the studio's home, gradio's upload cache) that messages name by an alias instead."""
+    for folder, alias in pairs:
+        if folder and (folder, alias) not in _HIDDEN_PATHS:
+            _HIDDEN_PATHS.append((folder, alias))
+    _HIDDEN_PATHS.sort(key=lambda pair: -len(pair[0]))  # the longest (most specific) folder first
+
+
+def without_paths(text: str) -> str:
+    """`text` with every registered folder of this machine replaced by its alias."""
+    for folder, alias in _HIDDEN_PATHS:
+        text = text.replace(folder, alias)
+    return text
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show the studio's errors as one sentence (`gr.Error`); anything unexpected is logged with its traceback
     and shown as one line, so the page never shows a traceback."""
@@ -67,10 +111,11 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except FaceStudioError as err:
-            raise gr.Error(err.worded(field_label(err.field)), print_exception=False) from None
+            raise gr.Error(without_paths(err.worded(field_label(err.field))), print_exception=False) from None
         except Exception as err:
             logger.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}); the studio's log has the details.",
+            detail = without_paths(f"{type(err).__name__}: {str(err)[:200]}")
+            raise gr.Error(f"Something went wrong ({detail}); the studio's log has the details.",
                            print_exception=False) from None
 
     return wrapper

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -23,6 +25,7 @@ from facestudio.engine.presets import StylePreset, load_preset_library, user_pre
 from facestudio.engine.registry import ModelRegistry
 from facestudio.errors import InvalidRequestError
 from facestudio.jobs import JobRunner, JobStore, RunState
+from facestudio.ui.common import hide_paths
 
 logger = logging.getLogger("facestudio.app")
 
@@ -67,6 +70,10 @@ class StudioContext:
         self.runner = JobRunner(self.jobs, before_start=self.unload_models, settings=self.settings)
         self._engine = None
         self._engine_lock = threading.Lock()
+        self._paths: dict[str, str] = {}  # a shown file value -> the file (see `shown`)
+        self._paths_lock = threading.Lock()
+        hide_paths((str(self.home.resolve()), "FACESTUDIO_HOME"), (str(self.home), "FACESTUDIO_HOME"),
+                   (str(upload_cache_dir()), "(uploads)"), (str(Path(data.__file__).resolve().parent), "(studio)"))
 
     # -- the engine, created on first use ------------------------------------------------------------------------
 
@@ -130,22 +137,45 @@ class StudioContext:
         return folder
 
     def served_dirs(self) -> list[str]:
-        """Folders whose files the page may show and download: generated images, training samples and the presets'
-        thumbnails (built-in and the user's)."""
-        return [str(self.home / "outputs"), str(self.home / "jobs"), str(self.home / "uploads" / "scratch"),
-                str(self.options.assets_dir), str(user_presets_dir(self.home))]
+        """Folders the server may serve as they are: none. Everything the page shows is handed out in a response
+        (`handout`, or gradio's own cache for images and thumbnails), never by a path a visitor could guess; nothing
+        under `FACESTUDIO_HOME` (outputs, jobs, identities) is served directly."""
+        return []
 
-    def uploaded_file(self, value: str | None, what: str) -> Path | None:
-        """A file the browser uploaded (gradio's cache) or one of the studio's own files; anything else is refused,
-        so no client can make the studio read an arbitrary path."""
+    def handout(self, path: str | Path) -> str:
+        """A copy of one of the studio's files (a result, a training sample) for a response, in gradio's upload
+        cache under a random folder name: served to whoever got the response, unguessable for anyone else, and
+        removed with gradio's cache."""
+        source = Path(path)
+        folder = upload_cache_dir() / f"fs-{secrets.token_urlsafe(18)}"
+        folder.mkdir(parents=True, exist_ok=False)
+        target = folder / source.name
+        shutil.copyfile(source, target)
+        return str(target)
+
+    def shown_path(self, path: str | Path | None) -> str:
+        """How a response names a file of this machine: relative to FACESTUDIO_HOME when inside it, else only its
+        name (no absolute path of the machine reaches a page or an API answer)."""
+        if path is None or path == "":
+            return ""
+        return public_value(str(path), self.home)
+
+    def uploaded_file(self, value, what: str) -> Path | None:
+        """A file the browser uploaded (gradio's upload cache; a path or gradio's file dict); anything else is
+        refused, so no client can make the studio read an arbitrary path or another visitor's files."""
+        if isinstance(value, dict):  # a raw file payload (events with preprocess=False)
+            value = value.get("path")
         if value is None or value == "":
             return None
+        if not isinstance(value, str | os.PathLike) or "\x00" in str(value):
+            raise InvalidRequestError(f"The {what} must be an uploaded file.")
+        name = clip(Path(value).name)
         path = Path(value).resolve()
-        roots = [upload_cache_dir(), self.home.resolve()]
-        if not any(path == root or root in path.parents for root in roots):
-            raise InvalidRequestError(f"The {what} must be uploaded; {Path(value).name} is not an upload.")
+        root = upload_cache_dir()
+        if root not in path.parents:
+            raise InvalidRequestError(f"The {what} must be uploaded; {name} is not an upload.")
         if not path.is_file():
-            raise InvalidRequestError(f"The {what} {Path(value).name} is missing; upload it again.")
+            raise InvalidRequestError(f"The {what} {name} is missing; upload it again.")
         return path
 
     # -- choices for the dropdowns (values are checked again on the server) --------------------------------------
@@ -154,23 +184,28 @@ class StudioContext:
         registry = self.registry
         choices = []
         if self.options.base_model:
-            choices.append((f"{self.options.base_model} (started with)", self.options.base_model))
+            choices.append((f"{self.shown_path(self.options.base_model)} (started with)", self.options.base_model))
         for record in registry.of_kind("base_model"):
             default = " (default)" if record.key == registry.default_for("base_model") else ""
             choices.append((f"{record.key}: {record.title}{default}", record.key))
-        return choices
+        return self.shown(choices)
 
     def adapter_choices(self) -> list[tuple[str, str]]:
         """The registry's adapters, the one the studio started with, and every finished training job's adapter."""
         choices = [("matching the base model", AUTO_ADAPTER)]
         if self.options.adapter:
-            choices.append((f"{self.options.adapter} (started with)", self.options.adapter))
+            choices.append((f"{self.shown_path(self.options.adapter)} (started with)", self.options.adapter))
         for record in self.registry.of_kind("fact_adapter"):
             choices.append((f"{record.key}: {record.title}", record.key))
         for job in self.jobs.list():
-            if job.status().state == RunState.DONE and job.folder.adapter_path.is_file():
+            try:
+                done = job.status().state == RunState.DONE and job.folder.adapter_path.is_file()
+            except Exception as err:  # a damaged job folder is skipped, the others are offered
+                logger.warning("job %s skipped in the adapter list: %s", job.id, err)
+                continue
+            if done:
                 choices.append((f"trained: {job.name} ({job.id})", str(job.folder.adapter_path)))
-        return choices
+        return self.shown(choices)
 
     def lora_choices(self) -> list[tuple[str, str]]:
         """No LoRA, each preset's LoRA, and `.safetensors` files in `FACESTUDIO_HOME/loras`."""
@@ -182,16 +217,36 @@ class StudioContext:
         if folder.is_dir():
             for path in sorted(folder.glob("*.safetensors")):
                 choices.append((path.name, str(path)))
-        return choices
+        return self.shown(choices)
+
+    def shown(self, choices: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Choices as the page gets them: a file's value is its path relative to FACESTUDIO_HOME (or its name), and
+        `checked_choice` maps it back to the file."""
+        shown = []
+        for label, value in choices:
+            public = public_value(value, self.home)
+            if public != value:
+                with self._paths_lock:
+                    self._paths[public] = value
+            shown.append((label, public))
+        return shown
 
     def checked_choice(self, value: str | None, choices: Callable[[], list[tuple[str, str]]], what: str) -> str | None:
-        """`value` if it is one of `choices()` (else a clear error); the empty value means the default (None) and
-        does not list the choices (listing adapters reads every job's status)."""
+        """What `value` stands for if it is one of `choices()` (else a clear error): the file behind a shown path.
+        The empty value means the default (None) and does not list the choices (listing adapters reads every job's
+        status). The machine's own path of an offered file is accepted too (scripts written before paths were
+        hidden), never any other path."""
         if value is None or value == "":
             return None
-        if value not in {v for _, v in choices()}:
-            raise InvalidRequestError(f"{value!r} is not one of the offered {what} choices; reload the page.")
-        return value
+        if not isinstance(value, str):
+            raise InvalidRequestError(f"The {what} must be one of the offered choices; reload the page.")
+        offered = {v for _, v in choices()}
+        if value in offered:
+            with self._paths_lock:
+                return self._paths.get(value, value)
+        if public_value(value, self.home) in offered:
+            return value
+        raise InvalidRequestError(f"{clip(value)!r} is not one of the offered {what} choices; reload the page.")
 
     def default_models(self):
         """The models the studio was started with (`None`: the registry's defaults)."""
@@ -213,3 +268,25 @@ def upload_cache_dir() -> Path:
     """Where gradio keeps the files browsers and API clients upload."""
     configured = os.environ.get("GRADIO_TEMP_DIR")
     return Path(configured).resolve() if configured else (Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+#: Values echoed in messages are clipped to this many characters (a 10,000-character name is not sent back).
+ECHO_LIMIT = 80
+
+
+def clip(text: object, limit: int = ECHO_LIMIT) -> str:
+    """`text` as a message may echo it: at most `limit` characters, control characters replaced."""
+    value = "".join(ch if ch.isprintable() else "?" for ch in str(text)[: limit + 1])
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def public_value(value: str, home: Path) -> str:
+    """A choice value as the page may see it: an absolute path becomes relative to `home` (inside it) or
+    `…/<name>` (outside it); anything else (registry keys, hub ids) stays."""
+    if not value or not os.path.isabs(value):
+        return value
+    path = Path(value)
+    try:
+        return path.resolve().relative_to(home.resolve()).as_posix()
+    except (ValueError, OSError):
+        return f"…/{path.name}"

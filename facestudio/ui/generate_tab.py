@@ -11,11 +11,18 @@ import gradio as gr
 
 from facestudio.engine.metadata import GenerationRecord
 from facestudio.engine.presets import StylePreset
-from facestudio.engine.requests import MAX_IMAGES, MAX_SEED, GenerateRequest, ModelChoice, field_default
+from facestudio.engine.requests import (
+    MAX_IMAGES,
+    MAX_SEED,
+    GenerateRequest,
+    ModelChoice,
+    field_bounds,
+    field_default,
+)
 from facestudio.engine.schedulers import SCHEDULERS
 from facestudio.errors import InvalidRequestError
-from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
-from facestudio.ui.context import StudioContext
+from facestudio.ui.common import GPU, PageProgress, gpu_work, number, similarity_caption, user_errors
+from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.identity_tab import identity_choices, reference_photos
 
 SIZES = ["512x512", "512x768", "768x512", "576x768", "768x576", "640x640", "768x768", "512x640", "640x512",
@@ -49,8 +56,15 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in str(text).lower().replace("×", "x").split("x"))
     except ValueError:
-        raise InvalidRequestError(f"The size must look like 512x768; got {text!r}.") from None
+        raise InvalidRequestError(f"The size must look like 512x768; got {clip(repr(text), 40)}.") from None
     return width, height
+
+
+def checked(request_class, name: str, value: Any) -> Any:
+    """A page or API value for a request field, through `common.number` with the field's own bounds (whole numbers
+    where the bounds are whole)."""
+    low, high = field_bounds(request_class, name)
+    return number(value, name, low, high, whole=isinstance(low, int) and isinstance(high, int))
 
 
 def size_choices(extra: str | None = None) -> list[str]:
@@ -104,18 +118,23 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         width, height = parse_size(size)
         return GenerateRequest(
             faces=reference_photos(ctx, identity, photos), prompt=prompt or "", negative_prompt=negative or "",
-            seed=None if randomize or seed is None else int(seed), steps=int(steps), cfg=float(cfg),
-            width=width, height=height, num_images=int(num_images), face_strength=float(strength),
-            face_delay_steps=int(delay), face_cfg=bool(face_cfg), scheduler=scheduler or default("scheduler"),
-            lora=ctx.checked_choice(lora, ctx.lora_choices, "LoRA"), lora_scale=float(lora_scale),
-            pose=None if pose is None else str(ctx.uploaded_file(pose, "pose image")), pose_strength=float(pose_strength),
+            seed=None if randomize or seed is None or seed == "" else checked(GenerateRequest, "seed", seed),
+            steps=checked(GenerateRequest, "steps", steps), cfg=checked(GenerateRequest, "cfg", cfg),
+            width=width, height=height, num_images=checked(GenerateRequest, "num_images", num_images),
+            face_strength=checked(GenerateRequest, "face_strength", strength),
+            face_delay_steps=checked(GenerateRequest, "face_delay_steps", delay), face_cfg=bool(face_cfg),
+            scheduler=scheduler or default("scheduler"),
+            lora=ctx.checked_choice(lora, ctx.lora_choices, "LoRA"),
+            lora_scale=checked(GenerateRequest, "lora_scale", lora_scale),
+            pose=None if not pose else str(ctx.uploaded_file(pose, "pose image")),
+            pose_strength=checked(GenerateRequest, "pose_strength", pose_strength),
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
                                adapter=ctx.checked_choice(adapter, ctx.adapter_choices, "adapter"),
                                face_encoder=ctx.options.face_encoder),
         )
 
     def finish(result, captions: list[str]):
-        gallery = [(str(image.path), caption) for image, caption in zip(result.images, captions, strict=True)]
+        gallery = [(ctx.handout(image.path), caption) for image, caption in zip(result.images, captions, strict=True)]
         records = [image.record for image in result.images]
         notes = list(result.warnings)
         if result.cancelled:
@@ -198,13 +217,14 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         request = record.request
         size = f"{request.width}x{request.height}"
         choice = {"base": {v for _, v in ctx.base_model_choices()}, "adapter": {v for _, v in ctx.adapter_choices()}}
+        base, adapter = ctx.shown_path(request.models.base_model), ctx.shown_path(request.models.adapter)
         scheduler = SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title
         return [
             request.prompt, request.negative_prompt, request.face_strength, request.face_delay_steps,
             request.face_cfg, request.steps, request.cfg, scheduler, record.seed, False,
             gr.update(choices=size_choices(size), value=size),
-            request.models.base_model if request.models.base_model in choice["base"] else gr.update(),
-            request.models.adapter if request.models.adapter in choice["adapter"] else gr.update(),
+            base if base and base in choice["base"] else gr.update(),
+            adapter if adapter and adapter in choice["adapter"] else gr.update(),
             request.lora_scale,
         ]
 
@@ -253,7 +273,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     base_model = gr.Dropdown(label="Base model", choices=ctx.base_model_choices(),
                                              value=ctx.base_model_choices()[0][1])
                     adapter = gr.Dropdown(label="FACT adapter (trained ones appear here)",
-                                          choices=ctx.adapter_choices(), value=ctx.options.adapter or "",
+                                          choices=ctx.adapter_choices(), value=ctx.shown_path(ctx.options.adapter),
                                           allow_custom_value=True)
                 with gr.Row():
                     lora = gr.Dropdown(label="Style LoRA (files in FACESTUDIO_HOME/loras appear here)",
@@ -286,8 +306,11 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 base_model, adapter, lora_scale]
     outputs = [gallery, seed, info, records]
 
-    go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU)
-    compare_button.click(compare, [strengths, *settings], outputs, api_name="compare_strengths", concurrency_id=GPU)
+    # preprocess=False: files, numbers and choices reach the handlers as sent and go through the studio's own checks
+    # (`ctx.uploaded_file` + `load_image`, `checked`), so bad input is one sentence, never gradio's preprocess dump.
+    go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU, preprocess=False)
+    compare_button.click(compare, [strengths, *settings], outputs, api_name="compare_strengths", concurrency_id=GPU,
+                         preprocess=False)
     stop_button.click(stop, None, info, api_name="generate_stop", queue=False)
     presets.select(choose_preset, None, preset_key, api_visibility="private")
     controls = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg, "size": size,
@@ -296,7 +319,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                       api_visibility="private")
     gallery.select(select_result, None, selected, api_visibility="private")
     reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")
-    png.upload(reuse_png, png, reusable, api_name="reuse_png")
+    png.upload(reuse_png, png, reusable, api_name="reuse_png", preprocess=False)
     adapter.focus(lambda: gr.update(choices=ctx.adapter_choices()), None, adapter, api_visibility="private")
     lora.focus(lambda: gr.update(choices=ctx.lora_choices()), None, lora, api_visibility="private")
     return GenerateTab(identity=identity, adapter=adapter)

@@ -26,9 +26,16 @@ def identity_choices(ctx: StudioContext) -> list[str]:
     return [identity.name for identity in ctx.identities.list()]
 
 
-def uploaded_paths(ctx: StudioContext, files: list[str] | None, what: str = "photo") -> list[Path]:
-    """The files of a multi-file upload (gradio passes their paths), each checked by `StudioContext.upload`."""
-    return [path for path in (ctx.uploaded_file(value, what) for value in files or []) if path is not None]
+def uploaded_paths(ctx: StudioContext, files, what: str = "photo") -> list[Path]:
+    """The files of a multi-file upload (paths, or gradio's file dicts as sent), each checked by
+    `StudioContext.uploaded_file`."""
+    if files is None or files == "":
+        return []
+    if isinstance(files, str | dict):
+        files = [files]
+    if not isinstance(files, list | tuple):
+        raise InvalidRequestError(f"The {what}s must be a list of uploaded files.")
+    return [path for path in (ctx.uploaded_file(value, what) for value in files) if path is not None]
 
 
 def reference_photos(ctx: StudioContext, identity: str | None, files) -> list[str]:
@@ -37,6 +44,8 @@ def reference_photos(ctx: StudioContext, identity: str | None, files) -> list[st
     if uploaded:
         return [str(p) for p in uploaded]
     if identity:
+        if not isinstance(identity, str):
+            raise InvalidRequestError("The saved identity must be one of the names in the list.")
         return [str(p) for p in ctx.identities.get(identity).photos]
     raise InvalidRequestError("Choose a saved identity or upload photos of the person.")
 
@@ -61,6 +70,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
         return overlays, crops, masks, summary, check.to_dict(), used
 
     def _inspect(paths, faces_used: str):
+        faces_used = faces_used if isinstance(faces_used, str) else ""
         return inspect_photos(ctx.manager.analyzer(), paths, parse_face_indexes(faces_used, len(paths)),
                               names=[p.name for p in paths], max_pixels=ctx.settings.max_pixels)
 
@@ -69,7 +79,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
     def save(files, faces_used: str, name: str, replace: bool):
         paths = uploaded_paths(ctx, files)
         check = _inspect(paths, faces_used)
-        identity = ctx.identities.save(name, check, overwrite=bool(replace))
+        identity = ctx.identities.save(name if isinstance(name, str) else "", check, overwrite=replace is True)
         skipped = len(check.photos) - len(check.usable)
         note = f" ({skipped} photo(s) without a face left out)" if skipped else ""
         return (f"Saved **{identity.name}** with {len(identity.photos)} photo(s){note}.",
@@ -127,9 +137,9 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
         saved_photos = gr.Gallery(label="Its photos", columns=8, height=160)
 
     analyze_button.click(analyze, [photos, faces_used], [overlays, crops, masks, status, report, faces_used],
-                         api_name="analyze", concurrency_id=GPU)
+                         api_name="analyze", concurrency_id=GPU, preprocess=False)
     saving = save_button.click(save, [photos, faces_used, name, replace], [status, saved], api_name="save_identity",
-                               concurrency_id=GPU)
+                               concurrency_id=GPU, preprocess=False)
     saved.change(show_saved, saved, [saved_photos, saved_info], api_visibility="private")
     deleting = delete_button.click(delete, saved, [saved_info, saved, saved_photos], api_name="delete_identity")
     return IdentityTab(saved=saved, changed=[saving, deleting])

@@ -12,23 +12,34 @@ from PIL import Image
 from facestudio.engine.requests import MAX_SEED, InpaintRequest, field_default
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
-from facestudio.ui.context import StudioContext
-from facestudio.ui.generate_tab import StopFlags, session_of
+from facestudio.ui.context import StudioContext, clip
+from facestudio.ui.generate_tab import StopFlags, checked, session_of
 from facestudio.ui.identity_tab import identity_choices, reference_photos
 
 MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted below", "painted")]
 
 
-def painted_mask(editor_value) -> np.ndarray | None:
-    """The union of the painted layers' alpha (white = repaint) as `uint8[H, W]`; None when nothing is painted."""
-    if not editor_value:
+def painted_mask(ctx: StudioContext, editor_value) -> np.ndarray | None:
+    """The union of the painted layers' alpha (white = repaint) as `uint8[H, W]`; None when nothing is painted.
+    Layers come as sent (uploaded files), each checked by `ctx.uploaded_file` and `load_image` before it is read."""
+    from facestudio.face import load_image
+
+    if not editor_value or not isinstance(editor_value, dict):
         return None
-    layers = [layer for layer in (editor_value.get("layers") or []) if layer is not None]
+    layers = editor_value.get("layers") or []
+    if not isinstance(layers, list):
+        raise InvalidRequestError("The painted mask must be a list of image layers; paint it again.")
     mask = None
     for layer in layers:
-        array = np.asarray(layer)
-        alpha = array[..., 3] if array.ndim == 3 and array.shape[2] == 4 else (array.reshape(*array.shape[:2], -1)
-                                                                             .max(axis=2))
+        path = ctx.uploaded_file(layer, "painted layer")
+        if path is None:
+            continue
+        load_image(path, name=path.name, max_pixels=ctx.settings.max_pixels)  # refuses bombs and broken files
+        with Image.open(path) as opened:
+            array = np.asarray(opened.convert("RGBA") if "A" in opened.getbands() else opened.convert("L"))
+        alpha = array[..., 3] if array.ndim == 3 else array
+        if mask is not None and alpha.shape != mask.shape:
+            raise InvalidRequestError("The painted layers differ in size; paint the mask again.")
         mask = alpha if mask is None else np.maximum(mask, alpha)
     if mask is None or not mask.any():
         return None
@@ -70,20 +81,23 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             raise InvalidRequestError("Upload the template photo first.")
         mask = mask_mode or "face"
         if mask == "painted":
-            painted = painted_mask(editor)
+            painted = painted_mask(ctx, editor)
             if painted is None:
                 raise InvalidRequestError("Paint over the area to replace in the editor, or choose an automatic mask.")
             mask_path = ctx.scratch_dir() / f"mask-{uuid.uuid4().hex}.png"
             Image.fromarray(painted).save(mask_path)
             mask = str(mask_path)
         elif mask not in ("face", "head"):
-            raise InvalidRequestError(f"The mask must be face, head or painted; got {mask!r}.")
+            raise InvalidRequestError(f"The mask must be face, head or painted; got {clip(repr(mask), 40)}.")
         inpaint_request = InpaintRequest(
             faces=reference_photos(ctx, identity, photos), image=str(template_path), mask=mask,
-            face_index=int(face_index or 0), prompt=prompt or "", negative_prompt=negative or "",
-            denoise=float(denoise), face_strength=float(strength), steps=int(steps),
-            seed=None if randomize or seed is None else int(seed),
-            mask_dilate_px=None if not dilate else int(dilate), mask_feather_px=None if not feather else int(feather),
+            face_index=checked(InpaintRequest, "face_index", face_index or 0), prompt=str(prompt or ""),
+            negative_prompt=str(negative or ""), denoise=checked(InpaintRequest, "denoise", denoise),
+            face_strength=checked(InpaintRequest, "face_strength", strength),
+            steps=checked(InpaintRequest, "steps", steps),
+            seed=None if randomize or seed is None or seed == "" else checked(InpaintRequest, "seed", seed),
+            mask_dilate_px=None if not dilate else checked(InpaintRequest, "mask_dilate_px", dilate),
+            mask_feather_px=None if not feather else checked(InpaintRequest, "mask_feather_px", feather),
             models=ctx.default_models())
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Inpainting")
@@ -95,7 +109,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         image = result.images[0]
         info = f"Seed used: **{image.seed}** · {similarity_caption(image)}"
         info += "".join(f"\n- ⚠️ {w}" for w in result.warnings)
-        return (str(template_path), str(image.path)), image.seed, info, str(image.path)
+        shown = ctx.handout(image.path)
+        return (str(template_path), shown), image.seed, info, shown
 
     gr.Markdown("Upload a template photo; its faces are numbered (0 = largest). Pick the face to replace and the "
                 "mask: the face region or the whole head (grown and softened by the sliders), or paint your own. "
@@ -139,11 +154,13 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             info = gr.Markdown()
             download = gr.File(label="Result (PNG with its settings)", interactive=False)
 
+    # preprocess=False: the template, the painted layers and every number are checked by the studio itself
+    # (`ctx.uploaded_file` + `load_image`, `checked`), so a broken file is one sentence, not gradio's dump.
     template.upload(show_faces, template, [numbered, face_index, editor], api_name="template_faces",
-                    concurrency_id=GPU)
+                    concurrency_id=GPU, preprocess=False)
     go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                        denoise, strength, steps, seed, randomize], [slider, seed, info, download],
-             api_name="inpaint", concurrency_id=GPU)
+             api_name="inpaint", concurrency_id=GPU, preprocess=False)
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))
 

@@ -42,6 +42,12 @@ def add_studio_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-encoder", default=env("FACESTUDIO_FACE_ENCODER") or None, metavar="ID|PATH",
                         help="TransFace face encoder (FACESTUDIO_FACE_ENCODER; default: the registry's)")
     add_face_backend_option(parser, env_defaults=True)
+    parser.add_argument("--login-attempts", type=int, default=int(env("FACESTUDIO_LOGIN_ATTEMPTS", "10")),
+                        metavar="N", help="with --auth: wrong passwords from one address before it is locked out "
+                                          "(FACESTUDIO_LOGIN_ATTEMPTS; default 10)")
+    parser.add_argument("--login-lockout", type=float, default=float(env("FACESTUDIO_LOGIN_LOCKOUT", "600")),
+                        metavar="SECONDS", help="with --auth: how long a locked-out address is refused, even with "
+                                                "the right password (FACESTUDIO_LOGIN_LOCKOUT; default 600)")
     parser.add_argument("--no-jobs", action="store_true", default=env_flag("FACESTUDIO_NO_JOBS"),
                         help="do not run training jobs in this studio (another studio or `python -m facestudio jobs "
                              "run` does) (FACESTUDIO_NO_JOBS=1)")
@@ -63,12 +69,34 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def share_warning(share: bool, auth: tuple[str, str] | None) -> str | None:
-    """What to say when a public link is opened without a password."""
-    if share and auth is None:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def share_warning(share: bool, auth: tuple[str, str] | None, host: str = "127.0.0.1") -> str | None:
+    """What to say when the studio is opened beyond this machine (a public link, or a network address) without a
+    password."""
+    if auth is not None:
+        return None
+    if share:
         return ("--share without --auth: anyone with the public link can use this studio, its files and its GPU; "
                 "add --auth USER:PASS.")
+    if host not in LOOPBACK and not host.startswith("127."):
+        return (f"--host {host} without --auth: anyone who can reach this machine can use this studio, its files "
+                "and its GPU; add --auth USER:PASS.")
     return None
+
+
+def launch_options(args: argparse.Namespace, ctx) -> dict:
+    """What `demo.launch` gets besides the address: upload limit, no served folders, the login guard. The tests
+    start the studio with these too."""
+    from starlette.middleware import Middleware
+
+    from facestudio.ui.guard import FailedLogins, LoginGuard
+
+    logins = FailedLogins(max(1, int(getattr(args, "login_attempts", 10))),
+                          max(0.0, float(getattr(args, "login_lockout", 600.0))))
+    return {"max_file_size": MAX_UPLOAD, "allowed_paths": ctx.served_dirs(),
+            "app_kwargs": {"middleware": [Middleware(LoginGuard, logins=logins)]}}
 
 
 def create_studio(args: argparse.Namespace, settings: StudioSettings | None = None):
@@ -90,7 +118,7 @@ def serve(args: argparse.Namespace, settings: StudioSettings) -> None:
     propagates: each front words it (app.py exits with it, the command line prints it with its exit code)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     auth = parse_auth(args.auth)
-    warning = share_warning(args.share, auth)
+    warning = share_warning(args.share, auth, args.host)
     if warning:
         logger.warning(warning)
     ctx, demo = create_studio(args, settings)
@@ -98,8 +126,8 @@ def serve(args: argparse.Namespace, settings: StudioSettings) -> None:
     try:
         from facestudio.ui.studio import THEME
 
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                    max_file_size=MAX_UPLOAD, allowed_paths=ctx.served_dirs(), show_error=True, theme=THEME)
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True,
+                    theme=THEME, **launch_options(args, ctx))
     finally:
         ctx.stop()
 

@@ -10,7 +10,7 @@ from facestudio.engine.hub import ModelHub, format_bytes
 from facestudio.engine.inventory import DOWNLOADED, model_states, system_report
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, user_errors
-from facestudio.ui.context import StudioContext
+from facestudio.ui.context import StudioContext, clip
 
 MODEL_COLUMNS = ["name", "kind", "state", "size", "source"]
 UNLOAD_CHOICES = [("everything", "all"), ("base model + adapter", "base_model"), ("face encoder", "face_encoder"),
@@ -45,7 +45,7 @@ def build_models_tab(ctx: StudioContext) -> list:
         in_memory = loaded()
         lines.append(f"**Loaded:** {', '.join(in_memory) if in_memory else 'nothing'}")
         lines.append("**Versions:** " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v))
-        lines.append(f"**Studio folder:** `{ctx.home}`")
+        lines.append("**Studio folder:** FACESTUDIO_HOME (set when the studio was started)")
         return "\n\n".join(lines)
 
     def refresh():
@@ -57,13 +57,15 @@ def build_models_tab(ctx: StudioContext) -> list:
 
         if not name:
             raise InvalidRequestError("Choose the model to download.")
+        if not isinstance(name, str) or name not in registry.records:
+            raise InvalidRequestError(f"There is no model {clip(repr(name), 40)}; choose one from the list.")
         record = registry.get(name)
         if hub.cached_path(record) is not None:
             return f"{name} is already downloaded.", *refresh()
         reporter = PageProgress(progress)
         progress(0.0, desc=f"Asking the hub about {name}…")
         path = download_model(registry, hub, name, reporter.download)
-        return f"{name}: {DOWNLOADED} to `{path}`.", *refresh()
+        return f"{name}: {DOWNLOADED} to `{ctx.shown_path(path)}`.", *refresh()
 
     @user_errors
     def unload(what: str | None):

@@ -15,12 +15,14 @@ from facestudio.ui.train_tab import build_train_tab
 
 #: Waiting requests beyond this are refused with "the queue is full" instead of piling up.
 MAX_QUEUE = 32
+#: Gradio's upload cache (uploads, results handed out) is swept every hour of files older than a day.
+DELETE_CACHE = (3600, 86400)
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
 def build_studio(ctx: StudioContext) -> gr.Blocks:
     stops = StopFlags()
-    with gr.Blocks(title="FaceStudio") as demo:
+    with gr.Blocks(title="FaceStudio", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"# FaceStudio\nNew portraits of a person from a few photos, with the FACT face adapter · "
                     f"v{__version__}")
         if ctx.preset_problems:

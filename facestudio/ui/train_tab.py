@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -15,7 +16,8 @@ import pandas as pd
 from facestudio.errors import InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, Job, RunStage, RunStatus, TrainConfig
 from facestudio.text import format_duration
-from facestudio.ui.common import user_errors
+from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS
+from facestudio.ui.common import number, user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import uploaded_paths
 
@@ -23,6 +25,14 @@ REFRESH_SECONDS = 2.0
 JOB_COLUMNS = ["id", "name", "state", "step", "loss", "ETA", "adapter"]
 REPORT_COLUMNS = ["photo", "kept", "reason"]
 SCRATCH = "scratch"
+#: The Train tab's numbers: (lowest, highest, whole). `TrainConfig.check` has the finer rules (a multiple of 64, ...);
+#: this is the one check that turns whatever a client sent into a number, naming the control.
+TRAIN_NUMBERS = {
+    "steps": (1, MAX_STEPS, True), "lr": (0.0, 1.0, False), "fair_weight": (0.0, 1000.0, False),
+    "drop_prob": (0.0, 1.0, False), "shuffle_prob": (0.0, 1.0, False), "resolution": (64, MAX_RESOLUTION, True),
+    "batch_size": (1, MAX_BATCH_SIZE, True), "checkpoint_every": (1, MAX_STEPS, True),
+    "sample_every": (0, MAX_STEPS, True),
+}
 
 
 @dataclass
@@ -71,17 +81,22 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     `settings` (TrainConfig fields) and the studio's device and face detector. Touches no model."""
     from facestudio.jobs.intake import submit_photo_job
 
-    name = " ".join(str(name or "").split())
+    name = " ".join(str(name or "").split())[:64]
     if not name:
         raise InvalidRequestError("Give the training a name (for example the person's name).")
+    if folder is not None and not isinstance(folder, str):
+        raise InvalidRequestError("The folder of photos must be a path inside the studio's folder.")
     photos = uploaded_paths(ctx, files)
     base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
     init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
-    defaults = TrainConfig(dataset="-")
-    typed = {key: type(getattr(defaults, key))(value) for key, value in settings.items()}  # Numbers are floats
+    typed = {key: (number(value, key, *TRAIN_NUMBERS[key][:2], whole=TRAIN_NUMBERS[key][2])
+                   if key in TRAIN_NUMBERS else value is True) for key, value in settings.items()}
     config = TrainConfig(dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder,
                          device=ctx.options.device, face_backend=ctx.options.backend, **typed)
-    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=(folder or "").strip() or None)
+    folder = (folder or "").strip() or None
+    if folder is not None and not Path(folder).expanduser().is_absolute():
+        folder = str(ctx.home / folder)  # the page asks for a folder relative to FACESTUDIO_HOME
+    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder)
     ctx.runner.wake()
     return job
 
@@ -117,7 +132,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         state = ctx.jobs.effective_status(job)
         metrics = job.folder.read_metrics()
         plot = pd.DataFrame({"step": [row["step"] for row in metrics], "loss": [row["loss"] for row in metrics]})
-        samples = [(str(path), path.stem) for path in job.folder.samples()[-8:]]
+        samples = [(ctx.handout(path), path.stem) for path in job.folder.samples()[-8:]]  # copies, never jobs/
         stage = "preparing · " if state.stage == RunStage.PREPARING else ""
         lines = [f"**{job.name}** · {state.state} · {stage}{progress(state)}"]
         if state.loss is not None:
@@ -134,8 +149,11 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         if state.error:
             text += f"\n\n⚠️ {state.error}"
         if job.folder.adapter_path.is_file():
-            text += f"\n\nAdapter: `{job.folder.adapter_path}` (choose it in Generate → FACT adapter)."
+            text += (f"\n\nAdapter: `{ctx.shown_path(job.folder.adapter_path)}` (choose it in Generate → FACT "
+                     "adapter).")
         data = job.to_dict(state)
+        for key in ("folder", "adapter"):  # relative to FACESTUDIO_HOME: no path of the machine in an answer
+            data[key] = ctx.shown_path(data[key]) if data.get(key) else data.get(key)
         data["updated"] = time.strftime("%H:%M:%S")
         return text, data, plot, samples, report_table(job), table
 
@@ -166,7 +184,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
             files = gr.File(label="Photos of the person", file_count="multiple", file_types=["image"],
                             elem_id="train-photos")
             folder = gr.Textbox(label="…or a folder of photos inside the studio's folder",
-                                placeholder=str(ctx.home / "photos" / "alex"))
+                                placeholder="photos/alex (relative to FACESTUDIO_HOME)")
             name = gr.Textbox(label="Name", placeholder="alex", elem_id="train-name")
             with gr.Row():
                 base_model = gr.Dropdown(label="Base model", choices=ctx.base_model_choices(),
@@ -211,7 +229,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     # Not in the GPU queue: a click copies files and queues a job, so it never waits behind a generation.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
                                shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every],
-                       [message, job, table], api_name="train_start")
+                       [message, job, table], api_name="train_start", preprocess=False)
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
     cancel_button.click(cancel, job, message, api_name="train_cancel", queue=False)

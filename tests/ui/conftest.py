@@ -45,7 +45,7 @@ def studio(tiny_studio, faces_dir, tmp_path_factory):
     ctx.start()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                max_file_size=app.MAX_UPLOAD, allowed_paths=ctx.served_dirs())
+                **app.launch_options(args, ctx))
     try:
         yield RunningStudio(f"http://127.0.0.1:{port}/", ctx, home, tiny_studio)
     finally:

@@ -66,7 +66,61 @@ def test_requests_may_use_uploads_and_the_studio_folder_only(tmp_path, monkeypat
     with pytest.raises(InvalidRequestError, match="missing"):
         ctx.uploaded_file(str(uploads / "gone.jpg"), "photo")
     assert ctx.uploaded_file(None, "photo") is None
+    assert ctx.uploaded_file({"path": str(uploads / "abc" / "me.jpg")}, "photo").name == "me.jpg"  # raw payload
+    home_file = tmp_path / "home" / "jobs" / "x" / "optimizer.safetensors"
+    home_file.parent.mkdir(parents=True)
+    home_file.write_bytes(b"x")
+    with pytest.raises(InvalidRequestError, match="not an upload"):  # the studio's own files are not inputs
+        ctx.uploaded_file(str(home_file), "photo")
+    for bad in (5, ["a"], "a\x00b"):
+        with pytest.raises(InvalidRequestError, match="photo"):
+            ctx.uploaded_file(bad, "photo")
     assert not ctx.engine_started  # building the context loads nothing
+
+
+def test_paths_are_shown_relative_to_the_home_and_files_handed_out_under_random_names(tmp_path, monkeypatch):
+    from facestudio.ui.context import StudioContext, StudioOptions, clip
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    home = tmp_path / "home"
+    ctx = StudioContext(StudioOptions(StudioSettings(home=home), adapter="/models/mine.safetensors",
+                                      run_jobs=False))
+    (home / "loras").mkdir(parents=True)
+    (home / "loras" / "style.safetensors").write_bytes(b"x")
+    assert ctx.shown_path(home / "jobs" / "a" / "adapter.safetensors") == "jobs/a/adapter.safetensors"
+    assert ctx.shown_path("/models/mine.safetensors") == "…/mine.safetensors"
+    assert ctx.shown_path("majicmix") == "majicmix"
+    values = [v for _, v in ctx.lora_choices() + ctx.adapter_choices()]
+    assert not any(str(tmp_path) in v or v.startswith("/") for v in values)
+    assert "loras/style.safetensors" in values and "…/mine.safetensors" in values
+    # the shown value stands for the file; the machine's path of an offered file is still accepted
+    assert ctx.checked_choice("loras/style.safetensors", ctx.lora_choices, "LoRA") == \
+        str(home / "loras" / "style.safetensors")
+    assert ctx.checked_choice("…/mine.safetensors", ctx.adapter_choices, "adapter") == "/models/mine.safetensors"
+    with pytest.raises(InvalidRequestError) as caught:
+        ctx.checked_choice("x" * 10_000, ctx.adapter_choices, "adapter")
+    assert len(str(caught.value)) < 200
+    assert len(clip("y" * 10_000)) == 80
+
+    result = home / "outputs" / "generate-20260101-000000-5.png"
+    result.parent.mkdir(parents=True)
+    result.write_bytes(b"png")
+    first, second = ctx.handout(result), ctx.handout(result)
+    assert first != second and Path(first).read_bytes() == b"png"
+    assert Path(first).parent.parent == (tmp_path / "gradio").resolve()
+    assert len(Path(first).parent.name) >= 24  # a random folder name: unguessable
+
+
+def test_every_number_goes_through_one_check_naming_the_control():
+    from facestudio.ui.common import field_label, number
+
+    assert number("7", "steps", 1, 150, whole=True) == 7 and number(3.0, "steps", 1, 150, whole=True) == 3
+    assert number(0.5, "cfg", 0.0, 30.0) == 0.5
+    for bad in ("abc", float("nan"), float("inf"), None, True, 3.5, 0, 10**15, [1], "1e400"):
+        with pytest.raises(InvalidRequestError) as caught:
+            number(bad, "steps", 1, 150, whole=True)
+        assert caught.value.field == "steps"
+        assert caught.value.worded(field_label("steps")).startswith("Steps must be a whole number from 1 to 150")
 
 
 def test_dropdown_values_are_checked_on_the_server(tmp_path):
@@ -128,7 +182,7 @@ def test_user_presets_in_the_studio_home_are_offered_and_served(tmp_path):
     ctx = StudioContext(StudioOptions(StudioSettings(home=tmp_path), run_jobs=False))
     assert ctx.preset("mine").name == "Mine" and ctx.preset("film-noir") is not None
     assert len(ctx.preset_problems) == 1 and "broken.json" in ctx.preset_problems[0]
-    assert str(user) in ctx.served_dirs()  # the user's thumbnails can be shown
+    assert ctx.served_dirs() == []  # thumbnails reach the page through gradio's cache, no folder is served
 
 
 def test_a_preset_fills_the_controls_through_its_apply_lora_scale_included(tmp_path):
