@@ -6,7 +6,15 @@ environment variables), the same studio. Nothing heavy is imported or loaded at 
 
 from __future__ import annotations
 
-from facestudio.ui.launch import MAX_UPLOAD, create_studio, main, parse_args, parse_auth, share_warning
+from facestudio.ui.launch import (
+    MAX_UPLOAD,
+    create_studio,
+    launch_options,
+    main,
+    parse_args,
+    parse_auth,
+    share_warning,
+)
 
 __all__ = ["MAX_UPLOAD", "create_studio", "launch_options", "main", "parse_args", "parse_auth", "share_warning"]
 

@@ -233,9 +233,22 @@ class IdentityStore:
                     continue
                 try:
                     found.append(self._read(folder))
-                except (OSError, ValueError, KeyError, InvalidRequestError) as err:
-                    logger.warning("Skipping the identity in %s: %s", folder, err)
+                except (OSError, InvalidRequestError) as err:
+                    logger.warning("Skipping the identity in %s: %s", folder.name, err)
         return sorted(found, key=lambda identity: identity.name.lower())
+
+    def damaged(self) -> list[str]:
+        """The folders under `identities/` whose record cannot be read (shown as damaged; `list` skips them)."""
+        names = []
+        if self.root.is_dir():
+            for folder in sorted(self.root.iterdir()):
+                if folder.name.startswith(".") or not (folder / IDENTITY_FILE).is_file():
+                    continue
+                try:
+                    self._read(folder)
+                except (OSError, InvalidRequestError):
+                    names.append(folder.name)
+        return names
 
     def get(self, name: str) -> Identity:
         folder = self.root / identity_slug(name)
@@ -245,16 +258,33 @@ class IdentityStore:
         return self._read(folder)
 
     def _read(self, folder: Path) -> Identity:
-        data = json.loads((folder / IDENTITY_FILE).read_text())
-        if data.get("format") != IDENTITY_FORMAT:
-            raise ValueError(f"{IDENTITY_FILE} is not a FaceStudio identity")
+        """The identity in `folder`, every field type-checked; `InvalidRequestError` naming the folder when its
+        record is damaged (any JSON, any types), never another exception."""
+        def damaged(why: str) -> InvalidRequestError:
+            return InvalidRequestError(f"The saved identity {folder.name} is damaged ({why}); delete it and save it "
+                                       "again.")
+
+        try:
+            data = json.loads((folder / IDENTITY_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise damaged(f"{IDENTITY_FILE} is not JSON: {type(err).__name__}") from None
+        if not isinstance(data, dict) or data.get("format") != IDENTITY_FORMAT:
+            raise damaged(f"{IDENTITY_FILE} is not a FaceStudio identity")
+        name, entries, created = data.get("name"), data.get("photos"), data.get("created", "")
+        if not isinstance(name, str) or not name.strip():
+            raise damaged("no name")
+        if not isinstance(entries, list) or not entries:
+            raise damaged("no list of photos")
         photos = []
-        for entry in data["photos"]:
-            path = folder / Path(entry["file"]).name  # only files inside the folder
+        for entry in entries:
+            file = entry.get("file") if isinstance(entry, dict) else None
+            if not isinstance(file, str) or not file or "\x00" in file:
+                raise damaged("a photo entry has no file name")
+            path = folder / Path(file).name  # only files inside the folder
             if not path.is_file():
-                raise InvalidRequestError(f"The photo {path.name} of identity {data['name']!r} is missing.")
+                raise InvalidRequestError(f"The photo {path.name} of identity {name!r} is missing.")
             photos.append(path)
-        return Identity(data["name"], folder.name, folder, tuple(photos), data.get("created", ""))
+        return Identity(name, folder.name, folder, tuple(photos), created if isinstance(created, str) else "")
 
     def save(self, name: str, check: IdentityCheck, overwrite: bool = False) -> Identity:
         """Keep the usable photos of `check` as identity `name`; `overwrite` replaces one of the same name."""
@@ -294,8 +324,11 @@ class IdentityStore:
         return self._read(final)
 
     def delete(self, name: str) -> None:
-        identity = self.get(name)
-        shutil.rmtree(identity.folder)
+        """Remove identity `name`, or a damaged identity folder of that name (so it can be cleaned up)."""
+        folder = self.root / identity_slug(name)
+        if not (folder / IDENTITY_FILE).is_file():
+            self.get(name)  # the clear "no such identity" error
+        shutil.rmtree(folder)
 
 
 def _around_face(image: Image.Image, face: Face) -> Image.Image:

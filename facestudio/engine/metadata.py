@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # facestudio.face imports OpenCV; the page reads records with
 METADATA_KEY = "facestudio"
 METADATA_FORMAT = 1
 
+#: A record larger or more deeply nested than this is refused before it is parsed (a real one is a few KB, nested
+#: 4 levels): a crafted PNG cannot exhaust memory or the parser's recursion.
+MAX_RECORD_CHARS = 256 * 1024
+MAX_RECORD_DEPTH = 16
+
 #: The model kinds a record lists (each `{"spec", "path", "sha256"}` or `None` when the request used none).
 MODEL_KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "lora")
 
@@ -233,13 +238,46 @@ def read_png_record(path: str | Path) -> dict[str, Any]:
     if METADATA_KEY not in text:
         raise MetadataError(f"{path.name} carries no FaceStudio generation parameters (was it saved by FaceStudio, "
                             "and not re-saved by another program?).")
+    raw = text[METADATA_KEY]
+    if not isinstance(raw, str) or len(raw) > MAX_RECORD_CHARS:
+        raise MetadataError(f"{path.name} has a FaceStudio record larger than {MAX_RECORD_CHARS // 1024} KB; it "
+                            "was not written by FaceStudio.")
+    if json_depth(raw) > MAX_RECORD_DEPTH:
+        raise MetadataError(f"{path.name} has a FaceStudio record nested deeper than {MAX_RECORD_DEPTH} levels; it "
+                            "was not written by FaceStudio.")
     try:
-        record = json.loads(text[METADATA_KEY])
-    except ValueError as err:
+        record = json.loads(raw)
+    except (ValueError, RecursionError) as err:
         raise MetadataError(f"{path.name} has damaged FaceStudio parameters: {err}.") from err
     if not isinstance(record, dict) or "request" not in record or "seed" not in record:
         raise MetadataError(f"{path.name} has incomplete FaceStudio parameters (no request or seed).")
-    if record.get("format", 0) > METADATA_FORMAT:
+    version = record.get("format", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise MetadataError(f"{path.name} has damaged FaceStudio parameters (the format is not a number).")
+    if version > METADATA_FORMAT:
         raise MetadataError(f"{path.name} was written by a newer FaceStudio (format {record['format']}); update "
                             "FaceStudio to regenerate it.")
     return record
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of JSON `text` nest (brackets inside strings do not count), found without
+    parsing it, so a crafted record is refused before the parser recurses."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

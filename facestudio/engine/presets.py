@@ -104,11 +104,14 @@ def _resolve(folder: Path, relative: Any, path: Path, what: str) -> Path | None:
     """A file named by a preset, inside `folder` only (a preset from elsewhere must not point anywhere)."""
     if relative in (None, ""):
         return None
-    candidate = (folder / str(relative)).resolve()
+    if not isinstance(relative, str) or "\x00" in relative or len(relative) > 255:
+        raise InvalidRequestError(f"Preset file {path.name}: the {what} must be a file name.")
+    candidate = (folder / relative).resolve()
     if not candidate.is_relative_to(folder.resolve()):
-        raise InvalidRequestError(f"Preset file {path.name}: the {what} {relative!r} lies outside {folder}.")
+        raise InvalidRequestError(f"Preset file {path.name}: the {what} {relative!r} lies outside the presets' "
+                                  "folder.")
     if not candidate.is_file():
-        raise InvalidRequestError(f"Preset file {path.name}: the {what} {relative!r} does not exist in {folder}.")
+        raise InvalidRequestError(f"Preset file {path.name}: the {what} {relative!r} does not exist next to it.")
     return candidate
 
 
@@ -121,6 +124,8 @@ def load_presets(folder: Path, assets: Path | None = None) -> tuple[list[StylePr
             presets.append(load_preset(path, assets))
         except InvalidRequestError as err:
             problems.append(str(err))
+        except Exception as err:  # whatever is in the file, the studio starts without it
+            problems.append(f"Preset file {path.name} cannot be loaded ({type(err).__name__}).")
     return sorted(presets, key=lambda p: p.name.lower()), problems
 
 

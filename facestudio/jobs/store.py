@@ -157,8 +157,8 @@ class JobStore:
                        created_at=float(data["created_at"]), kind=str(data.get("kind", KIND_TRAIN)))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            logger.warning("skipping %s: its %s is unreadable (%s)", folder, JOB_NAME, err)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+            logger.warning("skipping %s: its %s is damaged (%s)", folder, JOB_NAME, type(err).__name__)
             return None
 
     def next_queued(self) -> Job | None:

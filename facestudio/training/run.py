@@ -20,6 +20,7 @@ file or the previous one. Nothing here imports torch: the UI and `jobs list` rea
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -119,7 +120,15 @@ class RunStatus:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        for key, value in values.items():  # every field type-checked: a damaged file is one failed run, not a crash
+            if key in _NUMBERS and value is not None and not _number(value, whole=key in _WHOLE):
+                raise ValueError(f"{key} is {type(value).__name__}, not a number")
+            if key == "error" and value is not None and not isinstance(value, str):
+                raise ValueError("error is not text")
+        if isinstance(values.get("pid"), int) and values["pid"] <= 0:
+            values["pid"] = None  # never a process group or "every process"
+        return cls(**values)
 
     @property
     def fraction(self) -> float:
@@ -192,8 +201,8 @@ class RunFolder:
             return RunStatus.from_dict(data)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as err:
-            return RunStatus(state=RunState.FAILED, error=f"{self.status_path} is unreadable ({err}).")
+        except (OSError, ValueError, TypeError, RecursionError) as err:
+            return RunStatus(state=RunState.FAILED, error=f"Its {STATUS_NAME} is damaged ({err}).")
 
     def write_status(self, status: RunStatus) -> RunStatus:
         status.updated_at = time.time()
@@ -291,13 +300,25 @@ class RunFolder:
 
     def truncate_metrics(self, last_step: int) -> None:
         """Keep the metrics of steps <= `last_step` (a resumed run repeats the steps after its checkpoint)."""
-        rows = [row for row in self.read_metrics() if int(row.get("step", 0)) <= last_step]
+        rows = [row for row in self.read_metrics()
+                if isinstance(row.get("step"), int) and not isinstance(row.get("step"), bool) and row["step"] <= last_step]
         write_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
 
 
 def _sample_step(path: Path) -> int:
     match = re.match(r"^step-(\d+)", path.stem)
     return int(match.group(1)) if match else -1
+
+
+_WHOLE = {"step", "total", "checkpoint_step", "pid"}
+_NUMBERS = _WHOLE | {"loss", "seconds_per_step", "eta_seconds", "created_at", "started_at", "finished_at",
+                     "updated_at"}
+
+
+def _number(value: object, whole: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) if whole else not math.isinf(value)  # a NaN loss is a real reading
 
 
 def pid_alive(pid: int | None) -> bool:

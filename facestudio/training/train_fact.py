@@ -237,6 +237,8 @@ class FACTTrainer:
         latest = self.run.latest_checkpoint()
         if latest is not None:
             self._restore(*latest)
+        elif accelerator.is_main_process:  # a fresh start (or a kill before the first checkpoint): no old metrics
+            self.run.truncate_metrics(0)
 
     def _restore(self, step: int, path: Path) -> None:
         state, adapter_state, optimizer_state, rng = load_checkpoint(path, self.accelerator.process_index)

@@ -71,7 +71,7 @@ def report_table(job: Job) -> pd.DataFrame:
     report = job.folder.read_prepare_report() or {}
     rows = [[item.get("source", ""), item.get("status", ""),
              "" if item.get("status") == "kept" else f"{item.get('reason')}: {item.get('detail')}"]
-            for item in report.get("items") or [] if isinstance(item, dict)]
+            for item in (report.get("items") if isinstance(report.get("items"), list) else []) if isinstance(item, dict)]
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
@@ -131,6 +131,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         job = ctx.jobs.get(job_id)  # the store checks the id before touching the file system
         state = ctx.jobs.effective_status(job)
         metrics = job.folder.read_metrics()
+        metrics = [row for row in metrics if isinstance(row.get("step"), int) and isinstance(row.get("loss"), float | int)
+                   and not isinstance(row.get("loss"), bool)]  # a damaged line is left out of the plot
         plot = pd.DataFrame({"step": [row["step"] for row in metrics], "loss": [row["loss"] for row in metrics]})
         samples = [(ctx.handout(path), path.stem) for path in job.folder.samples()[-8:]]  # copies, never jobs/
         stage = "preparing · " if state.stage == RunStage.PREPARING else ""
@@ -145,7 +147,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         report = job.folder.read_prepare_report() or {}
         if report.get("complete"):
             text += f"\n\nPhotos: {report.get('kept')} kept, {report.get('rejected')} rejected."
-            text += "".join(f"\n- ⚠️ {warning}" for warning in report.get("warnings") or [])
+            warnings = report.get("warnings")
+            text += "".join(f"\n- ⚠️ {warning}" for warning in (warnings if isinstance(warnings, list) else []))
         if state.error:
             text += f"\n\n⚠️ {state.error}"
         if job.folder.adapter_path.is_file():
