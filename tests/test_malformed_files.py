@@ -54,7 +54,7 @@ def test_a_damaged_status_reads_as_a_failed_run_and_signals_nothing(tmp_path, te
     if status is not None and status.state == RunState.FAILED:
         assert "status.json is damaged" in status.error and str(tmp_path) not in status.error
     settled = effective_status(folder)  # decides live/dead from the pid: never crashes on a bad one
-    assert settled.pid is None or isinstance(settled.pid, int) and settled.pid > 0
+    assert settled.pid is None or (isinstance(settled.pid, int) and settled.pid > 0)
 
 
 def test_a_zero_or_negative_pid_is_never_a_process(tmp_path):
