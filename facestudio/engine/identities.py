@@ -12,6 +12,7 @@ An identity folder is built beside its final place and renamed into it: a reader
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import shutil
@@ -237,7 +238,7 @@ class IdentityStore:
                     logger.warning("Skipping the identity in %s: %s", folder.name, err)
         return sorted(found, key=lambda identity: identity.name.lower())
 
-    def damaged(self) -> list[str]:
+    def damaged(self) -> builtins.list[str]:
         """The folders under `identities/` whose record cannot be read (shown as damaged; `list` skips them)."""
         names = []
         if self.root.is_dir():

@@ -178,6 +178,16 @@ class StudioContext:
             raise InvalidRequestError(f"The {what} {name} is missing; upload it again.")
         return path
 
+    def uploaded_image(self, value, what: str) -> Path | None:
+        """`uploaded_file`, opened once by the studio's loader (`load_image`: size and bomb limits, broken or empty
+        files refused in one sentence naming it) before any model is touched."""
+        from facestudio.face.image import load_image
+
+        path = self.uploaded_file(value, what)
+        if path is not None:
+            load_image(path, name=path.name, max_pixels=self.settings.max_pixels)
+        return path
+
     # -- choices for the dropdowns (values are checked again on the server) --------------------------------------
 
     def base_model_choices(self) -> list[tuple[str, str]]:

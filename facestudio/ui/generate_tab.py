@@ -52,6 +52,26 @@ def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
+def should_stop(flag: threading.Event, request: gr.Request | None):
+    """The engine's stop check for one event: the session's Stop button, or its client gone. Gradio marks the
+    running event of a session whose page closed (or whose API client disconnected) as no longer alive; the engine
+    then stops after its current step instead of keeping the GPU busy for nobody."""
+    from gradio.context import LocalContext
+
+    blocks = LocalContext.blocks.get(None)
+    session = getattr(request, "session_hash", None)
+
+    def gone() -> bool:
+        queue = getattr(blocks, "_queue", None)
+        if queue is None or session is None:
+            return False
+        events = [event for jobs in list(queue.active_jobs) if jobs for event in list(jobs)
+                  if event.session_hash == session]
+        return bool(events) and not any(event.alive for event in events)
+
+    return lambda: flag.is_set() or gone()
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in str(text).lower().replace("×", "x").split("x"))
@@ -126,7 +146,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             scheduler=scheduler or default("scheduler"),
             lora=ctx.checked_choice(lora, ctx.lora_choices, "LoRA"),
             lora_scale=checked(GenerateRequest, "lora_scale", lora_scale),
-            pose=None if not pose else str(ctx.uploaded_file(pose, "pose image")),
+            pose=None if not pose else str(ctx.uploaded_image(pose, "pose image")),
             pose_strength=checked(GenerateRequest, "pose_strength", pose_strength),
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
                                adapter=ctx.checked_choice(adapter, ctx.adapter_choices, "adapter"),
@@ -156,7 +176,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         reporter = PageProgress(progress)
         progress(0.0, desc="Loading models (first use can take a while)…")
         result = ctx.engine.generate(gen_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
-                                     should_stop=flag.is_set, on_download=reporter.download)
+                                     should_stop=should_stop(flag, request), on_download=reporter.download)
         return finish(result, [similarity_caption(image) for image in result.images])
 
     @user_errors
@@ -171,7 +191,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         reporter = PageProgress(progress, "Comparing strengths")
         progress(0.0, desc="Loading models (first use can take a while)…")
         result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ctx.outputs_dir(),
-                                              on_step=reporter.step, should_stop=flag.is_set,
+                                              on_step=reporter.step, should_stop=should_stop(flag, request),
                                               on_download=reporter.download)
         captions = [f"strength {image.record.request.face_strength:g} · {similarity_caption(image)}"
                     for image in result.images]

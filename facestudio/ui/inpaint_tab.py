@@ -13,7 +13,7 @@ from facestudio.engine.requests import MAX_SEED, InpaintRequest, field_default
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext, clip
-from facestudio.ui.generate_tab import StopFlags, checked, session_of
+from facestudio.ui.generate_tab import StopFlags, checked, session_of, should_stop
 from facestudio.ui.identity_tab import identity_choices, reference_photos
 
 MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted below", "painted")]
@@ -76,7 +76,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                 denoise, strength, steps, seed, randomize,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
-        template_path = ctx.uploaded_file(template, "template photo")
+        template_path = ctx.uploaded_image(template, "template photo")
         if template_path is None:
             raise InvalidRequestError("Upload the template photo first.")
         mask = mask_mode or "face"
@@ -103,7 +103,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         reporter = PageProgress(progress, "Inpainting")
         progress(0.0, desc="Loading models (first use can take a while)…")
         result = ctx.engine.inpaint(inpaint_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
-                                    should_stop=flag.is_set, on_download=reporter.download)
+                                    should_stop=should_stop(flag, request), on_download=reporter.download)
         if not result.images:
             return None, gr.update(), "Stopped before the image was finished.", None
         image = result.images[0]

@@ -69,6 +69,9 @@ def build_models_tab(ctx: StudioContext) -> list:
 
     @user_errors
     def unload(what: str | None):
+        if what not in (None, "", *(value for _, value in UNLOAD_CHOICES)):
+            raise InvalidRequestError(f"Unload one of: {', '.join(v for _, v in UNLOAD_CHOICES)}; got "
+                                      f"{clip(repr(what), 40)}.")
         if not ctx.engine_started:
             return "Nothing is loaded.", *refresh()
         freed = ctx.manager.unload(what or "all")
@@ -88,8 +91,11 @@ def build_models_tab(ctx: StudioContext) -> list:
     info = gr.Markdown(value=machine(), elem_id="models-machine")
     refresh_button = gr.Button("Refresh", size="sm")
 
+    # preprocess=False: a value not offered is refused by the handler in one clipped sentence (gradio's own check
+    # echoes the whole value back).
     download_button.click(download, name, [message, models, info], api_name="download_model",
-                          concurrency_id="downloads")
-    unload_button.click(unload, what, [message, models, info], api_name="unload", concurrency_id=GPU)
+                          concurrency_id="downloads", preprocess=False)
+    unload_button.click(unload, what, [message, models, info], api_name="unload", concurrency_id=GPU,
+                        preprocess=False)
     refresh_button.click(refresh, None, [models, info], api_name="models_status", queue=False)
     return [refresh, [models, info]]

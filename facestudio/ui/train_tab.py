@@ -17,7 +17,7 @@ from facestudio.errors import InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, Job, RunStage, RunStatus, TrainConfig
 from facestudio.text import format_duration
 from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS
-from facestudio.ui.common import number, user_errors
+from facestudio.ui.common import GPU, number, user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import uploaded_paths
 
@@ -87,6 +87,8 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     if folder is not None and not isinstance(folder, str):
         raise InvalidRequestError("The folder of photos must be a path inside the studio's folder.")
     photos = uploaded_paths(ctx, files)
+    if len(photos) >= 2:
+        one_person(ctx, photos)
     base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
     init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
     typed = {key: (number(value, key, *TRAIN_NUMBERS[key][:2], whole=TRAIN_NUMBERS[key][2])
@@ -99,6 +101,17 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder)
     ctx.runner.wake()
     return job
+
+
+def one_person(ctx: StudioContext, photos: list[Path]) -> None:
+    """The Identity tab's different-person check, before a job is queued: photos of two people would train one
+    adapter on both without a word."""
+    from facestudio.engine.identities import inspect_photos
+
+    check = inspect_photos(ctx.manager.analyzer(), photos, names=[p.name for p in photos],
+                           max_pixels=ctx.settings.max_pixels)
+    if check.warnings:
+        raise InvalidRequestError(f"Train on photos of one person: {check.warnings[0]}")
 
 
 def init_choices(ctx: StudioContext) -> list[tuple[str, str]]:
@@ -229,10 +242,11 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     timer = gr.Timer(REFRESH_SECONDS)
 
     status_outputs = [progress_text, job_json, loss_plot, samples, report, table]
-    # Not in the GPU queue: a click copies files and queues a job, so it never waits behind a generation.
+    # In the GPU queue: the click checks that the photos show one person with the shared face analyzer (the Identity
+    # tab's check), then copies them and queues the job; the job itself prepares and trains.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
                                shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every],
-                       [message, job, table], api_name="train_start", preprocess=False)
+                       [message, job, table], api_name="train_start", preprocess=False, concurrency_id=GPU)
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
     cancel_button.click(cancel, job, message, api_name="train_cancel", queue=False)

@@ -1,5 +1,5 @@
-"""A Train click only copies the photos into a new job and queues it: no engine, no face analyzer, and the job
-gets the studio's device and face detector as the studio was started with them."""
+"""A Train click checks that the photos show one person, copies them into a new job and queues it: no model but
+the face analyzer, and the job gets the studio's device and face detector as the studio was started with them."""
 
 from __future__ import annotations
 
@@ -12,17 +12,16 @@ from facestudio.jobs import RunStage, RunState
 from facestudio.training.config import read_config
 
 
-def test_a_train_click_queues_a_job_at_once_without_touching_the_engine(tmp_path, faces_dir, monkeypatch):
-    import facestudio.face.analyzer
+def test_a_train_click_queues_a_job_after_the_one_person_check(tmp_path, faces_dir, monkeypatch):
+    import facestudio.ui.train_tab
     from facestudio.ui.context import StudioContext, StudioOptions
     from facestudio.ui.train_tab import jobs_table, queue_training, report_table
 
-    def no_analyzer(*args, **kwargs):
-        raise AssertionError("a Train click built a face analyzer")
-
-    monkeypatch.setattr(facestudio.face.analyzer.FaceAnalyzer, "__init__", no_analyzer)
+    checked = []
+    monkeypatch.setattr(facestudio.ui.train_tab, "one_person", lambda ctx, photos: checked.append(len(photos)))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     home = tmp_path / "home"
-    uploads = home / "uploads" / "scratch"
+    uploads = tmp_path / "gradio" / "abc"
     uploads.mkdir(parents=True)
     photos = [shutil.copy(faces_dir / name, uploads / name) for name in ("obama.jpg", "obama2.jpg")]
     ctx = StudioContext(StudioOptions(StudioSettings(home=home), device="cuda:1", backend="mediapipe", run_jobs=False))
@@ -31,7 +30,7 @@ def test_a_train_click_queues_a_job_at_once_without_touching_the_engine(tmp_path
                          fair_weight=0.01, drop_prob=0.05, shuffle_prob=0.5, curriculum=True, resolution=64.0,
                          batch_size=2.0, checkpoint_every=4.0, sample_every=0.0)
 
-    assert not ctx.engine_started
+    assert not ctx.engine_started and checked == [2]  # the different-person check ran (the real one: test_privacy)
     config = read_config(job.folder)
     assert (config.device, config.face_backend, config.steps, config.resolution) == ("cuda:1", "mediapipe", 8, 64)
     assert sorted(p.name for p in (job.folder.photos_dir / "alex").iterdir()) == ["001_obama.jpg", "002_obama2.jpg"]
