@@ -26,6 +26,14 @@ def identity_choices(ctx: StudioContext) -> list[str]:
     return [identity.name for identity in ctx.identities.list()]
 
 
+def damaged_note(ctx: StudioContext) -> str:
+    """The saved identities whose record cannot be read: named on the page (they are left out of the lists and can
+    be deleted by typing their name)."""
+    damaged = ctx.identities.damaged()
+    return "" if not damaged else ("⚠️ Damaged identities (left out; type the name and Delete to remove): " +
+                                   ", ".join(damaged))
+
+
 def uploaded_paths(ctx: StudioContext, files, what: str = "photo") -> list[Path]:
     """The files of a multi-file upload (paths, or gradio's file dicts as sent), each checked by
     `StudioContext.uploaded_file`."""
@@ -88,7 +96,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
     @user_errors
     def show_saved(name: str | None):
         if not name:
-            return [], ""
+            return [], damaged_note(ctx)
         from facestudio.face import load_image
 
         identity = ctx.identities.get(name)
@@ -100,7 +108,8 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
         if not name:
             raise InvalidRequestError("Choose the identity to delete.")
         ctx.identities.delete(name)
-        return f"Deleted **{name}**.", gr.update(choices=identity_choices(ctx), value=None), []
+        return (f"Deleted **{name}**. {damaged_note(ctx)}", gr.update(choices=identity_choices(ctx), value=None),
+                [])
 
     gr.Markdown("Upload 1–8 photos of **one** person. Each photo shows the faces found (numbered, 0 = largest) with "
                 "their five landmarks and face regions; below are the aligned crops FACT's face encoder receives and "
@@ -133,7 +142,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
             saved = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
                                 allow_custom_value=True, elem_id="identity-saved")
             delete_button = gr.Button("Delete", variant="stop", scale=0)
-        saved_info = gr.Markdown()
+        saved_info = gr.Markdown(value=damaged_note(ctx))
         saved_photos = gr.Gallery(label="Its photos", columns=8, height=160)
 
     analyze_button.click(analyze, [photos, faces_used], [overlays, crops, masks, status, report, faces_used],

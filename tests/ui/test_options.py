@@ -42,6 +42,9 @@ def test_the_studio_gets_the_settings_it_is_given(tmp_path, monkeypatch):
 def test_a_public_link_without_a_password_is_warned_about():
     assert "anyone with the public link" in app.share_warning(True, None)
     assert app.share_warning(True, ("u", "p")) is None and app.share_warning(False, None) is None
+    assert "--host 0.0.0.0 without --auth" in app.share_warning(False, None, "0.0.0.0")
+    assert app.share_warning(False, ("u", "p"), "0.0.0.0") is None
+    assert app.share_warning(False, None, "127.0.0.1") is None and app.share_warning(False, None, "::1") is None
 
 
 @pytest.mark.parametrize("text", ["user", ":pass", "user:"])
@@ -206,3 +209,46 @@ def test_a_preset_fills_the_controls_through_its_apply_lora_scale_included(tmp_p
     assert (values["prompt"], values["steps"], values["cfg"], values["size"], values["face_strength"]) == \
         (applied.prompt, 22, 5.5, "512x640", 0.65)
     assert values["lora"] == applied.lora == str(tmp_path / "style.safetensors")
+
+
+def test_a_generation_stops_when_its_client_is_gone():
+    """Gradio marks the running event of a session whose page closed as not alive; the engine's stop check follows."""
+    import threading
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    from facestudio.ui.generate_tab import should_stop
+
+    event = SimpleNamespace(session_hash="s", alive=True)
+    blocks = SimpleNamespace(_queue=SimpleNamespace(active_jobs=[[event], None]))
+    token = LocalContext.blocks.set(blocks)
+    try:
+        flag = threading.Event()
+        check, other = should_stop(flag, SimpleNamespace(session_hash="s")), should_stop(flag, None)
+    finally:
+        LocalContext.blocks.reset(token)
+    assert not check() and not other()
+    event.alive = False
+    assert check() and not other()
+    flag.set()
+    assert other()
+
+
+def test_the_login_throttle_locks_an_address_then_forgives():
+    from facestudio.ui.guard import FailedLogins
+
+    now = [0.0]
+    logins = FailedLogins(3, 60.0, clock=lambda: now[0])
+    for _ in range(2):
+        logins.failed("1.2.3.4")
+    assert not logins.locked("1.2.3.4")
+    logins.failed("1.2.3.4")
+    assert logins.locked("1.2.3.4") and not logins.locked("5.6.7.8")
+    now[0] = 61.0
+    assert not logins.locked("1.2.3.4")
+    logins.failed("1.2.3.4")
+    logins.succeeded("1.2.3.4")
+    logins.failed("1.2.3.4")
+    logins.failed("1.2.3.4")
+    assert not logins.locked("1.2.3.4")  # a right password resets the count

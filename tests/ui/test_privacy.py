@@ -166,6 +166,23 @@ def test_the_train_tab_refuses_photos_of_two_people_before_queueing(client, phot
     assert len(studio.ctx.jobs.list()) == before
 
 
+def test_a_damaged_identity_or_job_breaks_nothing_for_the_others(client, photo, studio):
+    broken = studio.home / "identities" / "broken"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "identity.json").write_text('[{"name": 5, "photos": null}]')
+    job = studio.home / "jobs" / "20260101-000000-damaged"
+    job.mkdir(parents=True, exist_ok=True)
+    (job / "job.json").write_text('{"name": "damaged", "created_at": 1}')
+    (job / "status.json").write_text('{"state": "running", "pid": "abc", "loss": "abc"}')
+    status, saved = client.predict([photo("obama.jpg")], "", "Still Works", True, api_name="/save_identity")
+    assert "Saved **Still Works**" in status and "broken" not in str(saved["choices"])
+    text, data, *_ = client.predict(job.name, api_name="/train_status")
+    assert data["status"]["state"] == "failed" and "status.json is damaged" in text
+    message, saved, _ = client.predict("broken", api_name="/delete_identity")
+    assert "Deleted" in message and not broken.exists()
+    client.predict("Still Works", api_name="/delete_identity")
+
+
 # -- with --auth ------------------------------------------------------------------------------------------------------
 
 
