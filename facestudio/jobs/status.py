@@ -43,7 +43,7 @@ def effective_status(folder: RunFolder) -> RunStatus:
     A missing or damaged status.json reads as a failed run (`RunFolder.read_status`), never raises."""
     status = folder.read_status()
     if status is None:
-        return RunStatus(state=RunState.FAILED, error=f"{folder.status_path} is missing.")
+        return RunStatus(state=RunState.FAILED, error=f"Its {folder.status_path.name} is missing.")
     if status.state in ACTIVE_STATES and not trainer_alive(status):
         latest = folder.latest_checkpoint()
         step = f"step {latest[0]}" if latest else "the start"
