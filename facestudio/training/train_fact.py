@@ -38,6 +38,7 @@ from facestudio.text import format_duration
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
+from facestudio.training.data import sample_generator
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 if TYPE_CHECKING:  # torch-heavy; imported where the models load
@@ -233,7 +234,10 @@ class FACTTrainer:
                                           num_training_steps=config.steps)
         self.module, self.optimizer = accelerator.prepare(TrainingModule(adapter, models.unet), optimizer)
         self.trainable_parameters = params
+        # Kept for the checkpoint layout (rng-<process>.safetensors); the samples draw from their own generators.
         self.generator = torch.Generator().manual_seed(config.seed * 1009 + accelerator.process_index)
+        self.global_batch = config.batch_size * accelerator.num_processes
+        self.local_batch = config.batch_size
         latest = self.run.latest_checkpoint()
         if latest is not None:
             self._restore(*latest)
@@ -252,11 +256,29 @@ class FACTTrainer:
             self.accelerator.scaler.load_state_dict(state.scaler)
         restore_rng(self.generator, rng, state.python_rng, state.numpy_rng)
         self.step, self.samples_seen = state.step, state.samples_seen
+        self._keep_global_batch(state.extra, path)
         if self.accelerator.is_main_process:
             self.run.truncate_metrics(self.step)
         rows = self.run.read_metrics()
         self.status.loss = rows[-1].get("loss") if rows else None
         logger.info("Resumed %s from step %d", self.run.root, self.step)
+
+    def _keep_global_batch(self, extra: dict, path: Path) -> None:
+        """A run resumed on another number of processes keeps its global batch (so its data and every sample's
+        random draws stay those of the uninterrupted run); only the float reduction order changes."""
+        processes = self.accelerator.num_processes
+        saved_processes = int(extra.get("processes", processes))
+        global_batch = int(extra.get("global_batch", self.config.batch_size * saved_processes))
+        if saved_processes == processes:
+            return
+        if global_batch % processes:
+            raise TrainingError(f"The checkpoint {path.name} was trained with a global batch of {global_batch} "
+                                f"images on {saved_processes} process(es); {processes} processes cannot split it "
+                                "evenly. Resume on a number of processes that divides it.")
+        self.global_batch, self.local_batch = global_batch, global_batch // processes
+        logger.warning("Resuming on %d process(es) where the checkpoint was written on %d: each takes %d of the "
+                       "global batch of %d, so the result differs from an uninterrupted run only by the order of "
+                       "float reductions.", processes, saved_processes, self.local_batch, global_batch)
 
     # -- control ----------------------------------------------------------------------------------------------------
 
@@ -296,19 +318,23 @@ class FACTTrainer:
                 self._text_cache[caption] = embed
         return torch.stack([self._text_cache[c] for c in captions])
 
-    def _losses(self, batch, generator: torch.Generator, drop_prob: float):
-        """(loss, mse, fair) of one batch, with the autograd graph: noise, timesteps and drops from `generator`."""
+    def _losses(self, batch, generators: Sequence[torch.Generator], drop_prob: float):
+        """(loss, mse, fair) of one batch, with the autograd graph: each sample's noise, timestep and drop from its
+        own generator (`generators[k]` for sample k)."""
         config, models, device = self.config, self.models, self.accelerator.device
         with torch.no_grad():
             distribution = models.vae.encode(batch.pixel_values.to(device, self.weight_dtype)).latent_dist
-            noise_for_latents = torch.randn(distribution.mean.shape, generator=generator)
-            latents = distribution.mean + distribution.std * noise_for_latents.to(device, distribution.mean.dtype)
-            latents = latents * models.vae.config.scaling_factor
             face_features = models.face_encoder(batch.references.to(device, torch.float32))
-        noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
-        timesteps = torch.randint(0, models.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  generator=generator).to(device)
-        drop = (torch.rand(latents.shape[0], generator=generator) < drop_prob).to(device)
+        shape = tuple(distribution.mean.shape[1:])
+        timestep_count = models.noise_scheduler.config.num_train_timesteps
+        draws = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g),
+                  torch.randint(0, timestep_count, (1,), generator=g), torch.rand(1, generator=g)) for g in generators]
+        dtype = distribution.mean.dtype
+        latent_noise = torch.stack([d[0] for d in draws]).to(device, dtype)
+        latents = (distribution.mean + distribution.std * latent_noise) * models.vae.config.scaling_factor
+        noise = torch.stack([d[1] for d in draws]).to(device, latents.dtype)
+        timesteps = torch.cat([d[2] for d in draws]).to(device)
+        drop = (torch.cat([d[3] for d in draws]) < drop_prob).to(device)
         noisy = models.noise_scheduler.add_noise(latents, noise, timesteps)
         if models.noise_scheduler.config.prediction_type == "v_prediction":
             target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -323,13 +349,15 @@ class FACTTrainer:
     def _micro_batch(self, shuffle_prob: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward and backward of one micro-batch at the current data position; returns (loss, mse, fair)."""
         config, accelerator = self.config, self.accelerator
-        processes, rank = accelerator.num_processes, accelerator.process_index
-        indices = self.data.global_indices(config.seed, self.samples_seen, config.batch_size * processes)
-        self.samples_seen += config.batch_size * processes
-        batch = self.data.batch(indices[rank * config.batch_size:(rank + 1) * config.batch_size], shuffle_prob,
-                                self.generator)
+        # This process's contiguous slice of the global batch, and each sample's generator from its global position.
+        first = self.samples_seen + accelerator.process_index * self.local_batch
+        positions = range(first, first + self.local_batch)
+        indices = self.data.global_indices(config.seed, first, self.local_batch)
+        self.samples_seen += self.global_batch
+        generators = [sample_generator(config.seed, position) for position in positions]
+        batch = self.data.batch(indices, shuffle_prob, generators)
         with accelerator.accumulate(self.module):
-            loss, mse, fair = self._losses(batch, self.generator, config.drop_prob)
+            loss, mse, fair = self._losses(batch, generators, config.drop_prob)
             accelerator.backward(loss)
             self.recorder.end()
             if accelerator.sync_gradients:
@@ -343,12 +371,12 @@ class FACTTrainer:
     def evaluate(self, seed: int = 0) -> tuple[float, float]:
         """(MSE, FAIR) averaged over the whole dataset at fixed noise and timesteps, each photo conditioned on itself
         and never dropped: comparable between steps and between runs. Leaves the run's random streams alone."""
-        generator = torch.Generator().manual_seed(seed)
         totals, count = [0.0, 0.0], 0
         with torch.no_grad():
             for start in range(0, len(self.data), self.config.batch_size):
                 indices = list(range(start, min(start + self.config.batch_size, len(self.data))))
-                _, mse, fair = self._losses(self.data.batch(indices, 0.0, generator), generator, 0.0)
+                generators = [sample_generator(seed, index) for index in indices]
+                _, mse, fair = self._losses(self.data.batch(indices, 0.0, generators), generators, 0.0)
                 self.recorder.end()
                 totals[0] += float(mse) * len(indices)
                 totals[1] += float(fair) * len(indices)
@@ -439,7 +467,8 @@ class FACTTrainer:
             state = TrainingState(step=self.step, samples_seen=self.samples_seen,
                                   scheduler=_json_safe(self.lr_scheduler.state_dict()), scaler=scaler,
                                   python_rng=python_rng, numpy_rng=numpy_rng,
-                                  extra={"base_model": self.models.base_label, "init": self.models.init_label})
+                                  extra={"base_model": self.models.base_label, "init": self.models.init_label,
+                                         "processes": accelerator.num_processes, "global_batch": self.global_batch})
             adapter = self.models.adapter
             save_checkpoint(self.run, state, adapter.state_dict(), self.optimizer.state_dict(),
                             dict(enumerate(rng_by_process)), self.config.keep_checkpoints,
@@ -454,7 +483,7 @@ class FACTTrainer:
         from facestudio.training.samples import render_samples
 
         first = self.data.items[0]
-        reference = self.data.batch([0], 0.0, torch.Generator()).references
+        reference = self.data.batch([0], 0.0, [torch.Generator()]).references
         with self.accelerator.autocast():
             images = render_samples(self.models, reference, first.caption, self.config, self.accelerator.device)
         self.run.samples_dir.mkdir(parents=True, exist_ok=True)
@@ -486,6 +515,11 @@ class FACTTrainer:
         recorder = getattr(self, "recorder", None)
         if recorder is not None:
             recorder.detach()
+        if getattr(self, "accelerator", None) is not None and self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():  # no "terminate called without an active exception"
+                dist.destroy_process_group()
 
 
 def export_adapter(adapter, path: Path, base_label: str) -> Path:
