@@ -39,6 +39,8 @@ from facestudio.training.arguments import TrainArgs, add_train_arguments, train_
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
 from facestudio.training.data import sample_generator
+from facestudio.training.encodings import FOLDER as ENCODINGS_FOLDER
+from facestudio.training.encodings import Encodings, cache_key, encode_dataset, load_encodings, save_encodings
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 if TYPE_CHECKING:  # torch-heavy; imported where the models load
@@ -82,6 +84,8 @@ class TrainingModels:
     scheduler_config: dict
     base_label: str
     init_label: str
+    #: SHA-256 of the base model and the face encoder files: the key of the dataset's cached encodings.
+    model_hashes: tuple[str, ...] = ()
 
 
 def model_manager(settings: StudioSettings):
@@ -110,7 +114,7 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
     vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
     for model in (vae, text_encoder, unet):
         model.requires_grad_(False).eval().to(device)
-    face_encoder, _ = manager.face_encoder(config.face_encoder)
+    face_encoder, face_file = manager.face_encoder(config.face_encoder)
     face_encoder = face_encoder.to(device).float().eval().requires_grad_(False)
 
     if config.init == INIT_SCRATCH:
@@ -129,8 +133,9 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
         raise TrainingError(f"The adapter {init_label} takes {adapter.local_fac_prj.config.embedding_dim}-wide face "
                             f"features but the face encoder gives {face_encoder.config.embed_dim}; they do not fit.")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    model_hashes = (manager.hashes.of(base_path), face_file.sha256)
     return TrainingModels(vae, text_encoder, pipe.tokenizer, unet, face_encoder, adapter, noise_scheduler,
-                          dict(pipe.scheduler.config), base_source.label, init_label)
+                          dict(pipe.scheduler.config), base_source.label, init_label, model_hashes)
 
 
 class TrainingModule(nn.Module):
@@ -194,7 +199,6 @@ class FACTTrainer:
         self._last_status_write = 0.0
         self._last_log = 0.0
         self._seconds_per_step: float | None = None
-        self._text_cache: dict[str, torch.Tensor] = {}
 
     # -- setup ----------------------------------------------------------------------------------------------------
 
@@ -228,7 +232,7 @@ class FACTTrainer:
             adapter.local_fac_prj.requires_grad_(False)
         self.recorder = FairRecorder(adapter).attach()
         params = [p for p in adapter.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = make_optimizer(config, params, accelerator.device)
         self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
                                           num_warmup_steps=min(config.warmup_steps, config.steps),
                                           num_training_steps=config.steps)
@@ -238,6 +242,7 @@ class FACTTrainer:
         self.generator = torch.Generator().manual_seed(config.seed * 1009 + accelerator.process_index)
         self.global_batch = config.batch_size * accelerator.num_processes
         self.local_batch = config.batch_size
+        self.encodings = self._prepare_encodings()
         latest = self.run.latest_checkpoint()
         if latest is not None:
             self._restore(*latest)
@@ -304,34 +309,63 @@ class FACTTrainer:
         flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
-    # -- one step ---------------------------------------------------------------------------------------------------
+    def _prepare_encodings(self) -> Encodings:
+        """The dataset's frozen-encoder outputs: read from the dataset's cache, or computed once (by the main
+        process, which stores them; the others read its file) before the first step."""
+        from facestudio.training.dataset import MANIFEST_NAME
 
-    def _text_embeds(self, captions: Sequence[str]) -> torch.Tensor:
-        models = self.models
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
-        if missing:
-            tokens = models.tokenizer(missing, padding="max_length", truncation=True,
+        config, accelerator, models = self.config, self.accelerator, self.models
+        key = cache_key(models.model_hashes, config.resolution, self.weight_dtype,
+                        Path(config.dataset) / MANIFEST_NAME)
+        path = Path(config.dataset) / ENCODINGS_FOLDER / f"{key}.safetensors"
+        encodings = None
+        if accelerator.is_main_process:
+            encodings = load_encodings(path, len(self.data))
+            if encodings is None:
+                started = time.perf_counter()
+                encodings = self._encode_dataset()
+                save_encodings(path, encodings)
+                logger.info("Encoded %d photo(s) once for the whole run in %.1f s", len(self.data),
+                            time.perf_counter() - started)
+        accelerator.wait_for_everyone()
+        if encodings is None:
+            encodings = load_encodings(path, len(self.data)) or self._encode_dataset()
+        return encodings
+
+    def _encode_dataset(self) -> Encodings:
+        models, device = self.models, self.accelerator.device
+
+        def vae_encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            distribution = models.vae.encode(pixels.to(device, self.weight_dtype)).latent_dist
+            return distribution.mean, distribution.std
+
+        def face_encode(references: torch.Tensor) -> torch.Tensor:
+            return models.face_encoder(references.to(device, torch.float32))
+
+        def text_encode(captions: list[str]) -> torch.Tensor:
+            tokens = models.tokenizer(captions, padding="max_length", truncation=True,
                                       max_length=models.tokenizer.model_max_length, return_tensors="pt")
-            with torch.no_grad():
-                embeds = models.text_encoder(tokens.input_ids.to(self.accelerator.device))[0]
-            for caption, embed in zip(missing, embeds, strict=True):
-                self._text_cache[caption] = embed
-        return torch.stack([self._text_cache[c] for c in captions])
+            return models.text_encoder(tokens.input_ids.to(device))[0]
+
+        return encode_dataset(self.data, vae_encode, face_encode, text_encode)
+
+    # -- one step ---------------------------------------------------------------------------------------------------
 
     def _losses(self, batch, generators: Sequence[torch.Generator], drop_prob: float):
         """(loss, mse, fair) of one batch, with the autograd graph: each sample's noise, timestep and drop from its
         own generator (`generators[k]` for sample k)."""
         config, models, device = self.config, self.models, self.accelerator.device
-        with torch.no_grad():
-            distribution = models.vae.encode(batch.pixel_values.to(device, self.weight_dtype)).latent_dist
-            face_features = models.face_encoder(batch.references.to(device, torch.float32))
-        shape = tuple(distribution.mean.shape[1:])
+        encodings, dtype = self.encodings, self.weight_dtype
+        mean = encodings.latent_mean[list(batch.indices)].to(device, dtype)
+        std = encodings.latent_std[list(batch.indices)].to(device, dtype)
+        face_features = encodings.face_features[list(batch.reference_indices)].to(device, torch.float32)
+        text_embeds = torch.stack([encodings.text[c] for c in batch.captions]).to(device, dtype)
+        shape = tuple(mean.shape[1:])
         timestep_count = models.noise_scheduler.config.num_train_timesteps
         draws = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g),
                   torch.randint(0, timestep_count, (1,), generator=g), torch.rand(1, generator=g)) for g in generators]
-        dtype = distribution.mean.dtype
         latent_noise = torch.stack([d[0] for d in draws]).to(device, dtype)
-        latents = (distribution.mean + distribution.std * latent_noise) * models.vae.config.scaling_factor
+        latents = (mean + std * latent_noise) * models.vae.config.scaling_factor
         noise = torch.stack([d[1] for d in draws]).to(device, latents.dtype)
         timesteps = torch.cat([d[2] for d in draws]).to(device)
         drop = (torch.cat([d[3] for d in draws]) < drop_prob).to(device)
@@ -341,7 +375,7 @@ class FACTTrainer:
         else:
             target = noise
         self.recorder.begin(batch.face_masks.to(device), tuple(latents.shape[-2:]))
-        prediction = self.module(noisy, timesteps, self._text_embeds(batch.captions), face_features, drop)
+        prediction = self.module(noisy, timesteps, text_embeds, face_features, drop)
         mse = F.mse_loss(prediction.float(), target.float())
         fair = self.recorder.loss()
         return mse + config.fair_weight * fair, mse, fair
@@ -538,6 +572,23 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the adapter's parameters: fused kernels on CUDA, the multi-tensor (foreach) path elsewhere, or
+    bitsandbytes' 8-bit AdamW (`optimizer` adamw8bit, CUDA only)."""
+    if config.optimizer == "adamw8bit":
+        if device.type != "cuda":
+            raise TrainingError("`optimizer` adamw8bit needs a CUDA GPU (bitsandbytes); use adamw on this device.",
+                                field="optimizer")
+        try:
+            import bitsandbytes as bnb
+        except ImportError as err:
+            raise TrainingError("`optimizer` adamw8bit needs the bitsandbytes package (pip install bitsandbytes).",
+                                field="optimizer") from err
+        return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fast)
 
 
 def claim_device(config: TrainConfig) -> bool:
