@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ def load_encodings(path: Path, items: int) -> Encodings | None:
 def save_encodings(path: Path, encodings: Encodings) -> bool:
     """Write atomically next to the dataset; False (with a warning) where the dataset folder is read-only."""
     tensors, metadata = encodings.to_tensors()
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent runs never share one
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(temporary), metadata=metadata)
