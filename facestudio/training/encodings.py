@@ -68,7 +68,7 @@ def encode_dataset(data: TrainingData, vae_encode: Callable[[torch.Tensor], tupl
     with torch.no_grad():
         for start in range(0, count, CHUNK):
             indices = list(range(start, min(start + CHUNK, count)))
-            batch = data.batch(indices, 0.0, [torch.Generator() for _ in indices])  # references are the items own
+            batch = data.batch(indices, 0.0, [torch.Generator() for _ in indices])  # each item is its own reference
             mean, std = vae_encode(batch.pixel_values)
             means.append(mean.float().cpu())
             stds.append(std.float().cpu())

@@ -6,8 +6,11 @@ noise-prediction MSE plus `fair_weight` x FAIR, FAIR computed from each face lay
 `fair.py`). Face condition drop (the "no face" tokens) and shuffle (another photo of the same person), with the
 shuffle probability following the curriculum (`TrainConfig.shuffle_probability`).
 
-Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several GPUs with
-`accelerate launch -m facestudio.training.train_fact DATASET --out RUN`. `--resume RUN` continues from the last
+Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several processes with
+`torchrun --nproc_per_node N -m facestudio.training.train_fact DATASET --out RUN` (or `accelerate launch`): every
+sample's random draws follow from the seed and its global position (`data.sample_generator`), so N processes with
+batch B train like one process with batch N x B. The frozen encoders' outputs are computed once per dataset and
+model (`encodings.py`), not at every step. `--resume RUN` continues from the last
 checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
 `TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
 """
