@@ -60,6 +60,10 @@ def add_training_commands(commands, add_backend_options: Callable[[argparse.Argu
     train.add_argument("--job", action="store_true",
                        help="queue the run as a background job (see `jobs`) instead of training in this terminal")
     train.add_argument("--name", metavar="NAME", help="name of the job (with --job; default: the dataset's name)")
+    train.add_argument("--processes", type=int, default=None, metavar="N",
+                       help="with --job: train on N processes through torchrun (one per GPU; --cpu: N CPU "
+                            "processes). In a terminal, start `torchrun --nproc_per_node N -m "
+                            "facestudio.training.train_fact ...` yourself")
     train.set_defaults(handler=run_train)
 
 
@@ -114,6 +118,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.name:
         print("error: --name names a background job; add --job.", file=sys.stderr)
         return 1
+    if args.processes is not None:
+        print("error: --processes sets a background job's processes; add --job, or start this run with "
+              "`torchrun --nproc_per_node N -m facestudio.training.train_fact ...`.", file=sys.stderr)
+        return 1
     train_args = train_args_from_namespace(args)
     if train_args.config is None:
         train_args.run.clear_cancel()  # the user asks to continue: an old cancel request no longer applies
@@ -137,7 +145,8 @@ def _submit_job(args: argparse.Namespace) -> int:
               "`python -m facestudio jobs resume ID`.", file=sys.stderr)
         return 1
     config = config_from_namespace(args)
-    job = JobStore(args.settings.home).submit_training(config, args.name or Path(config.dataset).resolve().name)
+    job = JobStore(args.settings.home).submit_training(config, args.name or Path(config.dataset).resolve().name,
+                                                       processes=1 if args.processes is None else args.processes)
     print(f"queued job {job.id}; it runs when the studio or `python -m facestudio jobs run` works the queue; "
           f"follow it with `python -m facestudio jobs show {job.id}`")
     return 0

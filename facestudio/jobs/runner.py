@@ -52,9 +52,14 @@ def trainer_pythonpath() -> str | None:
     return None if parent in searched else str(parent)
 
 
-def trainer_command(run_root: Path) -> list[str]:
-    """The trainer, continuing (or starting) the run in `run_root` (see `facestudio.training.train_fact`)."""
-    return [sys.executable, "-m", "facestudio.training.train_fact", "--resume", str(run_root)]
+def trainer_command(run_root: Path, processes: int = 1) -> list[str]:
+    """The trainer, continuing (or starting) the run in `run_root` (see `facestudio.training.train_fact`); on
+    several processes through torchrun (one machine, `--standalone`: it picks a free rendezvous port)."""
+    trainer = ["-m", "facestudio.training.train_fact", "--resume", str(run_root)]
+    if processes == 1:
+        return [sys.executable, *trainer]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            *trainer]
 
 
 class JobRunner:
@@ -73,7 +78,7 @@ class JobRunner:
             settings; the trainer is an entry point of its own and gets them through its environment (`to_env`).
     """
 
-    def __init__(self, store: JobStore, command_for: Callable[[Path], list[str]] | None = None,
+    def __init__(self, store: JobStore, command_for: Callable[..., list[str]] | None = None,
                  before_start: Callable[[], None] | None = None, poll_seconds: float = 0.5,
                  on_update: UpdateCallback | None = None, settings: StudioSettings | None = None):
         if poll_seconds <= 0:
@@ -227,7 +232,9 @@ class JobRunner:
                 return
         if self._stop.is_set():  # stop() came while the GPU was being freed: the job stays queued
             return
-        command = [str(part) for part in self.command_for(folder.root)]
+        # A job on several processes asks for them; a one-process command_for (tests' fakes) is called as before.
+        parts = self.command_for(folder.root, job.processes) if job.processes > 1 else self.command_for(folder.root)
+        command = [str(part) for part in parts]
         launched_at = time.time()
         process = self._launch(job, command)
         if process is None:

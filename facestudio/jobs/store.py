@@ -59,6 +59,8 @@ class Job:
     folder: RunFolder
     created_at: float
     kind: str = KIND_TRAIN
+    #: Training processes (`torchrun --nproc_per_node`); 1 trains in one plain process.
+    processes: int = 1
 
     def status(self) -> RunStatus:
         """The status as a reader should see it (see `facestudio.jobs.status`); reads only, writes nothing."""
@@ -72,6 +74,7 @@ class Job:
             "kind": self.kind,
             "name": self.name,
             "created_at": self.created_at,
+            "processes": self.processes,
             "folder": str(self.folder.root),
             "status": status.to_dict(),
             "checkpoint_step": latest[0] if latest else None,
@@ -93,7 +96,7 @@ class JobStore:
     # -- creating and finding ------------------------------------------------------------------------------------
 
     def submit_training(self, config: TrainConfig, name: str, *, photos: Sequence[Path] = (),
-                        photo_folder: Path | None = None) -> Job:
+                        photo_folder: Path | None = None, processes: int = 1) -> Job:
         """Queue a training run; a runner (the studio's, or `jobs resume`) starts it when the queue reaches it.
 
         With `photos` (copied into the job as one person, `JOB/photos/<name>/`) or a `photo_folder` (used where it
@@ -101,6 +104,8 @@ class JobStore:
         then replaced. Check where the photos come from before (`facestudio.jobs.intake` does).
         """
         config.check()
+        if not isinstance(processes, int) or processes < 1:
+            raise JobError(f"`processes` must be a whole number >= 1; got {processes!r}.", field="processes")
         name = " ".join(str(name).split()) or Path(str(config.dataset)).name or "training"
         created_at = time.time()
         folder = self._reserve_folder(f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created_at))}-{_slug(name)}")
@@ -114,10 +119,12 @@ class JobStore:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # the folder was made just above; only ours is in it
             raise
-        job = Job(id=folder.name, name=name, folder=run, created_at=created_at)
+        job = Job(id=folder.name, name=name, folder=run, created_at=created_at, processes=processes)
         # job.json goes last: a folder without it is never listed, so no runner picks up a half-made job.
-        write_atomic(folder / JOB_NAME, (json.dumps({"id": job.id, "kind": job.kind, "name": name,
-                                                     "created_at": created_at}, indent=2) + "\n").encode("utf-8"))
+        record = {"id": job.id, "kind": job.kind, "name": name, "created_at": created_at}
+        if processes > 1:  # one process is what a job.json without the key means
+            record["processes"] = processes
+        write_atomic(folder / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
         logger.info("queued job %s (%s)", job.id, name)
         return job
 
@@ -154,7 +161,8 @@ class JobStore:
         try:
             data = json.loads((folder / JOB_NAME).read_text(encoding="utf-8"))
             return Job(id=folder.name, name=str(data["name"]), folder=RunFolder(folder),
-                       created_at=float(data["created_at"]), kind=str(data.get("kind", KIND_TRAIN)))
+                       created_at=float(data["created_at"]), kind=str(data.get("kind", KIND_TRAIN)),
+                       processes=max(1, int(data.get("processes", 1))))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:

@@ -10,7 +10,7 @@ from typing import Any
 
 from facestudio.config import parse_flag
 from facestudio.errors import SettingsError, TrainingError
-from facestudio.training.config import LR_SCHEDULERS, MIXED_PRECISION, TRAINABLE, TrainConfig
+from facestudio.training.config import LR_SCHEDULERS, MIXED_PRECISION, OPTIMIZERS, TRAINABLE, TrainConfig
 from facestudio.training.run import RunFolder
 
 
@@ -66,13 +66,14 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("--mixed-precision", str, f"{', '.join(MIXED_PRECISION)} (auto: bf16 or fp16 on a GPU, no on the CPU)"),
     ("--gradient-checkpointing", _on_off, "on: recompute UNet activations in the backward pass (less memory)"),
     ("--device", str, "auto (a GPU if there is one), cpu, mps, cuda or cuda:N (that GPU)"),
+    ("--optimizer", str, "adamw, or adamw8bit (bitsandbytes' 8-bit AdamW; CUDA only, less optimizer memory)"),
 )
 
 
 _TYPE_METAVARS = {int: "N", float: "X", _on_off: "on|off", _seed_list: "S,S,..."}
 _METAVARS = {"--trainable": "|".join(TRAINABLE), "--lr-scheduler": "NAME", "--mixed-precision": "|".join(MIXED_PRECISION),
              "--init": "default|ID|PATH|scratch", "--base-model": "ID|PATH", "--face-encoder": "ID|PATH",
-             "--device": "auto|cpu|cuda|cuda:N"}
+             "--device": "auto|cpu|cuda|cuda:N", "--optimizer": "|".join(OPTIMIZERS)}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,8 @@ CONFIG_VERSION = 1
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 TRAINABLE = ("adapter", "face-layers")
 LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
+#: `optimizer`: torch's AdamW (fused or foreach where the device has it), or bitsandbytes' 8-bit AdamW (CUDA only).
+OPTIMIZERS = ("adamw", "adamw8bit")
 #: `device`: `auto` (accelerate's choice: a CUDA GPU, or Apple's MPS, else the CPU), `cpu`, `mps`, `cuda`, `cuda:N`.
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
 #: `init` values that are not a registry name or a path.
@@ -67,6 +69,7 @@ class TrainConfig:
         gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
         device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
             device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
+        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, CUDA only: less optimizer memory on a GPU).
     """
 
     dataset: str
@@ -101,6 +104,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = True
     device: str = "auto"
+    optimizer: str = "adamw"
 
     def __post_init__(self):
         object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
@@ -150,6 +154,7 @@ class TrainConfig:
              f"a whole number from 1 to {MAX_SAMPLE_STEPS}")
         need(finite(self.sample_strength) and self.sample_strength >= 0, "sample_strength", self.sample_strength,
              ">= 0")
+        need(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
              f"one of {', '.join(MIXED_PRECISION)}")
         need(isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None, "device",

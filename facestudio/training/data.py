@@ -8,6 +8,8 @@ batch), without pickling a data loader.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,13 @@ from facestudio.training.dataset import DatasetManifest
 
 #: Decoded items kept in memory; a user's dataset (tens of photos) fits whole, a large one is re-read as needed.
 CACHE_ITEMS = 256
+
+
+def sample_generator(seed: int, position: int) -> torch.Generator:
+    """The generator of the sample at global `position` of a run seeded `seed` (a hash, so nearby seeds and
+    positions give unrelated streams)."""
+    digest = hashlib.sha256(f"facestudio-sample:{seed}:{position}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 @dataclass(frozen=True)
@@ -110,12 +119,14 @@ class TrainingData:
             return index
         return others[int(torch.randint(len(others), (1,), generator=generator))]
 
-    def batch(self, indices: list[int], shuffle_prob: float, generator: torch.Generator) -> Batch:
-        """Load `indices`; each sample's reference is shuffled with probability `shuffle_prob` (drawn from
-        `generator` for every sample, so the random stream does not depend on the dataset's identities)."""
-        draws = torch.rand(len(indices), generator=generator).tolist()
-        references = [self.reference_for(i, draw < shuffle_prob, generator) for i, draw in zip(indices, draws,
-                                                                                                 strict=True)]
+    def batch(self, indices: Sequence[int], shuffle_prob: float, generators: Sequence[torch.Generator]) -> Batch:
+        """Load `indices`; each sample's reference is shuffled with probability `shuffle_prob`, drawn from that
+        sample's generator (`generators[k]` for `indices[k]`; the draw is made whether or not the person has another
+        photo, so a sample's stream does not depend on the dataset's identities)."""
+        references = []
+        for index, generator in zip(indices, generators, strict=True):
+            draw = float(torch.rand(1, generator=generator))
+            references.append(self.reference_for(index, draw < shuffle_prob, generator))
         targets = [self._load(i) for i in indices]
         conditions = [self._load(i)[2] for i in references]
         return Batch(

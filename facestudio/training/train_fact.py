@@ -6,8 +6,11 @@ noise-prediction MSE plus `fair_weight` x FAIR, FAIR computed from each face lay
 `fair.py`). Face condition drop (the "no face" tokens) and shuffle (another photo of the same person), with the
 shuffle probability following the curriculum (`TrainConfig.shuffle_probability`).
 
-Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several GPUs with
-`accelerate launch -m facestudio.training.train_fact DATASET --out RUN`. `--resume RUN` continues from the last
+Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.jobs`), or on several processes with
+`torchrun --nproc_per_node N -m facestudio.training.train_fact DATASET --out RUN` (or `accelerate launch`): every
+sample's random draws follow from the seed and its global position (`data.sample_generator`), so N processes with
+batch B train like one process with batch N x B. The frozen encoders' outputs are computed once per dataset and
+model (`encodings.py`), not at every step. `--resume RUN` continues from the last
 checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
 `TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
 """
@@ -38,6 +41,9 @@ from facestudio.text import format_duration
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
+from facestudio.training.data import sample_generator
+from facestudio.training.encodings import FOLDER as ENCODINGS_FOLDER
+from facestudio.training.encodings import Encodings, cache_key, encode_dataset, load_encodings, save_encodings
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 if TYPE_CHECKING:  # torch-heavy; imported where the models load
@@ -81,6 +87,8 @@ class TrainingModels:
     scheduler_config: dict
     base_label: str
     init_label: str
+    #: SHA-256 of the base model and the face encoder files: the key of the dataset's cached encodings.
+    model_hashes: tuple[str, ...] = ()
 
 
 def model_manager(settings: StudioSettings):
@@ -109,7 +117,7 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
     vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
     for model in (vae, text_encoder, unet):
         model.requires_grad_(False).eval().to(device)
-    face_encoder, _ = manager.face_encoder(config.face_encoder)
+    face_encoder, face_file = manager.face_encoder(config.face_encoder)
     face_encoder = face_encoder.to(device).float().eval().requires_grad_(False)
 
     if config.init == INIT_SCRATCH:
@@ -128,8 +136,9 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
         raise TrainingError(f"The adapter {init_label} takes {adapter.local_fac_prj.config.embedding_dim}-wide face "
                             f"features but the face encoder gives {face_encoder.config.embed_dim}; they do not fit.")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    model_hashes = (manager.hashes.of(base_path), face_file.sha256)
     return TrainingModels(vae, text_encoder, pipe.tokenizer, unet, face_encoder, adapter, noise_scheduler,
-                          dict(pipe.scheduler.config), base_source.label, init_label)
+                          dict(pipe.scheduler.config), base_source.label, init_label, model_hashes)
 
 
 class TrainingModule(nn.Module):
@@ -193,7 +202,6 @@ class FACTTrainer:
         self._last_status_write = 0.0
         self._last_log = 0.0
         self._seconds_per_step: float | None = None
-        self._text_cache: dict[str, torch.Tensor] = {}
 
     # -- setup ----------------------------------------------------------------------------------------------------
 
@@ -227,13 +235,17 @@ class FACTTrainer:
             adapter.local_fac_prj.requires_grad_(False)
         self.recorder = FairRecorder(adapter).attach()
         params = [p for p in adapter.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = make_optimizer(config, params, accelerator.device)
         self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
                                           num_warmup_steps=min(config.warmup_steps, config.steps),
                                           num_training_steps=config.steps)
         self.module, self.optimizer = accelerator.prepare(TrainingModule(adapter, models.unet), optimizer)
         self.trainable_parameters = params
+        # Kept for the checkpoint layout (rng-<process>.safetensors); the samples draw from their own generators.
         self.generator = torch.Generator().manual_seed(config.seed * 1009 + accelerator.process_index)
+        self.global_batch = config.batch_size * accelerator.num_processes
+        self.local_batch = config.batch_size
+        self.encodings = self._prepare_encodings()
         latest = self.run.latest_checkpoint()
         if latest is not None:
             self._restore(*latest)
@@ -254,11 +266,29 @@ class FACTTrainer:
             self.accelerator.scaler.load_state_dict(state.scaler)
         restore_rng(self.generator, rng, state.python_rng, state.numpy_rng)
         self.step, self.samples_seen = state.step, state.samples_seen
+        self._keep_global_batch(state.extra, path)
         if self.accelerator.is_main_process:
             self.run.truncate_metrics(self.step)
         rows = self.run.read_metrics()
         self.status.loss = rows[-1].get("loss") if rows else None
         logger.info("Resumed %s from step %d", self.run.root, self.step)
+
+    def _keep_global_batch(self, extra: dict, path: Path) -> None:
+        """A run resumed on another number of processes keeps its global batch (so its data and every sample's
+        random draws stay those of the uninterrupted run); only the float reduction order changes."""
+        processes = self.accelerator.num_processes
+        saved_processes = int(extra.get("processes", processes))
+        global_batch = int(extra.get("global_batch", self.config.batch_size * saved_processes))
+        if saved_processes == processes:
+            return
+        if global_batch % processes:
+            raise TrainingError(f"The checkpoint {path.name} was trained with a global batch of {global_batch} "
+                                f"images on {saved_processes} process(es); {processes} processes cannot split it "
+                                "evenly. Resume on a number of processes that divides it.")
+        self.global_batch, self.local_batch = global_batch, global_batch // processes
+        logger.warning("Resuming on %d process(es) where the checkpoint was written on %d: each takes %d of the "
+                       "global batch of %d, so the result differs from an uninterrupted run only by the order of "
+                       "float reductions.", processes, saved_processes, self.local_batch, global_batch)
 
     # -- control ----------------------------------------------------------------------------------------------------
 
@@ -284,40 +314,73 @@ class FACTTrainer:
         flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
+    def _prepare_encodings(self) -> Encodings:
+        """The dataset's frozen-encoder outputs: read from the dataset's cache, or computed once (by the main
+        process, which stores them; the others read its file) before the first step."""
+        from facestudio.training.dataset import MANIFEST_NAME
+
+        config, accelerator, models = self.config, self.accelerator, self.models
+        key = cache_key(models.model_hashes, config.resolution, self.weight_dtype,
+                        Path(config.dataset) / MANIFEST_NAME)
+        path = Path(config.dataset) / ENCODINGS_FOLDER / f"{key}.safetensors"
+        encodings = None
+        if accelerator.is_main_process:
+            encodings = load_encodings(path, len(self.data))
+            if encodings is None:
+                started = time.perf_counter()
+                encodings = self._encode_dataset()
+                save_encodings(path, encodings)
+                logger.info("Encoded %d photo(s) once for the whole run in %.1f s", len(self.data),
+                            time.perf_counter() - started)
+        accelerator.wait_for_everyone()
+        if encodings is None:
+            encodings = load_encodings(path, len(self.data)) or self._encode_dataset()
+        return encodings
+
+    def _encode_dataset(self) -> Encodings:
+        models, device = self.models, self.accelerator.device
+
+        def vae_encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            distribution = models.vae.encode(pixels.to(device, self.weight_dtype)).latent_dist
+            return distribution.mean, distribution.std
+
+        def face_encode(references: torch.Tensor) -> torch.Tensor:
+            return models.face_encoder(references.to(device, torch.float32))
+
+        def text_encode(captions: list[str]) -> torch.Tensor:
+            tokens = models.tokenizer(captions, padding="max_length", truncation=True,
+                                      max_length=models.tokenizer.model_max_length, return_tensors="pt")
+            return models.text_encoder(tokens.input_ids.to(device))[0]
+
+        return encode_dataset(self.data, vae_encode, face_encode, text_encode)
+
     # -- one step ---------------------------------------------------------------------------------------------------
 
-    def _text_embeds(self, captions: Sequence[str]) -> torch.Tensor:
-        models = self.models
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
-        if missing:
-            tokens = models.tokenizer(missing, padding="max_length", truncation=True,
-                                      max_length=models.tokenizer.model_max_length, return_tensors="pt")
-            with torch.no_grad():
-                embeds = models.text_encoder(tokens.input_ids.to(self.accelerator.device))[0]
-            for caption, embed in zip(missing, embeds, strict=True):
-                self._text_cache[caption] = embed
-        return torch.stack([self._text_cache[c] for c in captions])
-
-    def _losses(self, batch, generator: torch.Generator, drop_prob: float):
-        """(loss, mse, fair) of one batch, with the autograd graph: noise, timesteps and drops from `generator`."""
+    def _losses(self, batch, generators: Sequence[torch.Generator], drop_prob: float):
+        """(loss, mse, fair) of one batch, with the autograd graph: each sample's noise, timestep and drop from its
+        own generator (`generators[k]` for sample k)."""
         config, models, device = self.config, self.models, self.accelerator.device
-        with torch.no_grad():
-            distribution = models.vae.encode(batch.pixel_values.to(device, self.weight_dtype)).latent_dist
-            noise_for_latents = torch.randn(distribution.mean.shape, generator=generator)
-            latents = distribution.mean + distribution.std * noise_for_latents.to(device, distribution.mean.dtype)
-            latents = latents * models.vae.config.scaling_factor
-            face_features = models.face_encoder(batch.references.to(device, torch.float32))
-        noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
-        timesteps = torch.randint(0, models.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  generator=generator).to(device)
-        drop = (torch.rand(latents.shape[0], generator=generator) < drop_prob).to(device)
+        encodings, dtype = self.encodings, self.weight_dtype
+        mean = encodings.latent_mean[list(batch.indices)].to(device, dtype)
+        std = encodings.latent_std[list(batch.indices)].to(device, dtype)
+        face_features = encodings.face_features[list(batch.reference_indices)].to(device, torch.float32)
+        text_embeds = torch.stack([encodings.text[c] for c in batch.captions]).to(device, dtype)
+        shape = tuple(mean.shape[1:])
+        timestep_count = models.noise_scheduler.config.num_train_timesteps
+        draws = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g),
+                  torch.randint(0, timestep_count, (1,), generator=g), torch.rand(1, generator=g)) for g in generators]
+        latent_noise = torch.stack([d[0] for d in draws]).to(device, dtype)
+        latents = (mean + std * latent_noise) * models.vae.config.scaling_factor
+        noise = torch.stack([d[1] for d in draws]).to(device, latents.dtype)
+        timesteps = torch.cat([d[2] for d in draws]).to(device)
+        drop = (torch.cat([d[3] for d in draws]) < drop_prob).to(device)
         noisy = models.noise_scheduler.add_noise(latents, noise, timesteps)
         if models.noise_scheduler.config.prediction_type == "v_prediction":
             target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
         self.recorder.begin(batch.face_masks.to(device), tuple(latents.shape[-2:]))
-        prediction = self.module(noisy, timesteps, self._text_embeds(batch.captions), face_features, drop)
+        prediction = self.module(noisy, timesteps, text_embeds, face_features, drop)
         mse = F.mse_loss(prediction.float(), target.float())
         fair = self.recorder.loss()
         return mse + config.fair_weight * fair, mse, fair
@@ -325,13 +388,15 @@ class FACTTrainer:
     def _micro_batch(self, shuffle_prob: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward and backward of one micro-batch at the current data position; returns (loss, mse, fair)."""
         config, accelerator = self.config, self.accelerator
-        processes, rank = accelerator.num_processes, accelerator.process_index
-        indices = self.data.global_indices(config.seed, self.samples_seen, config.batch_size * processes)
-        self.samples_seen += config.batch_size * processes
-        batch = self.data.batch(indices[rank * config.batch_size:(rank + 1) * config.batch_size], shuffle_prob,
-                                self.generator)
+        # This process's contiguous slice of the global batch, and each sample's generator from its global position.
+        first = self.samples_seen + accelerator.process_index * self.local_batch
+        positions = range(first, first + self.local_batch)
+        indices = self.data.global_indices(config.seed, first, self.local_batch)
+        self.samples_seen += self.global_batch
+        generators = [sample_generator(config.seed, position) for position in positions]
+        batch = self.data.batch(indices, shuffle_prob, generators)
         with accelerator.accumulate(self.module):
-            loss, mse, fair = self._losses(batch, self.generator, config.drop_prob)
+            loss, mse, fair = self._losses(batch, generators, config.drop_prob)
             accelerator.backward(loss)
             self.recorder.end()
             if accelerator.sync_gradients:
@@ -345,12 +410,12 @@ class FACTTrainer:
     def evaluate(self, seed: int = 0) -> tuple[float, float]:
         """(MSE, FAIR) averaged over the whole dataset at fixed noise and timesteps, each photo conditioned on itself
         and never dropped: comparable between steps and between runs. Leaves the run's random streams alone."""
-        generator = torch.Generator().manual_seed(seed)
         totals, count = [0.0, 0.0], 0
         with torch.no_grad():
             for start in range(0, len(self.data), self.config.batch_size):
                 indices = list(range(start, min(start + self.config.batch_size, len(self.data))))
-                _, mse, fair = self._losses(self.data.batch(indices, 0.0, generator), generator, 0.0)
+                generators = [sample_generator(seed, index) for index in indices]
+                _, mse, fair = self._losses(self.data.batch(indices, 0.0, generators), generators, 0.0)
                 self.recorder.end()
                 totals[0] += float(mse) * len(indices)
                 totals[1] += float(fair) * len(indices)
@@ -441,7 +506,8 @@ class FACTTrainer:
             state = TrainingState(step=self.step, samples_seen=self.samples_seen,
                                   scheduler=_json_safe(self.lr_scheduler.state_dict()), scaler=scaler,
                                   python_rng=python_rng, numpy_rng=numpy_rng,
-                                  extra={"base_model": self.models.base_label, "init": self.models.init_label})
+                                  extra={"base_model": self.models.base_label, "init": self.models.init_label,
+                                         "processes": accelerator.num_processes, "global_batch": self.global_batch})
             adapter = self.models.adapter
             save_checkpoint(self.run, state, adapter.state_dict(), self.optimizer.state_dict(),
                             dict(enumerate(rng_by_process)), self.config.keep_checkpoints,
@@ -456,7 +522,7 @@ class FACTTrainer:
         from facestudio.training.samples import render_samples
 
         first = self.data.items[0]
-        reference = self.data.batch([0], 0.0, torch.Generator()).references
+        reference = self.data.batch([0], 0.0, [torch.Generator()]).references
         with self.accelerator.autocast():
             images = render_samples(self.models, reference, first.caption, self.config, self.accelerator.device)
         self.run.samples_dir.mkdir(parents=True, exist_ok=True)
@@ -488,6 +554,11 @@ class FACTTrainer:
         recorder = getattr(self, "recorder", None)
         if recorder is not None:
             recorder.detach()
+        if getattr(self, "accelerator", None) is not None and self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():  # no "terminate called without an active exception"
+                dist.destroy_process_group()
 
 
 def export_adapter(adapter, path: Path, base_label: str) -> Path:
@@ -506,6 +577,23 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the adapter's parameters: fused kernels on CUDA, the multi-tensor (foreach) path elsewhere, or
+    bitsandbytes' 8-bit AdamW (`optimizer` adamw8bit, CUDA only)."""
+    if config.optimizer == "adamw8bit":
+        if device.type != "cuda":
+            raise TrainingError("`optimizer` adamw8bit needs a CUDA GPU (bitsandbytes); use adamw on this device.",
+                                field="optimizer")
+        try:
+            import bitsandbytes as bnb
+        except ImportError as err:
+            raise TrainingError("`optimizer` adamw8bit needs the bitsandbytes package (pip install bitsandbytes).",
+                                field="optimizer") from err
+        return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fast)
 
 
 def claim_device(config: TrainConfig) -> bool:

@@ -1,0 +1,106 @@
+"""The frozen encoders run once per dataset and model, not every step; only the adapter learns."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from facestudio.errors import TrainingError
+from facestudio.training import RunState, create_run
+from facestudio.training.data import sample_generator
+from facestudio.training.encodings import FOLDER
+from facestudio.training.train_fact import FACTTrainer, make_optimizer
+
+
+def make_trainer(run_root: Path, config, manager) -> FACTTrainer:
+    trainer = FACTTrainer(create_run(run_root, config, state=RunState.RUNNING), config, manager=manager)
+    trainer.setup()
+    return trainer
+
+
+def count_calls(*modules: torch.nn.Module) -> list[int]:
+    calls = [0]
+
+    def hook(*_args) -> None:
+        calls[0] += 1
+
+    for module in modules:
+        module.register_forward_pre_hook(hook)
+    return calls
+
+
+@pytest.fixture
+def own_dataset(tmp_path, tiny_dataset) -> Path:
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset, ignore=shutil.ignore_patterns(FOLDER))
+    return dataset
+
+
+def test_training_steps_never_call_the_frozen_encoders_and_the_cache_follows_the_vae(tmp_path, train_config,
+                                                                                      manager, own_dataset,
+                                                                                      tiny_studio):
+    config = train_config(dataset=str(own_dataset), steps=2)
+    trainer = make_trainer(tmp_path / "run", config, manager)
+    try:
+        models = trainer.models
+        calls = count_calls(models.vae.encoder, models.text_encoder, models.face_encoder)
+        trainer.train_step()
+        trainer.train_step()
+        assert calls[0] == 0
+        first = trainer.encodings
+    finally:
+        trainer.close()
+    cached = sorted((own_dataset / FOLDER).iterdir())
+    assert len(cached) == 1
+
+    # Another run on the same dataset and models reads the cache (same file, same numbers).
+    again = make_trainer(tmp_path / "again", config, manager)
+    again.close()
+    assert sorted((own_dataset / FOLDER).iterdir()) == cached
+    assert torch.equal(again.encodings.latent_mean, first.latent_mean)
+
+    # An edited VAE file is another model: its encodings are computed again, under another key.
+    base = tmp_path / "base"
+    shutil.copytree(tiny_studio.base, base)
+    vae_file = next((base / "vae").glob("*.safetensors"))
+    weights = load_file(vae_file)
+    weights = {name: tensor * 1.5 if "encoder" in name and tensor.ndim == 4 else tensor
+               for name, tensor in weights.items()}
+    save_file(weights, str(vae_file))
+    edited = make_trainer(tmp_path / "edited", config.replace(base_model=str(base)), manager)
+    edited.close()
+    assert len(list((own_dataset / FOLDER).iterdir())) == 2
+    assert not torch.allclose(edited.encodings.latent_mean, first.latent_mean)
+    assert torch.equal(edited.encodings.face_features, first.face_features)  # TransFace did not change
+
+
+def test_only_the_adapter_receives_gradients(tmp_path, train_config, manager, own_dataset):
+    trainer = make_trainer(tmp_path / "run", train_config(dataset=str(own_dataset)), manager)
+    try:
+        generators = [sample_generator(0, i) for i in range(2)]
+        batch = trainer.data.batch([0, 1], 0.0, generators)
+        loss, _, _ = trainer._losses(batch, generators, 0.0)
+        loss.backward()
+        trainer.recorder.end()
+        models = trainer.models
+        adapter_ids = {id(p) for p in models.adapter.parameters()}
+        for model in (models.vae, models.text_encoder, models.unet, models.face_encoder):
+            frozen = [p for p in model.parameters() if id(p) not in adapter_ids]
+            assert frozen and not any(p.requires_grad or p.grad is not None for p in frozen)
+        trained = [p for p in models.adapter.parameters() if p.requires_grad]
+        assert trained and all(p.grad is not None for p in trained)
+    finally:
+        trainer.close()
+
+
+def test_adamw8bit_needs_a_cuda_gpu(train_config):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(TrainingError, match="adamw8bit needs a CUDA GPU") as caught:
+        make_optimizer(train_config(optimizer="adamw8bit"), params, torch.device("cpu"))
+    assert caught.value.field == "optimizer"
+    optimizer = make_optimizer(train_config(), params, torch.device("cpu"))
+    assert optimizer.defaults["foreach"] is True
