@@ -99,6 +99,8 @@ class ModelRegistry:
 
     records: dict[str, ModelRecord] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
+    #: Defaults for a role rather than a kind (`models.json`'s "roles"): `canny_controlnet` -> a ControlNet.
+    roles: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str) -> ModelRegistry:
@@ -111,7 +113,10 @@ class ModelRegistry:
             if record.key in records:
                 raise ValueError(f"The model registry lists {record.key!r} twice.")
             records[record.key] = record
-        registry = cls(records, dict(data.get("defaults", {})))
+        registry = cls(records, dict(data.get("defaults", {})), dict(data.get("roles", {})))
+        for role, key in registry.roles.items():
+            if registry.get(key).kind != "controlnet":
+                raise ValueError(f"The registry's {role!r} is {key!r}, which is not a ControlNet.")
         for kind, key in registry.defaults.items():
             if kind not in KINDS or kind == "fact_adapter" or registry.get(key).kind != kind:
                 raise ValueError(f"The registry's default {kind!r} is {key!r}, which is not a model of that kind.")
@@ -134,9 +139,9 @@ class ModelRegistry:
             ) from None
 
     def default_for(self, kind: str) -> str:
-        """The key of the default model of `kind` (`models.json`'s "defaults")."""
+        """The key of the default model of `kind` (`models.json`'s "defaults", or a role in its "roles")."""
         try:
-            return self.defaults[kind]
+            return self.defaults[kind] if kind in self.defaults else self.roles[kind]
         except KeyError:
             raise UnknownModelError(f"The model registry names no default {kind.replace('_', ' ')}.", kind,
                                     sorted(self.records)) from None

@@ -32,3 +32,80 @@ def test_single_inpainting_is_unchanged(engine, tiny_request, group_photo):  # n
     request = inpaint_request(tiny_request, template_path, steps=2, seed=3, face_index=1)
     image = engine.inpaint(request).images[0].image
     assert digest(image) == SINGLE_INPAINT
+
+
+# -- the release inpainting recipe ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def canny_nets(tiny_studio, tmp_path_factory):
+    """Two tiny Canny ControlNets from the tiny UNet, with non-zero output convolutions (else they do nothing)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_studio.base / "unet").eval()
+    folders = []
+    for seed in (11, 12):
+        torch.manual_seed(seed)
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8))
+        with torch.no_grad():
+            for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+                module.weight.normal_(0, 0.3)
+        folder = tmp_path_factory.mktemp(f"canny{seed}")
+        net.save_pretrained(folder)
+        folders.append(str(folder))
+    return folders
+
+
+def release_request(tiny_request, template, canny, **overrides):
+    import dataclasses
+
+    request = inpaint_request(tiny_request, template, recipe="release", steps=2, denoise=0.6, face_strength=0.55,
+                              **overrides)
+    return dataclasses.replace(request, models=dataclasses.replace(request.models, canny_controlnet=canny))
+
+
+def test_release_inpainting_changes_only_the_chosen_face(engine, tiny_request, group_photo, canny_nets, tmp_path):  # noqa: F811
+    template_path, boxes = group_photo
+    template = Image.open(template_path).convert("RGB")
+    made = engine.inpaint(release_request(tiny_request, template_path, canny_nets[0], face_index=1, seed=5),
+                          out_dir=tmp_path).images[0]
+    assert made.image.size == template.size
+    record = made.record
+    assert record.request.recipe == "release"
+    assert [s["stage"][0] for s in record.stages] == ["1", "3", "4", "5", "5", "6"]
+    assert record.models["canny_controlnet"]["spec"] == canny_nets[0]
+    changed = np.any(pixels(made.image) != pixels(template), axis=-1)
+    assert changed.any()
+    face_box = record.template_face_bbox
+    inside = [i for i, b in enumerate(boxes) if b[0] <= face_box[0] and face_box[2] <= b[2]]
+    assert len(inside) == 1
+    other = boxes[1 - inside[0]]
+    assert not changed[other[1] : other[3], other[0] : other[2]].any(), "the other person must be untouched"
+    x0, y0, x1, y1 = (int(v) for v in face_box)
+    assert changed[y0:y1, x0:x1].mean() > 0.3
+    # Every change lies inside the square crop (pixels outside the paste mask are the template's own).
+    left, top, right, bottom = record.crop_box
+    ys, xs = np.nonzero(changed)
+    assert left <= xs.min() and xs.max() < right and top <= ys.min() and ys.max() < bottom
+
+    again = engine.regenerate(made.path).images[0]
+    assert np.array_equal(pixels(made.image), pixels(again.image)), "regenerates bit for bit from its PNG"
+
+    other_canny = engine.inpaint(release_request(tiny_request, template_path, canny_nets[1], face_index=1,
+                                                 seed=5)).images[0]
+    assert not np.array_equal(pixels(made.image), pixels(other_canny.image)), "the Canny ControlNet is used"
+
+
+def test_release_recipe_refuses_a_mask_file_and_unknown_recipes(tiny_request, group_photo):  # noqa: F811
+    from facestudio.errors import InvalidRequestError
+
+    template_path, _ = group_photo
+    with pytest.raises(InvalidRequestError, match="needs the single recipe") as err:
+        inpaint_request(tiny_request, template_path, recipe="release", mask="head").checked()
+    assert err.value.field == "mask"
+    with pytest.raises(InvalidRequestError, match="`recipe` must be one of release, single; got 'best'") as err:
+        inpaint_request(tiny_request, template_path, recipe="best").checked()
+    assert err.value.field == "recipe"
+    with pytest.raises(InvalidRequestError, match="`recipe`"):
+        tiny_request(recipe="fast").checked()
