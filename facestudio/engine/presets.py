@@ -29,7 +29,7 @@ PROMPT_SLOT = "{prompt}"
 DEFAULT_SUBJECT = "a person"
 _KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _FIELDS = ("name", "prompt", "negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora",
-           "lora_scale", "thumbnail", "description")
+           "lora_scale", "thumbnail", "description", "scheduler")
 _REQUIRED = ("name", "prompt")
 
 
@@ -50,6 +50,7 @@ class StylePreset:
     lora_scale: float = 0.8
     thumbnail: Path | None = None
     description: str = ""
+    scheduler: str | None = None  # a sampler of its own (the "FaceChain release" preset: PNDM); None keeps the request's
 
     def render_prompt(self, user_prompt: str | None) -> str:
         """The preset's prompt with the user's words in the `{prompt}` slot."""
@@ -62,6 +63,7 @@ class StylePreset:
             request, prompt=self.render_prompt(user_prompt), negative_prompt=self.negative_prompt, steps=self.steps,
             cfg=self.cfg, width=self.width, height=self.height, face_strength=self.face_strength,
             lora=None if self.lora is None else str(self.lora), lora_scale=self.lora_scale,
+            scheduler=self.scheduler or request.scheduler,
         )
 
 
@@ -88,8 +90,10 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
     defaults = GenerateRequest(faces=("-",), prompt="-")
     values: dict[str, Any] = {name: data.get(name, getattr(defaults, name)) for name in
                               ("negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora_scale")}
+    scheduler = data.get("scheduler")
     try:
-        GenerateRequest(faces=("-",), prompt=str(data["prompt"]), **values).checked()
+        checked = GenerateRequest(faces=("-",), prompt=str(data["prompt"]), **values,
+                                  scheduler=str(scheduler or defaults.scheduler)).checked()
     except InvalidRequestError as err:
         raise InvalidRequestError(f"Preset file {path.name}: {err}") from None
     return StylePreset(
@@ -97,6 +101,7 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
         lora=_resolve(path.parent, data.get("lora"), path, "lora"),
         thumbnail=_resolve(assets if assets is not None else path.parent, data.get("thumbnail"), path, "thumbnail"),
         description=str(data.get("description", "")),
+        scheduler=checked.scheduler if scheduler else None,
     )
 
 

@@ -109,3 +109,33 @@ def test_release_recipe_refuses_a_mask_file_and_unknown_recipes(tiny_request, gr
     assert err.value.field == "recipe"
     with pytest.raises(InvalidRequestError, match="`recipe`"):
         tiny_request(recipe="fast").checked()
+
+
+def test_release_text_to_image_defaults_are_the_facechain_release_preset():
+    from facestudio.data import assets_dir, presets_dir
+    from facestudio.engine.presets import load_presets
+    from facestudio.engine.requests import GenerateRequest, InpaintRequest, field_default, recipe_defaults
+
+    presets, _ = load_presets(presets_dir(), assets_dir())
+    preset = next(p for p in presets if p.key == "facechain-release")
+    applied = preset.apply(GenerateRequest(faces=("a.png",), prompt="x", face_delay_steps=3, scheduler="euler"))
+    release = recipe_defaults(GenerateRequest, "release")
+    assert release["scheduler"] == "pndm" and release["steps"] == 50 and release["cfg"] == 7.0
+    for name in ("scheduler", "steps", "cfg", "width", "height", "face_strength"):
+        assert getattr(applied, name) == release[name], name
+    assert recipe_defaults(GenerateRequest, "single")["steps"] == field_default(GenerateRequest, "steps") == 30
+    assert recipe_defaults(InpaintRequest, "release")["steps"] == field_default(InpaintRequest, "steps")
+    assert field_default(InpaintRequest, "recipe") == "release" and field_default(GenerateRequest, "recipe") == "single"
+
+
+def test_old_records_without_a_recipe_regenerate_with_the_single_recipe():
+    from facestudio.engine.metadata import GenerationRecord
+    from facestudio.engine.requests import InpaintRequest
+
+    request = InpaintRequest(faces=("a.png",), image="t.png", seed=1, recipe="single")
+    data = GenerationRecord(request=request, image_index=0, width=8, height=8, scheduler_title="x", models={},
+                            references=(), device="cpu", dtype="fp32").to_dict()
+    del data["request"]["recipe"]
+    assert GenerationRecord.from_dict(data).request.recipe == "single"
+    data["request"]["recipe"] = "release"
+    assert GenerationRecord.from_dict(data).request.recipe == "release"
