@@ -273,9 +273,9 @@ def run_release_stages(template: ReleaseTemplate, call: StageCall, *, steps: int
     mask = grow_face(template.face_mask, template.eye_y, MASK_GROW, MASK_GROW_BELOW_EYES,
                      limit=warped.mask if warped is not None else None)
     canny_blank = grow_face(template.face_mask, template.eye_y, 0.0, CANNY_FACE_GROW)
-    maps["canny"] = canny_outside(crop, canny_blank)
+    maps["edges"] = canny_outside(crop, canny_blank)
     maps["mask"] = Image.fromarray(mask.astype(np.uint8) * 255)
-    inpaint_inputs = {"image": crop, "control_image": [maps["face_keypoints"], maps["canny"]],
+    inpaint_inputs = {"image": crop, "control_image": [maps["face_keypoints"], maps["edges"]],
                       "controlnet_conditioning_scale": list(STAGE2_CONTROL_SCALES), "width": out, "height": out}
     stage2 = call("stage2", "inpaint", face_strength, {
         **inpaint_inputs, "mask_image": maps["mask"], "strength": denoise, "num_inference_steps": steps})
