@@ -46,7 +46,7 @@ class StylePreset:
     width: int
     height: int
     face_strength: float
-    lora: Path | None = None
+    lora: Path | str | None = None  # a file beside the preset, or a hub reference fetched on first use
     lora_scale: float = 0.8
     thumbnail: Path | None = None
     description: str = ""
@@ -98,11 +98,29 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
         raise InvalidRequestError(f"Preset file {path.name}: {err}") from None
     return StylePreset(
         key=key, name=str(data["name"]), prompt=str(data["prompt"]), **values,
-        lora=_resolve(path.parent, data.get("lora"), path, "lora"),
+        lora=_lora(path, data.get("lora")),
         thumbnail=_resolve(assets if assets is not None else path.parent, data.get("thumbnail"), path, "thumbnail"),
         description=str(data.get("description", "")),
         scheduler=checked.scheduler if scheduler else None,
     )
+
+
+def _lora(path: Path, value: Any) -> Path | str | None:
+    """A preset's LoRA: a `.safetensors` file in the preset's folder, or a hub reference to one
+    (`modelscope:owner/name/file.safetensors@rev`, as `presets import-facechain` writes)."""
+    from facestudio.engine.registry import ModelRegistry, is_hub_reference, resolve_source
+    from facestudio.errors import UnknownModelError
+
+    if not is_hub_reference(value):
+        return _resolve(path.parent, value, path, "lora")
+    try:
+        record = resolve_source(str(value), "lora", ModelRegistry()).hub_record
+    except UnknownModelError as err:
+        raise InvalidRequestError(f"Preset file {path.name}: the lora {value!r} is not a hub reference ({err})") from None
+    if not str(record.file or "").lower().endswith(".safetensors"):
+        raise InvalidRequestError(f"Preset file {path.name}: the lora {value!r} must name a .safetensors file in "
+                                  "its repository.")
+    return str(value)
 
 
 def _resolve(folder: Path, relative: Any, path: Path, what: str) -> Path | None:

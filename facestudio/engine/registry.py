@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facestudio.errors import UnknownModelError
 
-KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config")
+KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora")
 HUBS = ("huggingface", "modelscope")
 _HUB_PREFIXES = {"hf:": "huggingface", "huggingface:": "huggingface", "modelscope:": "modelscope", "ms:": "modelscope"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -86,6 +86,11 @@ class ModelSource:
         if self.record is None:
             raise ValueError(f"Model source {self.spec!r} has neither a local path nor a record.")
         return self.record
+
+
+def is_hub_reference(spec: object) -> bool:
+    """`modelscope:owner/name/file@rev`, `hf:...`: a file on a hub rather than on disk (a preset's LoRA)."""
+    return isinstance(spec, str) and spec.startswith(tuple(_HUB_PREFIXES))
 
 
 @dataclass
