@@ -51,7 +51,7 @@ def test_a_preset_naming_a_lora_outside_its_hub_file_is_refused(tmp_path):
 
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"name": "x", "prompt": "{prompt}", "lora": "modelscope:someone/repo"}))
-    with pytest.raises(InvalidRequestError, match="must name a .safetensors file"):
+    with pytest.raises(InvalidRequestError, match=r"must name a \.safetensors file"):
         load_preset(path)
 
 
