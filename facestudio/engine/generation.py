@@ -517,8 +517,9 @@ class Engine:
 
         name = Path(pose).name
         source = load_image(pose, name=name, max_pixels=self.manager.settings.max_pixels)
+        # Padded like the release (to the map's aspect ratio: a square for the release's 512x512), hands drawn too.
         return pose_condition(source, width, height, name=name, mode=pose_mode,
-                              estimator=self.manager.pose_estimator())
+                              estimator=self.manager.pose_estimator(), pad=True, hands=self.manager.hand_model())
 
     def _render(self, variants: list[GenerateRequest], loaded: _Loaded, encoded: _Encoded,
                 references: ReferenceFaces, template: _Template | None, result: GenerationResult,

@@ -77,3 +77,39 @@ def test_canny_is_blank_on_the_face_and_the_paste_mask_fades_before_the_crop_edg
     alpha = paste_alpha(template.face_mask, 256)
     assert alpha[template.face_mask].min() == 1.0
     assert alpha[:10].max() == 0.0 and alpha[-10:].max() == 0.0
+
+
+def test_pose_photo_is_padded_like_the_release(faces_dir):
+    from facestudio.face.pose import pad_like_release
+
+    tall = Image.open(faces_dir / "biden.jpg").convert("RGB")  # 970x2204
+    padded, offset = pad_like_release(tall)
+    assert padded.size == (2204, 2204) and offset == ((2204 - 970) // 2, 0)  # centred horizontally
+    pixels = np.asarray(padded)
+    assert pixels[:, : offset[0]].max() == 0 and pixels[:, offset[0] + 970 :].max() == 0
+    wide = Image.new("RGB", (300, 100), (255, 255, 255))
+    padded, offset = pad_like_release(wide)
+    assert padded.size == (300, 300) and offset == (0, 200)  # padded at the top only
+    assert np.asarray(padded)[:200].max() == 0 and np.asarray(padded)[200:].min() == 255
+    same, offset = pad_like_release(Image.new("RGB", (64, 64)))
+    assert same.size == (64, 64) and offset == (0, 0)
+
+
+def test_padded_pose_keeps_the_body_proportions(faces_dir):
+    from facestudio.face.pose import (
+        OPENPOSE_COLORS,
+        POSE_KEYPOINT_NAMES,
+        PoseEstimator,
+        pad_like_release,
+        pose_condition,
+    )
+
+    photo = Image.open(faces_dir / "biden.jpg").convert("RGB")
+    with PoseEstimator() as estimator:
+        condition = pose_condition(photo, 512, 512, estimator=estimator, pad=True)
+        padded, _ = pad_like_release(photo)
+        pose = estimator.estimate(padded).scaled(512, 512)
+    shoulder = POSE_KEYPOINT_NAMES.index("r_shoulder")
+    x, y = np.round(pose.keypoints[shoulder]).astype(int)
+    assert tuple(np.asarray(condition)[y, x]) == OPENPOSE_COLORS[shoulder]
+    assert 128 <= x < 384, "a centred tall photo keeps the body in the middle third"
