@@ -80,6 +80,9 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         parser.add_argument("--pose-strength", type=float, default=default("pose_strength"), metavar="X",
                             help=f"ControlNet conditioning scale (default {default('pose_strength'):g})")
         models_and_device(parser)
+        parser.add_argument("--subject", default=None, metavar="TEXT",
+                            help="words for the person put before the prompt, as the release does "
+                                 "(e.g. \"a woman, 25-year-old\")")
         parser.add_argument("--recipe", default=default("recipe"), metavar="release|single",
                             help="release: the FACT release's pipeline (FACT.md §6); single: the studio's one-pass "
                                  f"pipeline (default {default('recipe')})")
@@ -275,6 +278,7 @@ def _run(engine, method: str, request, args) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from facestudio.engine import GenerateRequest
+    from facestudio.engine.identities import with_subject
 
     engine = _engine(args)
     if args.from_png:
@@ -295,17 +299,18 @@ def run_generate(args: argparse.Namespace) -> int:
 
         single, release = recipe_defaults(GenerateRequest, "single"), recipe_defaults(GenerateRequest, "release")
         fields.update({name: value for name, value in release.items() if fields[name] == single[name]})
-    request = GenerateRequest(prompt=args.prompt, **fields).checked()
+    request = GenerateRequest(prompt=with_subject(args.prompt, args.subject), **fields).checked()
     return _run(engine, "generate", request, args)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
     from facestudio.engine import InpaintRequest
-    from facestudio.engine.requests import MASK_REGIONS
+    from facestudio.engine.identities import with_subject
+    from facestudio.engine.requests import MASK_REGIONS, field_default
 
     fields = _request_fields(args)
-    if args.prompt:  # else the request's own default prompt
-        fields["prompt"] = args.prompt
+    if args.prompt or args.subject:  # else the request's own default prompt
+        fields["prompt"] = with_subject(args.prompt or field_default(InpaintRequest, "prompt"), args.subject)
     if args.mask not in MASK_REGIONS and not Path(args.mask).is_file():
         raise InvalidRequestError(f"--mask {args.mask!r} is not auto, face, head or an existing mask image.")
     request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,

@@ -11,8 +11,8 @@ def test_recipe_and_controlnet_flags_parse_with_their_defaults():
     inpaint = parser.parse_args(["inpaint", "--image", "t.jpg", "--out", "o", "--controlnet", "pose-dir",
                                  "--canny-controlnet", "canny-dir"])
     assert (inpaint.recipe, inpaint.controlnet, inpaint.canny_controlnet) == ("release", "pose-dir", "canny-dir")
-    generate = parser.parse_args(["generate", "--out", "o", "--pose-controlnet", "p"])
-    assert (generate.recipe, generate.controlnet) == ("single", "p")
+    generate = parser.parse_args(["generate", "--out", "o", "--pose-controlnet", "p", "--subject", "a man"])
+    assert (generate.recipe, generate.controlnet, generate.subject) == ("single", "p", "a man")
 
 
 def test_unknown_recipe_and_missing_canny_controlnet_are_one_sentence(tiny_studio, faces_dir, tmp_path):
