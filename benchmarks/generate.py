@@ -13,6 +13,10 @@ It prints, per mode, the denoising time per image (from the step callbacks), the
 peak memory (CUDA: `max_memory_allocated`, everything on the device; CPU: peak process RSS), with FACT / bare ratios.
 Goals on a CUDA GPU at 512x512, 30 steps, fp16: FACT <= 1.5x bare per image, peak <= 5 GB.
 
+`--recipes` adds the recipes side by side in the same run: seconds per inpainted face, `release` (five pipeline
+calls with two SD1.5-size random ControlNets) vs `single` (one), on a template made of the reference photo, and
+seconds per text-to-image image with each recipe's sampling at the same `--steps`.
+
 Example:
     python benchmarks/generate.py --device cuda --size 512 --steps 30
     python benchmarks/generate.py --device cpu --size 256 --steps 4     # what fits a laptop CPU
@@ -88,6 +92,63 @@ def build_models(folder: Path) -> None:
     (folder / "done").write_text("ok")
 
 
+def build_controlnets(folder: Path) -> None:
+    """Two SD1.5-size ControlNets (from the random UNet) for the release recipe, non-zero outputs."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    if (folder / "controlnets-done").exists():
+        return
+    unet = UNet2DConditionModel.from_pretrained(folder / "base" / "unet")
+    for seed, name in ((5, "openpose"), (6, "canny")):
+        torch.manual_seed(seed)
+        net = ControlNetModel.from_unet(unet)
+        with torch.no_grad():
+            for module in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+                module.weight.normal_(0, 0.02)
+        net.half().save_pretrained(folder / name)
+    (folder / "controlnets-done").write_text("ok")
+
+
+def recipe_rows(engine: Engine, request: GenerateRequest, folder: Path, repeats: int) -> list[tuple[str, float, float]]:
+    """(label, single s, release s) per inpainted face and per text-to-image image, medians of `repeats`."""
+    import dataclasses
+
+    from PIL import Image
+
+    from facestudio.engine import InpaintRequest
+    from facestudio.engine.requests import recipe_defaults
+
+    build_controlnets(folder)
+    template = folder / "template.png"
+    photo = Image.open(request.faces[0]).convert("RGB")
+    canvas = Image.new("RGB", (photo.width * 2, photo.height), (90, 90, 90))
+    canvas.paste(photo, (photo.width // 2, 0))
+    canvas.save(template)
+    models = dataclasses.replace(request.models, controlnet=str(folder / "openpose"),
+                                 canny_controlnet=str(folder / "canny"))
+    inpaint = InpaintRequest(faces=request.faces, image=str(template), steps=request.steps, width=request.width,
+                             height=request.height, seed=1, models=models)
+    release_sampling = {k: v for k, v in recipe_defaults(GenerateRequest, "release").items()
+                        if k in ("scheduler", "cfg", "face_strength")}
+    jobs = {
+        ("inpaint", "single"): lambda: engine.inpaint(dataclasses.replace(inpaint, recipe="single")),
+        ("inpaint", "release"): lambda: engine.inpaint(dataclasses.replace(inpaint, recipe="release")),
+        ("generate", "single"): lambda: engine.generate(request),
+        ("generate", "release"): lambda: engine.generate(dataclasses.replace(request, recipe="release",
+                                                                             **release_sampling)),
+    }
+    engine.inpaint(dataclasses.replace(inpaint, recipe="release", steps=2))  # loads the ControlNets
+    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in jobs}
+    for _ in range(repeats):
+        for key, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            seconds[key].append(time.perf_counter() - start)
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    return [("inpaint s/face", median["inpaint", "single"], median["inpaint", "release"]),
+            ("text-to-image s/image", median["generate", "single"], median["generate", "release"])]
+
+
 class PeakMemory:
     """Peak device memory (CUDA) or peak process RSS (CPU, sampled every 5 ms) during a block."""
 
@@ -146,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low-vram", action="store_true", help="measure with model CPU offload")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "facestudio-bench-sd15")
     parser.add_argument("--face", type=Path, default=REPO.parent / "shared" / "faces" / "obama.jpg")
+    parser.add_argument("--recipes", action="store_true", help="also time the release vs single recipes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -219,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, b, f in rows:
         print(f"{label:<28}{b:>12.2f}{f:>12.2f}{f / b:>10.2f}x")
     print("(whole request for FACT includes reference analysis, face encoding and the result's identity check)")
+    if args.recipes:
+        print(f"\n{'recipes (same run)':<28}{'single':>12}{'release':>12}{'rel/single':>11}")
+        for label, single, release in recipe_rows(engine, request, args.work_dir, args.repeats):
+            print(f"{label:<28}{single:>12.2f}{release:>12.2f}{release / single:>10.2f}x")
+        print("(inpaint: release = stage 1 + stage 2 + drift correction + refinement; text-to-image: the same "
+              "engine path, release sampling PNDM/CFG 7 vs DPM++ 2M Karras at the same steps)")
     return 0
 
 

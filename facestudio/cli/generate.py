@@ -80,6 +80,12 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
         parser.add_argument("--pose-strength", type=float, default=default("pose_strength"), metavar="X",
                             help=f"ControlNet conditioning scale (default {default('pose_strength'):g})")
         models_and_device(parser)
+        parser.add_argument("--subject", default=None, metavar="TEXT",
+                            help="words for the person put before the prompt, as the release does "
+                                 "(e.g. \"a woman, 25-year-old\")")
+        parser.add_argument("--recipe", default=default("recipe"), metavar="release|single",
+                            help="release: the FACT release's pipeline (FACT.md §6); single: the studio's one-pass "
+                                 f"pipeline (default {default('recipe')})")
         parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                             help="folder for the PNGs (created if needed; files are never overwritten)")
 
@@ -91,8 +97,12 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                             help="FACT adapter (default: the one trained for the base model)")
         parser.add_argument("--face-encoder", default=None, metavar="ID|PATH",
                             help=f"TransFace face encoder (default {registry.default_for('face_encoder')})")
-        parser.add_argument("--controlnet", default=None, metavar="ID|PATH",
-                            help=f"OpenPose ControlNet for --pose (default {registry.default_for('controlnet')})")
+        parser.add_argument("--pose-controlnet", "--controlnet", dest="controlnet", default=None, metavar="ID|PATH",
+                            help="OpenPose ControlNet for --pose and the release recipe (default "
+                                 f"{registry.default_for('controlnet')}; --controlnet is the same flag)")
+        parser.add_argument("--canny-controlnet", default=None, metavar="ID|PATH",
+                            help="Canny ControlNet of the release inpainting recipe (default "
+                                 f"{registry.default_for('canny_controlnet')}, downloaded when first needed)")
         add_device_options(parser)
         add_backend_options(parser)
 
@@ -178,7 +188,9 @@ def _request_fields(args: argparse.Namespace) -> dict:
         "face_delay_steps": args.face_delay_steps, "face_cfg": not args.no_face_cfg, "scheduler": args.scheduler,
         "lora": args.lora, "lora_scale": args.lora_scale, "pose": args.pose, "pose_mode": args.pose_mode,
         "pose_strength": args.pose_strength,
-        "models": ModelChoice(args.base_model, args.adapter, args.face_encoder, args.controlnet),
+        "models": ModelChoice(args.base_model, args.adapter, args.face_encoder, args.controlnet,
+                              args.canny_controlnet),
+        "recipe": args.recipe,
     }
 
 
@@ -266,6 +278,7 @@ def _run(engine, method: str, request, args) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from facestudio.engine import GenerateRequest
+    from facestudio.engine.identities import with_subject
 
     engine = _engine(args)
     if args.from_png:
@@ -280,17 +293,24 @@ def run_generate(args: argparse.Namespace) -> int:
         raise InvalidRequestError("Give at least one reference photo with --face (or --from-png PNG).")
     if not args.prompt:
         raise InvalidRequestError("Give a --prompt describing the portrait.")
-    request = GenerateRequest(prompt=args.prompt, **_request_fields(args)).checked()
+    fields = _request_fields(args)
+    if args.recipe == "release":  # the release's sampling, except where a flag changed the default
+        from facestudio.engine.requests import recipe_defaults
+
+        single, release = recipe_defaults(GenerateRequest, "single"), recipe_defaults(GenerateRequest, "release")
+        fields.update({name: value for name, value in release.items() if fields[name] == single[name]})
+    request = GenerateRequest(prompt=with_subject(args.prompt, args.subject), **fields).checked()
     return _run(engine, "generate", request, args)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
     from facestudio.engine import InpaintRequest
-    from facestudio.engine.requests import MASK_REGIONS
+    from facestudio.engine.identities import with_subject
+    from facestudio.engine.requests import MASK_REGIONS, field_default
 
     fields = _request_fields(args)
-    if args.prompt:  # else the request's own default prompt
-        fields["prompt"] = args.prompt
+    if args.prompt or args.subject:  # else the request's own default prompt
+        fields["prompt"] = with_subject(args.prompt or field_default(InpaintRequest, "prompt"), args.subject)
     if args.mask not in MASK_REGIONS and not Path(args.mask).is_file():
         raise InvalidRequestError(f"--mask {args.mask!r} is not auto, face, head or an existing mask image.")
     request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,

@@ -94,6 +94,7 @@ def build_parser(settings: StudioSettings | None = None) -> argparse.ArgumentPar
 
     from facestudio.cli.generate import add_generation_commands
     from facestudio.cli.jobs import add_job_commands
+    from facestudio.cli.presets import add_preset_commands
     from facestudio.cli.studio import add_studio_command
     from facestudio.cli.train import add_training_commands
 
@@ -101,6 +102,7 @@ def build_parser(settings: StudioSettings | None = None) -> argparse.ArgumentPar
     add_training_commands(commands, _add_backend_options)
     add_job_commands(commands)
     add_studio_command(commands)
+    add_preset_commands(commands)
     return parser
 
 

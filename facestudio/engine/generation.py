@@ -37,6 +37,14 @@ from facestudio.engine.hub import DownloadCallback, DownloadPlan
 from facestudio.engine.manager import AdaptedBaseModel, LoadedFile, ModelManager, SDPipeline
 from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
+from facestudio.engine.registry import is_hub_reference
+from facestudio.engine.release import (
+    RELEASE_CFG,
+    RELEASE_SCHEDULER,
+    ReleaseTemplate,
+    release_template,
+    run_release_stages,
+)
 from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice
 from facestudio.engine.schedulers import SCHEDULERS, make_scheduler
 from facestudio.errors import InvalidRequestError
@@ -123,6 +131,7 @@ class _Loaded:
     uses_controlnet: bool
     files: dict[str, LoadedFile | None]
     request: GenerateRequest
+    pose_pipe: SDPipeline | None = None  # the release recipe's stage-1 pipeline (OpenPose text-to-image)
 
     @property
     def models(self) -> dict[str, dict[str, str] | None]:
@@ -165,8 +174,14 @@ class Engine:
         base = manager.source("base_model", request.models.base_model)
         sources = [base, manager.adapter_source(base, request.models.adapter),
                    manager.source("face_encoder", request.models.face_encoder)]
-        if request.uses_pose:
+        release = isinstance(request, InpaintRequest) and request.recipe == "release"
+        if request.uses_pose or release:
             sources.append(manager.source("controlnet", request.models.controlnet))
+        if release:
+            sources.append(manager.source("controlnet", request.models.canny_controlnet
+                                          or manager.registry.default_for("canny_controlnet")))
+        if is_hub_reference(request.lora):
+            sources.append(manager.source("lora", request.lora))
         return manager.needed_downloads(sources)
 
     # ------------------------------------------------------------------------------------------------ entry points
@@ -261,6 +276,8 @@ class Engine:
 
     def _run(self, request: GenerateRequest, variants: list[GenerateRequest], out_dir: Path | None,
              callbacks: _Callbacks, expected_models: dict | None = None) -> GenerationResult:
+        if isinstance(request, InpaintRequest) and request.recipe == "release":
+            return self._run_release(request, variants, out_dir, callbacks, expected_models)
         manager = self.manager
         result = GenerationResult()
 
@@ -333,16 +350,8 @@ class Engine:
 
     def _encode(self, loaded: _Loaded, references: ReferenceFaces, template: _Template | None) -> _Encoded:
         """Stage 3: face tokens and prompt embeddings (both CFG branches), and the pipeline's fixed inputs."""
-        request, pipe = loaded.request, loaded.pipe
-        device = pipe._execution_device
-        crops = torch.from_numpy(np.stack([to_unit_range(c) for c in references.crops])).float()
-        encoder_device = next(loaded.encoder.parameters()).device
-        with torch.no_grad():
-            face_features = loaded.encoder(crops.to(encoder_device))  # TransFace, float32: [N, 144, D]
-            prompt_embeds, negative_embeds = pipe.encode_prompt(request.prompt, device, 1, request.cfg > 1.0,
-                                                                request.negative_prompt)
-            conditioning = face_conditioning(loaded.model.adapter, prompt_embeds, face_features,
-                                             negative_prompt_embeds=negative_embeds, face_cfg=request.face_cfg)
+        request = loaded.request
+        conditioning = self._conditioning(loaded, references, request.cfg)
 
         inputs: dict[str, Any] = {}
         digests: dict[str, FileDigest] = {}
@@ -369,6 +378,137 @@ class Engine:
         inputs.update(width=width, height=height)
         return _Encoded(conditioning, inputs, steps_run, digests, crop_box, size)
 
+    @staticmethod
+    def _conditioning(loaded: _Loaded, references: ReferenceFaces, cfg: float) -> FaceConditionedEmbeds:
+        """Face tokens (TransFace -> FACT resampler) appended to the prompt embeddings of both CFG branches."""
+        request, pipe = loaded.request, loaded.pipe
+        device = pipe._execution_device
+        crops = torch.from_numpy(np.stack([to_unit_range(c) for c in references.crops])).float()
+        encoder_device = next(loaded.encoder.parameters()).device
+        with torch.no_grad():
+            face_features = loaded.encoder(crops.to(encoder_device))  # TransFace, float32: [N, 144, D]
+            prompt_embeds, negative_embeds = pipe.encode_prompt(request.prompt, device, 1, cfg > 1.0,
+                                                                request.negative_prompt)
+            return face_conditioning(loaded.model.adapter, prompt_embeds, face_features,
+                                     negative_prompt_embeds=negative_embeds, face_cfg=request.face_cfg)
+
+    # ------------------------------------------------------------------------------------- the release recipe
+
+    def _run_release(self, request: InpaintRequest, variants: list[GenerateRequest], out_dir: Path | None,
+                     callbacks: _Callbacks, expected_models: dict | None) -> GenerationResult:
+        """The release's template inpainting (`facestudio.engine.release`), one image per variant."""
+        manager = self.manager
+        result = GenerationResult()
+        references = prepare_references(manager.analyzer(), list(request.faces), manager.hashes,
+                                        manager.settings.max_pixels)
+        result.warnings.extend(references.warnings)
+        name = Path(request.image).name
+        image = load_image(request.image, name=name, max_pixels=manager.settings.max_pixels)
+        side = min(request.width, request.height)
+        template = release_template(manager.analyzer(), image, request.face_index, name, side)
+        digests = {"template": self._digest(request.image)}
+        with manager.gpu_lock:
+            loaded = self._load_release(request, callbacks.on_download)
+            result.warnings.extend(_model_differences(expected_models, loaded.models))
+            with out_of_memory_guard(manager.placement, self._doing(request)):
+                conditioning = self._conditioning(loaded, references, RELEASE_CFG)
+                encoded = _Encoded(conditioning, {}, request.steps, digests, template.crop.as_tuple(),
+                                   (side, side))
+                variants = [dataclasses.replace(v, models=loaded.request.models) for v in variants]
+                for index, variant in enumerate(variants):
+                    if callbacks.stop_requested():
+                        result.cancelled = True
+                        break
+                    made = self._release_image(variant, loaded, conditioning, template, index, len(variants),
+                                               callbacks)
+                    if made is None:
+                        result.cancelled = True
+                        break
+                    final, stages = made
+                    similarity = result_similarity(manager.analyzer(), final, references, near=template.face)
+                    record = dataclasses.replace(
+                        self._record(variant, loaded, encoded, references, None, index, final, similarity),
+                        template_face_bbox=tuple(round(float(v), 1) for v in template.face.bbox),
+                        stages=tuple(stages))
+                    generated = GeneratedImage(final, record.seed, similarity, record)
+                    if out_dir is not None:
+                        generated.path = record.to_png(final, _output_path(out_dir, variant.mode, record.seed))
+                    result.images.append(generated)
+        return result
+
+    def _load_release(self, request: InpaintRequest, on_download: DownloadCallback | None) -> _Loaded:
+        """The ControlNets first (a missing one fails before the base model loads), then base, encoder, LoRA."""
+        manager = self.manager
+        pose_net, pose_file = manager.controlnet(request.models.controlnet, on_download)
+        canny_spec = request.models.canny_controlnet or manager.registry.default_for("canny_controlnet")
+        canny_net, canny_file = manager.controlnet(canny_spec, on_download)
+        model = manager.adapted_base(request.models.base_model, request.models.adapter, on_download)
+        encoder, encoder_file = manager.face_encoder(request.models.face_encoder, on_download)
+        lora_file = manager.apply_lora(model, request.lora, request.lora_scale)
+        with out_of_memory_guard(manager.placement, self._doing(request)):
+            pose_pipe = manager.pipeline(model, "txt2img+pose", pose_net)
+            pipe = manager.pipeline(model, "inpaint+pose+canny", [pose_net, canny_net])
+        files: dict[str, LoadedFile | None] = {
+            "base_model": model.base, "fact_adapter": model.adapter_file, "face_encoder": encoder_file,
+            "controlnet": pose_file, "canny_controlnet": canny_file, "lora": lora_file}
+        as_run = dataclasses.replace(request, models=ModelChoice(
+            base_model=model.base.spec, adapter=model.adapter_file.spec, face_encoder=encoder_file.spec,
+            controlnet=pose_file.spec, canny_controlnet=canny_file.spec))
+        return _Loaded(model, pipe, encoder, True, files, as_run, pose_pipe)
+
+    def _release_image(self, request: GenerateRequest, loaded: _Loaded, conditioning: FaceConditionedEmbeds,
+                       template: ReleaseTemplate, index: int, total: int,
+                       callbacks: _Callbacks) -> tuple[Image.Image, list[dict[str, Any]]] | None:
+        """One image of the release recipe: its stages, each a pipeline call seeded with the image's seed."""
+        assert isinstance(request, InpaintRequest)
+        adapter = loaded.model.adapter
+
+        def call(stage: str, kind: str, strength: float, inputs: dict[str, Any]) -> Image.Image | None:
+            pipe = loaded.pose_pipe if kind == "pose" else loaded.pipe
+            assert pipe is not None
+            inputs = dict(inputs)
+            steps = int(inputs.pop("num_inference_steps"))
+            pipe.scheduler = make_scheduler(RELEASE_SCHEDULER, loaded.model.scheduler_config)
+            adapter.set_scale(strength)
+            conditioning.bind_controlnets(adapter)
+            stopped = False
+
+            def step_end(pipeline: SDPipeline, step: int, timestep: torch.Tensor,
+                         callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+                nonlocal stopped
+                if callbacks.on_step is not None:
+                    callbacks.on_step(StepProgress(index, total, step + 1, steps))
+                if callbacks.stop_requested():
+                    stopped = True
+                    pipeline._interrupt = True
+                return callback_kwargs
+
+            try:
+                output = pipe(prompt_embeds=conditioning.prompt_embeds,
+                              negative_prompt_embeds=conditioning.negative_prompt_embeds,
+                              cross_attention_kwargs=conditioning.cross_attention_kwargs,
+                              num_inference_steps=steps, guidance_scale=RELEASE_CFG,
+                              generator=torch.Generator("cpu").manual_seed(int(request.seed or 0)),
+                              output_type="pil", callback_on_step_end=step_end,  # type: ignore[arg-type]
+                              **inputs)
+            finally:
+                adapter.set_scale(request.face_strength)
+            if isinstance(output, tuple):
+                raise TypeError("The pipeline returned a tuple; FaceStudio calls it with `return_dict` on.")
+            return None if stopped else output.images[0]
+
+        manager = self.manager
+        made = run_release_stages(template, call, steps=request.steps, denoise=request.denoise,
+                                  face_strength=request.face_strength, analyzer=manager.analyzer(),
+                                  pose_estimator=manager.pose_estimator(), keypoints=manager.face_keypoint_model(),
+                                  hands=manager.hand_model())
+        if made is None:
+            return None
+        width, height = template.image.size
+        box = template.crop.inside(width, height)
+        final = paste_back(template.image, template.crop.uncut(made.crop, width, height), made.alpha, box)
+        return final, made.stages
+
     def _digest(self, path: str) -> FileDigest:
         return FileDigest(str(Path(path).resolve()), self.manager.hashes.file(Path(path)))
 
@@ -377,8 +517,9 @@ class Engine:
 
         name = Path(pose).name
         source = load_image(pose, name=name, max_pixels=self.manager.settings.max_pixels)
+        # Padded like the release (to the map's aspect ratio: a square for the release's 512x512), hands drawn too.
         return pose_condition(source, width, height, name=name, mode=pose_mode,
-                              estimator=self.manager.pose_estimator())
+                              estimator=self.manager.pose_estimator(), pad=True, hands=self.manager.hand_model())
 
     def _render(self, variants: list[GenerateRequest], loaded: _Loaded, encoded: _Encoded,
                 references: ReferenceFaces, template: _Template | None, result: GenerationResult,

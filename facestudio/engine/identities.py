@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
+MAX_SUBJECT_LENGTH = 120
 IDENTITY_FORMAT = "facestudio-identity"
 MAX_NAME_LENGTH = 64
 #: Side of the square kept around a chosen face that is not the photo's largest, in face widths.
@@ -199,10 +200,11 @@ class Identity:
     folder: Path
     photos: tuple[Path, ...]
     created: str
+    subject: str = ""  # words for the person ("a woman, 25-year-old"): the release starts every prompt with them
 
     def to_dict(self) -> dict:
         return {"name": self.name, "slug": self.slug, "photos": [p.name for p in self.photos],
-                "created": self.created}
+                "created": self.created, "subject": self.subject}
 
 
 def identity_slug(name: str) -> str:
@@ -285,9 +287,20 @@ class IdentityStore:
             if not path.is_file():
                 raise InvalidRequestError(f"The photo {path.name} of identity {name!r} is missing.")
             photos.append(path)
-        return Identity(name, folder.name, folder, tuple(photos), created if isinstance(created, str) else "")
+        subject = data.get("subject")
+        return Identity(name, folder.name, folder, tuple(photos), created if isinstance(created, str) else "",
+                        " ".join(subject.split())[:MAX_SUBJECT_LENGTH] if isinstance(subject, str) else "")
 
-    def save(self, name: str, check: IdentityCheck, overwrite: bool = False) -> Identity:
+    def set_subject(self, name: str, subject: str) -> Identity:
+        """Change the subject words of a saved identity (free text, at most one line)."""
+        identity = self.get(name)
+        path = identity.folder / IDENTITY_FILE
+        data = json.loads(path.read_text())
+        data["subject"] = _subject(subject)
+        write_atomic(path, json.dumps(data, indent=2).encode())
+        return self._read(identity.folder)
+
+    def save(self, name: str, check: IdentityCheck, overwrite: bool = False, subject: str = "") -> Identity:
         """Keep the usable photos of `check` as identity `name`; `overwrite` replaces one of the same name."""
         from facestudio.face import load_image
 
@@ -310,7 +323,7 @@ class IdentityStore:
                 image.save(staging / file_name, format="PNG")
                 entries.append({"file": file_name, "source": photo.name, "face_index": photo.face_index})
             record = {"format": IDENTITY_FORMAT, "version": 1, "name": name.strip(), "photos": entries,
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "subject": _subject(subject)}
             write_atomic(staging / IDENTITY_FILE, json.dumps(record, indent=2).encode())
             if final.exists():
                 retired = final.with_name(f".{slug}.old-{time.time_ns()}")
@@ -330,6 +343,20 @@ class IdentityStore:
         if not (folder / IDENTITY_FILE).is_file():
             self.get(name)  # the clear "no such identity" error
         shutil.rmtree(folder)
+
+
+def _subject(text: str | None) -> str:
+    subject = " ".join(str(text or "").split())
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise InvalidRequestError(f"Subject words are at most {MAX_SUBJECT_LENGTH} characters; got {len(subject)}.",
+                                  field="subject")
+    return subject
+
+
+def with_subject(prompt: str, subject: str | None) -> str:
+    """The release's prompt order: the person's words first ("a woman, 25-year-old, "), then the prompt."""
+    words = " ".join(str(subject or "").split()).strip(" ,")
+    return f"{words}, {prompt}" if words else prompt
 
 
 def _around_face(image: Image.Image, face: Face) -> Image.Image:

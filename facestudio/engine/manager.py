@@ -24,7 +24,7 @@ from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, Stud
 from facestudio.engine.devices import DevicePlacement, free_accelerator_memory, out_of_memory_guard, select_device
 from facestudio.engine.hashing import HashCache
 from facestudio.engine.hub import DownloadCallback, DownloadPlan, ModelHub
-from facestudio.engine.registry import ModelRegistry, ModelSource, resolve_source
+from facestudio.engine.registry import ModelRegistry, ModelSource, is_hub_reference, resolve_source
 from facestudio.errors import BackendUnavailableError, CheckpointError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import StableDiffusionInpaintPipeline
 
     from facestudio.face import FaceAnalyzer
+    from facestudio.face.openpose_face import FaceKeypointModel, HandModel
     from facestudio.face.pose import PoseEstimator
     from facestudio.fact import FACTAdapter, TransFace
 
@@ -49,7 +50,7 @@ SDPipeline: TypeAlias = (
 _Model = TypeVar("_Model")
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "sliced")
-PIPELINE_KINDS = ("txt2img", "txt2img+pose", "inpaint", "inpaint+pose")
+PIPELINE_KINDS = ("txt2img", "txt2img+pose", "inpaint", "inpaint+pose", "inpaint+pose+canny")
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class ModelManager:
         self._controlnets: dict[str, tuple[ControlNetModel, LoadedFile]] = {}
         self._analyzer: FaceAnalyzer | None = None
         self._pose_estimator: PoseEstimator | None = None
+        self._face_keypoints: FaceKeypointModel | None = None
+        self._hands: HandModel | None = None
         self.load_count: dict[str, int] = {}
 
     @property
@@ -293,29 +296,34 @@ class ModelManager:
         del model
         free_accelerator_memory()
 
-    def pipeline(self, model: AdaptedBaseModel, kind: str, controlnet: ControlNetModel | None = None) -> SDPipeline:
-        """The diffusers pipeline of `kind` over `studio`'s shared components (built once, then reused)."""
+    def pipeline(self, model: AdaptedBaseModel, kind: str,
+                 controlnet: ControlNetModel | list[ControlNetModel] | None = None) -> SDPipeline:
+        """The diffusers pipeline of `kind` over `studio`'s shared components (built once, then reused).
+
+        `inpaint+pose+canny` takes a list of ControlNets, which diffusers runs as a `MultiControlNetModel`."""
         import diffusers
 
         if kind not in PIPELINE_KINDS:
             raise ValueError(f"`kind` must be one of {PIPELINE_KINDS}; got {kind!r}.")
         with self._load_lock:
-            key = kind if controlnet is None else f"{kind}:{id(controlnet)}"
+            nets = [] if controlnet is None else controlnet if isinstance(controlnet, list) else [controlnet]
+            key = kind if not nets else f"{kind}:" + ",".join(str(id(net)) for net in nets)
             pipe = model.pipelines.get(key)
             if pipe is None:
                 classes = {"txt2img": "StableDiffusionPipeline",
                            "txt2img+pose": "StableDiffusionControlNetPipeline",
                            "inpaint": "StableDiffusionInpaintPipeline",
-                           "inpaint+pose": "StableDiffusionControlNetInpaintPipeline"}
-                extra = {"controlnet": controlnet} if kind.endswith("+pose") else {}
+                           "inpaint+pose": "StableDiffusionControlNetInpaintPipeline",
+                           "inpaint+pose+canny": "StableDiffusionControlNetInpaintPipeline"}
+                extra = {"controlnet": controlnet} if "+pose" in kind else {}
                 pipe = getattr(diffusers, classes[kind])(
                     **model.components, safety_checker=None, feature_extractor=None,
                     requires_safety_checker=False, **extra,
                 )
                 pipe.set_progress_bar_config(disable=True)
                 model.pipelines[key] = pipe
-            if controlnet is not None:
-                self._bind_controlnet(controlnet, model)
+            for net in nets:
+                self._bind_controlnet(net, model)
             if model.placement.low_vram and model.offloaded_pipeline is not pipe:
                 # Hooks live on the shared modules; re-arm them for the pipeline about to run.
                 pipe.enable_model_cpu_offload(device=model.placement.device)
@@ -346,6 +354,11 @@ class ModelManager:
                     pipe.unload_lora_weights()
                     model.lora = None
                 return None
+            if is_hub_reference(str(lora)):  # a preset's `modelscope:owner/name/file@rev`: fetched on first use
+                source = resolve_source(str(lora), "lora", self.registry)
+                if not str(source.hub_record.file or "").lower().endswith(".safetensors"):
+                    raise CheckpointError(f"LoRA {lora!r} must name a .safetensors file in its repository.")
+                lora = self.locate(source)
             path = Path(lora).expanduser()
             if not path.is_file():
                 raise CheckpointError(f"LoRA file {str(path)!r} does not exist or is not a file.")
@@ -430,6 +443,24 @@ class ModelManager:
                 self._pose_estimator = PoseEstimator()
             return self._pose_estimator
 
+    def face_keypoint_model(self) -> FaceKeypointModel:
+        """dlib's 68-point predictor for OpenPose face keypoints (the release recipe), created on first use."""
+        from facestudio.face.openpose_face import FaceKeypointModel
+
+        with self._load_lock:
+            if self._face_keypoints is None:
+                self._face_keypoints = FaceKeypointModel()
+            return self._face_keypoints
+
+    def hand_model(self) -> HandModel:
+        """MediaPipe's bundled hand landmarker (the release recipe's OpenPose hands), created on first use."""
+        from facestudio.face.openpose_face import HandModel
+
+        with self._load_lock:
+            if self._hands is None:
+                self._hands = HandModel()
+            return self._hands
+
     # ----------------------------------------------------------------------------------------- unloading
 
     def loaded(self) -> list[str]:
@@ -465,6 +496,10 @@ class ModelManager:
                 if self._pose_estimator is not None:
                     self._pose_estimator.close()
                     self._pose_estimator = None
+                if self._hands is not None:
+                    self._hands.close()
+                    self._hands = None
+                self._face_keypoints = None
             free_accelerator_memory()
             return sorted(before - set(self.loaded()))
 

@@ -34,7 +34,7 @@ MAX_RECORD_CHARS = 256 * 1024
 MAX_RECORD_DEPTH = 16
 
 #: The model kinds a record lists (each `{"spec", "path", "sha256"}` or `None` when the request used none).
-MODEL_KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "lora")
+MODEL_KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "canny_controlnet", "lora")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ class GenerationRecord:
     SHA-256, the device and precision, and the identity similarity of the result.
 
     Inpainting adds the template, the mask file (when the mask was a file), the crop box and working size, and the
-    template face that was replaced; a pose adds its photo.
+    template face that was replaced; a pose adds its photo. A multi-stage recipe (`release` inpainting) lists each
+    stage's settings in `stages`.
     """
 
     request: GenerateRequest
@@ -77,6 +78,7 @@ class GenerationRecord:
     crop_box: tuple[int, int, int, int] | None = None
     working_size: tuple[int, int] | None = None
     template_face_bbox: tuple[float, ...] | None = None
+    stages: tuple[dict[str, Any], ...] = ()
     facestudio_version: str = ""
     diffusers_version: str = ""
     torch_version: str = ""
@@ -87,6 +89,7 @@ class GenerationRecord:
         # One shape for every record: each model kind present (None when unused), references as a tuple.
         object.__setattr__(self, "models", {kind: self.models.get(kind) for kind in MODEL_KINDS})
         object.__setattr__(self, "references", tuple(dict(entry) for entry in self.references))
+        object.__setattr__(self, "stages", tuple(dict(entry) for entry in self.stages))
 
     @property
     def seed(self) -> int:
@@ -130,6 +133,8 @@ class GenerationRecord:
             value = getattr(self, name)
             if value is not None:
                 data[name] = list(value)
+        if self.stages:
+            data["stages"] = [dict(entry) for entry in self.stages]
         return data
 
     @classmethod
@@ -139,6 +144,8 @@ class GenerationRecord:
 
         try:
             request_data = dict(data["request"])
+            # Records from before recipes existed were all made by the one-pass pipelines.
+            request_data.setdefault("recipe", "single")
             request_class = InpaintRequest if request_data.get("mode") == "inpaint" else GenerateRequest
             request = request_class.from_dict({**request_data, "seed": int(data["seed"]), "num_images": 1})
             similarity = data.get("similarity")
@@ -160,6 +167,7 @@ class GenerationRecord:
                 crop_box=_tuple(data.get("crop_box"), int),
                 working_size=_tuple(data.get("working_size"), int),
                 template_face_bbox=_tuple(data.get("template_face_bbox"), float),
+                stages=tuple(data.get("stages") or ()),
                 facestudio_version=str(data.get("facestudio_version", "")),
                 diffusers_version=str(data.get("diffusers_version", "")),
                 torch_version=str(data.get("torch_version", "")),
@@ -205,6 +213,7 @@ def parameters_text(record: dict[str, Any]) -> str:
         fields["Lora"] = f"{Path(request['lora']).name}:{request['lora_scale']}"
     if request["mode"] == "inpaint":
         fields["Denoising strength"] = request["denoise"]
+    fields["Recipe"] = request.get("recipe", "single")
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items()))
     return "\n".join(lines)
 

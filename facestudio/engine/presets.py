@@ -29,7 +29,7 @@ PROMPT_SLOT = "{prompt}"
 DEFAULT_SUBJECT = "a person"
 _KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _FIELDS = ("name", "prompt", "negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora",
-           "lora_scale", "thumbnail", "description")
+           "lora_scale", "thumbnail", "description", "scheduler")
 _REQUIRED = ("name", "prompt")
 
 
@@ -46,10 +46,11 @@ class StylePreset:
     width: int
     height: int
     face_strength: float
-    lora: Path | None = None
+    lora: Path | str | None = None  # a file beside the preset, or a hub reference fetched on first use
     lora_scale: float = 0.8
     thumbnail: Path | None = None
     description: str = ""
+    scheduler: str | None = None  # a sampler of its own (the "FaceChain release" preset: PNDM); None keeps the request's
 
     def render_prompt(self, user_prompt: str | None) -> str:
         """The preset's prompt with the user's words in the `{prompt}` slot."""
@@ -62,6 +63,7 @@ class StylePreset:
             request, prompt=self.render_prompt(user_prompt), negative_prompt=self.negative_prompt, steps=self.steps,
             cfg=self.cfg, width=self.width, height=self.height, face_strength=self.face_strength,
             lora=None if self.lora is None else str(self.lora), lora_scale=self.lora_scale,
+            scheduler=self.scheduler or request.scheduler,
         )
 
 
@@ -88,16 +90,37 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
     defaults = GenerateRequest(faces=("-",), prompt="-")
     values: dict[str, Any] = {name: data.get(name, getattr(defaults, name)) for name in
                               ("negative_prompt", "steps", "cfg", "width", "height", "face_strength", "lora_scale")}
+    scheduler = data.get("scheduler")
     try:
-        GenerateRequest(faces=("-",), prompt=str(data["prompt"]), **values).checked()
+        checked = GenerateRequest(faces=("-",), prompt=str(data["prompt"]), **values,
+                                  scheduler=str(scheduler or defaults.scheduler)).checked()
     except InvalidRequestError as err:
         raise InvalidRequestError(f"Preset file {path.name}: {err}") from None
     return StylePreset(
         key=key, name=str(data["name"]), prompt=str(data["prompt"]), **values,
-        lora=_resolve(path.parent, data.get("lora"), path, "lora"),
+        lora=_lora(path, data.get("lora")),
         thumbnail=_resolve(assets if assets is not None else path.parent, data.get("thumbnail"), path, "thumbnail"),
         description=str(data.get("description", "")),
+        scheduler=checked.scheduler if scheduler else None,
     )
+
+
+def _lora(path: Path, value: Any) -> Path | str | None:
+    """A preset's LoRA: a `.safetensors` file in the preset's folder, or a hub reference to one
+    (`modelscope:owner/name/file.safetensors@rev`, as `presets import-facechain` writes)."""
+    from facestudio.engine.registry import ModelRegistry, is_hub_reference, resolve_source
+    from facestudio.errors import UnknownModelError
+
+    if not is_hub_reference(value):
+        return _resolve(path.parent, value, path, "lora")
+    try:
+        record = resolve_source(str(value), "lora", ModelRegistry()).hub_record
+    except UnknownModelError as err:
+        raise InvalidRequestError(f"Preset file {path.name}: the lora {value!r} is not a hub reference ({err})") from None
+    if not str(record.file or "").lower().endswith(".safetensors"):
+        raise InvalidRequestError(f"Preset file {path.name}: the lora {value!r} must name a .safetensors file in "
+                                  "its repository.")
+    return str(value)
 
 
 def _resolve(folder: Path, relative: Any, path: Path, what: str) -> Path | None:

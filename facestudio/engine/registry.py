@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facestudio.errors import UnknownModelError
 
-KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config")
+KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora")
 HUBS = ("huggingface", "modelscope")
 _HUB_PREFIXES = {"hf:": "huggingface", "huggingface:": "huggingface", "modelscope:": "modelscope", "ms:": "modelscope"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -88,6 +88,11 @@ class ModelSource:
         return self.record
 
 
+def is_hub_reference(spec: object) -> bool:
+    """`modelscope:owner/name/file@rev`, `hf:...`: a file on a hub rather than on disk (a preset's LoRA)."""
+    return isinstance(spec, str) and spec.startswith(tuple(_HUB_PREFIXES))
+
+
 @dataclass
 class ModelRegistry:
     """The known models, by key, and the default model of each kind. `get` raises `UnknownModelError` listing what
@@ -99,6 +104,8 @@ class ModelRegistry:
 
     records: dict[str, ModelRecord] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
+    #: Defaults for a role rather than a kind (`models.json`'s "roles"): `canny_controlnet` -> a ControlNet.
+    roles: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str) -> ModelRegistry:
@@ -111,7 +118,10 @@ class ModelRegistry:
             if record.key in records:
                 raise ValueError(f"The model registry lists {record.key!r} twice.")
             records[record.key] = record
-        registry = cls(records, dict(data.get("defaults", {})))
+        registry = cls(records, dict(data.get("defaults", {})), dict(data.get("roles", {})))
+        for role, key in registry.roles.items():
+            if registry.get(key).kind != "controlnet":
+                raise ValueError(f"The registry's {role!r} is {key!r}, which is not a ControlNet.")
         for kind, key in registry.defaults.items():
             if kind not in KINDS or kind == "fact_adapter" or registry.get(key).kind != kind:
                 raise ValueError(f"The registry's default {kind!r} is {key!r}, which is not a model of that kind.")
@@ -134,9 +144,9 @@ class ModelRegistry:
             ) from None
 
     def default_for(self, kind: str) -> str:
-        """The key of the default model of `kind` (`models.json`'s "defaults")."""
+        """The key of the default model of `kind` (`models.json`'s "defaults", or a role in its "roles")."""
         try:
-            return self.defaults[kind]
+            return self.defaults[kind] if kind in self.defaults else self.roles[kind]
         except KeyError:
             raise UnknownModelError(f"The model registry names no default {kind.replace('_', ' ')}.", kind,
                                     sorted(self.records)) from None

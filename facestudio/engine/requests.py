@@ -26,6 +26,8 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 POSE_MODES = ("auto", "photo", "skeleton")
 MASK_REGIONS = ("auto", "face", "head")
+#: `release`: the FACT release's pipelines (FACT.md §6); `single`: the studio's one-pass pipelines.
+RECIPES = ("release", "single")
 
 _BOUNDS = "bounds"
 _R = TypeVar("_R", bound="GenerateRequest")
@@ -44,7 +46,8 @@ class ModelChoice:
     base_model: str | None = None
     adapter: str | None = None
     face_encoder: str | None = None
-    controlnet: str | None = None
+    controlnet: str | None = None  # the OpenPose ControlNet (`--pose-controlnet`, alias `--controlnet`)
+    canny_controlnet: str | None = None  # the Canny ControlNet of the release's inpainting recipe
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ModelChoice:
@@ -66,6 +69,8 @@ class GenerateRequest:
         face_cfg: the negative CFG branch gets the "no face" embedding (release default) instead of the face.
         lora, lora_scale: a style LoRA `.safetensors` and its multiplier.
         pose, pose_mode, pose_strength: an OpenPose ControlNet conditioned on a photo's pose (or a skeleton image).
+        recipe: `single` (the studio's one pipeline call per image) or `release` (the FACT release's pipeline,
+            FACT.md §6; its text-to-image defaults are `RELEASE_TEXT_TO_IMAGE`, the "FaceChain release" preset).
     """
 
     faces: tuple[str, ...]
@@ -87,6 +92,7 @@ class GenerateRequest:
     pose_mode: str = "auto"
     pose_strength: float = _bounded(1.0, 0.0, 2.0)
     models: ModelChoice = field(default_factory=ModelChoice)
+    recipe: str = "single"
 
     mode: ClassVar[str] = "generate"
 
@@ -97,6 +103,9 @@ class GenerateRequest:
 
     def checked(self: _R) -> _R:
         """This request with the scheduler's canonical name, or `InvalidRequestError` for the first bad value."""
+        if self.recipe not in RECIPES:
+            raise InvalidRequestError(f"`recipe` must be one of {', '.join(RECIPES)}; got {self.recipe!r}.",
+                                      field="recipe")
         if not self.faces:
             raise InvalidRequestError("Give at least one reference photo of the face.", field="faces")
         if len(self.faces) > MAX_REFERENCE_PHOTOS:
@@ -149,7 +158,10 @@ class InpaintRequest(GenerateRequest):
             path (white = repaint). face_index: which face of the template (0 = largest).
         denoise: how much of the masked area is redrawn (release: 0.6). mask_dilate_px / mask_feather_px: grow and
             soften the automatic mask (`None` scales them with the face).
-        width, height: the working resolution of the crop around the mask (the result keeps the template's size).
+        width, height: the working resolution of the crop around the mask (the result keeps the template's size);
+            the `release` recipe works on a square crop of side min(width, height).
+        recipe: `release` (default: the FACT release's two-stage ControlNet inpainting, FACT.md §6) or `single`
+            (one inpainting call on a crop around the mask, the studio's pipeline before recipes existed).
     """
 
     image: str = ""
@@ -160,12 +172,19 @@ class InpaintRequest(GenerateRequest):
     mask_dilate_px: int | None = _bounded(None, 0, 512)
     mask_feather_px: int | None = _bounded(None, 0, 512)
     prompt: str = "a photo of a person, high quality, detailed face"
+    recipe: str = "release"
 
     mode: ClassVar[str] = "inpaint"
 
     def checked(self: _I) -> _I:
+        if self.recipe not in RECIPES:
+            raise InvalidRequestError(f"`recipe` must be one of {', '.join(RECIPES)}; got {self.recipe!r}.",
+                                      field="recipe")
         if not self.image:
             raise InvalidRequestError("Give the template photo to paint the face into.", field="image")
+        if self.recipe == "release" and self.mask not in ("auto", "face"):
+            raise InvalidRequestError(f"`mask` {self.mask!r} needs the single recipe; the release recipe masks the "
+                                      "face by its own rule.", field="mask")
         return super().checked()
 
     @property
@@ -174,6 +193,25 @@ class InpaintRequest(GenerateRequest):
         if self.mask in MASK_REGIONS:
             return "face" if self.mask == "auto" else self.mask
         return None
+
+
+#: What the `release` recipe's text-to-image uses (FACT.md §6): PNDM from the base model's scheduler config, 50 steps,
+#: CFG 7, 512x512, s = 0.5, face CFG on, no delay. Fronts apply these when the user picks the recipe; the built-in
+#: "FaceChain release" preset carries the same values.
+RELEASE_TEXT_TO_IMAGE: dict[str, Any] = {
+    "scheduler": "pndm", "steps": 50, "cfg": 7.0, "width": 512, "height": 512, "face_strength": 0.5,
+    "face_cfg": True, "face_delay_steps": 0,
+}
+
+
+def recipe_defaults(request_class: type[GenerateRequest], recipe: str) -> dict[str, Any]:
+    """The field values a front shows for `recipe`: the fields' defaults, and for text-to-image `release` the
+    release's sampling (`RELEASE_TEXT_TO_IMAGE`)."""
+    names = ("scheduler", "steps", "cfg", "width", "height", "face_strength", "face_cfg", "face_delay_steps")
+    values = {name: field_default(request_class, name) for name in names}
+    if recipe == "release" and request_class.mode == "generate":
+        values.update(RELEASE_TEXT_TO_IMAGE)
+    return values
 
 
 def field_default(request_class: type[GenerateRequest], name: str) -> Any:

@@ -15,12 +15,16 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from facestudio.errors import BackendUnavailableError, PoseNotFoundError
+
+if TYPE_CHECKING:
+    from facestudio.face.openpose_face import HandModel
 
 POSE_KEYPOINT_NAMES = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
@@ -253,8 +257,29 @@ def looks_like_pose_map(image: Image.Image) -> bool:
     return float(saturated.mean()) >= 0.75
 
 
+def pad_like_release(image: Image.Image, aspect: float = 1.0) -> tuple[Image.Image, tuple[int, int]]:
+    """The pose photo padded with black to `aspect` (width / height) the way the FACT release pads it to a square:
+    centred horizontally when too tall, padded at the top only when too wide (the person keeps their feet on the
+    bottom edge). Returns the padded image and the (x, y) offset of the original in it."""
+    width, height = image.size
+    if width < round(height * aspect):
+        new_width = round(height * aspect)
+        offset = ((new_width - width) // 2, 0)
+        size = (new_width, height)
+    elif width > round(height * aspect):
+        new_height = round(width / aspect)
+        offset = (0, new_height - height)
+        size = (width, new_height)
+    else:
+        return image.copy(), (0, 0)
+    canvas = Image.new("RGB", size, (0, 0, 0))
+    canvas.paste(image.convert("RGB"), offset)
+    return canvas, offset
+
+
 def pose_condition(image: Image.Image, width: int, height: int, *, name: str = "the pose image", mode: str = "auto",
-                   estimator: PoseEstimator | None = None) -> Image.Image:
+                   estimator: PoseEstimator | None = None, pad: bool = False,
+                   hands: HandModel | None = None) -> Image.Image:
     """The OpenPose ControlNet's conditioning image, `width x height` RGB, from a photo or a rendered skeleton.
 
     `mode`: "auto" uses an image that `looks_like_pose_map` as it is and estimates the pose in anything else;
@@ -262,6 +287,10 @@ def pose_condition(image: Image.Image, width: int, height: int, *, name: str = "
     `width x height` (a plain resize or coordinate mapping, no letterbox), so pass a size with the pose image's
     aspect ratio to keep its proportions. `estimator` is used (and left open) when given; otherwise one is made
     and closed here. Raises `PoseNotFoundError` naming `name` when a photo has no usable pose.
+
+    `pad`: pad a photo to the map's aspect ratio first (`pad_like_release`; for a square map exactly the release's
+    square padding), so the pose is not stretched. `hands`: a `facestudio.face.openpose_face.HandModel` whose hands
+    are drawn over the body as OpenPose draws them (the release's `openpose_full`).
     """
     if mode not in POSE_MODES:
         raise ValueError(f"`mode` must be one of {', '.join(repr(m) for m in POSE_MODES)}; got {mode!r}.")
@@ -272,6 +301,8 @@ def pose_condition(image: Image.Image, width: int, height: int, *, name: str = "
             return rgb.copy()
         return rgb.resize((width, height), Image.Resampling.BILINEAR)
 
+    if pad:
+        rgb, _ = pad_like_release(rgb, width / height)
     owned = estimator is None
     active = PoseEstimator() if estimator is None else estimator
     try:
@@ -282,7 +313,14 @@ def pose_condition(image: Image.Image, width: int, height: int, *, name: str = "
     if pose is None:
         raise PoseNotFoundError(f"No body pose found in {name}; use a photo where the person's head and shoulders "
                                 f"are visible, or a rendered OpenPose skeleton.")
-    return render_openpose(pose, width, height)
+    body = render_openpose(pose, width, height)
+    if hands is None:
+        return body
+    from facestudio.face.openpose_face import draw_face_and_hands
+
+    factors = np.array([width / rgb.width, height / rgb.height])
+    found = [points * factors for points in hands.hands(rgb)]
+    return draw_face_and_hands(width, height, [], found, canvas=np.asarray(body))
 
 
 def _checked_size(width: int, height: int) -> tuple[int, int]:

@@ -222,7 +222,8 @@ class StudioContext:
         choices = [("none", NO_LORA)]
         for preset in self.presets:
             if preset.lora is not None:
-                choices.append((f"{preset.lora.name} (preset {preset.name})", str(preset.lora)))
+                label = preset.lora.name if isinstance(preset.lora, Path) else preset.lora  # a file or a hub reference
+                choices.append((f"{label} (preset {preset.name})", str(preset.lora)))
         folder = self.home / "loras"
         if folder.is_dir():
             for path in sorted(folder.glob("*.safetensors")):

@@ -14,10 +14,12 @@ from facestudio.engine.presets import StylePreset
 from facestudio.engine.requests import (
     MAX_IMAGES,
     MAX_SEED,
+    RECIPES,
     GenerateRequest,
     ModelChoice,
     field_bounds,
     field_default,
+    recipe_defaults,
 )
 from facestudio.engine.schedulers import SCHEDULERS
 from facestudio.errors import InvalidRequestError
@@ -286,6 +288,10 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     scheduler = gr.Dropdown(label="Scheduler", choices=scheduler_titles,
                                             value=SCHEDULERS[default("scheduler")].title)
                 with gr.Row():
+                    recipe = gr.Radio(label="Recipe's sampling", choices=list(RECIPES), value=default("recipe"),
+                                      info="release: the FACT release's PNDM, 50 steps, CFG 7, 512x512, s = 0.5; "
+                                           "single: the studio's defaults")
+                with gr.Row():
                     delay = gr.Slider(0, 50, value=default("face_delay_steps"), step=1,
                                       label="Delayed face condition (steps without the face)")
                     face_cfg = gr.Checkbox(label="Face CFG ('no face' in the negative branch)", value=default("face_cfg"))
@@ -337,6 +343,14 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 "face_strength": strength, "lora": lora, "lora_scale": lora_scale, "description": preset_info}
     preset_key.change(apply_preset, [preset_key, subject], [controls[name] for name in PRESET_CONTROLS],
                       api_visibility="private")
+    def recipe_sampling(chosen):
+        values = recipe_defaults(GenerateRequest, chosen if chosen in RECIPES else "single")
+        return (values["steps"], values["cfg"], SCHEDULERS[values["scheduler"]].title,
+                f"{values['width']}x{values['height']}", values["face_strength"], values["face_cfg"],
+                values["face_delay_steps"])
+
+    recipe.change(recipe_sampling, recipe, [steps, cfg, scheduler, size, strength, face_cfg, delay],
+                  api_visibility="private")
     gallery.select(select_result, None, selected, api_visibility="private")
     reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")
     png.upload(reuse_png, png, reusable, api_name="reuse_png", preprocess=False)

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from facestudio.engine.requests import MAX_SEED, InpaintRequest, field_default
+from facestudio.engine.requests import MAX_SEED, RECIPES, InpaintRequest, field_default
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext, clip
@@ -74,7 +74,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     @user_errors
     @gpu_work(180)
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
-                denoise, strength, steps, seed, randomize,
+                denoise, strength, steps, seed, randomize, recipe=None,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
         template_path = ctx.uploaded_image(template, "template photo")
         if template_path is None:
@@ -98,7 +98,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             seed=None if randomize or seed is None or seed == "" else checked(InpaintRequest, "seed", seed),
             mask_dilate_px=None if not dilate else checked(InpaintRequest, "mask_dilate_px", dilate),
             mask_feather_px=None if not feather else checked(InpaintRequest, "mask_feather_px", feather),
-            models=ctx.default_models())
+            models=ctx.default_models(), recipe=str(recipe or default("recipe")))
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Inpainting")
         progress(0.0, desc="Loading models (first use can take a while)…")
@@ -130,6 +130,9 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                 face_index = gr.Dropdown(label="Face to replace", choices=[], value=None, allow_custom_value=True,
                                          elem_id="inpaint-face")
                 mask_mode = gr.Radio(label="Mask", choices=MASK_MODES, value="face")
+            recipe = gr.Radio(label="Recipe", choices=list(RECIPES), value=default("recipe"),
+                              info="release: the FACT release's two-stage ControlNet inpainting of the face (its "
+                                   "own mask); single: one pass over the mask chosen above")
             with gr.Row():
                 dilate = gr.Slider(0, 128, value=0, step=1, label="Grow mask (px, 0 = automatic)")
                 feather = gr.Slider(0, 128, value=0, step=1, label="Feather (px, 0 = automatic)")
@@ -159,7 +162,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     template.upload(show_faces, template, [numbered, face_index, editor], api_name="template_faces",
                     concurrency_id=GPU, preprocess=False)
     go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
-                       denoise, strength, steps, seed, randomize], [slider, seed, info, download],
+                       denoise, strength, steps, seed, randomize, recipe], [slider, seed, info, download],
              api_name="inpaint", concurrency_id=GPU, preprocess=False)
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))

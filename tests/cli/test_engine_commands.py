@@ -65,7 +65,7 @@ def test_bad_size_and_missing_model_are_user_errors(tiny_studio, faces_dir, tmp_
 def test_inpaint_keeps_the_template_size(tiny_studio, faces_dir, tmp_path):
     template = faces_dir / "astronaut.png"
     result = run_cli(tmp_path / "home", "inpaint", "--image", str(template), "--face", str(faces_dir / "obama.jpg"),
-                     "--mask", "head", "--seed", "1", "--steps", "2", "--width", "256", "--height", "256",
+                     "--mask", "head", "--recipe", "single", "--seed", "1", "--steps", "2", "--width", "256", "--height", "256",
                      "--out", str(tmp_path / "out"), *model_flags(tiny_studio))
     assert result.returncode == 0, result.stderr
     made = Image.open(result.stdout.split()[0])

@@ -132,3 +132,24 @@ def test_a_photo_without_a_face_cannot_be_saved_alone(analyzer, tmp_path):
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
     with pytest.raises(InvalidRequestError, match="nothing to save"):
         IdentityStore(tmp_path).save("x", inspect_photos(analyzer, [blank]))
+
+
+def test_subject_words_are_saved_edited_and_put_first_in_the_prompt(tmp_path):
+    import json
+
+    from facestudio.engine.identities import IdentityStore, with_subject
+
+    assert with_subject("a portrait", " a woman,  25-year-old, ") == "a woman, 25-year-old, a portrait"
+    assert with_subject("a portrait", "") == "a portrait"
+    folder = tmp_path / "identities" / "alex"
+    folder.mkdir(parents=True)
+    (folder / "photo-01.png").write_bytes(b"")
+    old = {"format": "facestudio-identity", "version": 1, "name": "Alex", "photos": [{"file": "photo-01.png"}]}
+    store = IdentityStore(tmp_path)
+    from facestudio.engine.identities import IDENTITY_FORMAT
+
+    old["format"] = IDENTITY_FORMAT
+    (folder / "identity.json").write_text(json.dumps(old))
+    assert store.get("Alex").subject == ""  # identities saved before subjects existed
+    assert store.set_subject("Alex", "a man,\n 60-year-old").subject == "a man, 60-year-old"
+    assert store.get("Alex").to_dict()["subject"] == "a man, 60-year-old"

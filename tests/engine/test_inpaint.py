@@ -33,7 +33,7 @@ def inpaint_request(tiny_request, template, **overrides):
 
     base = tiny_request()
     fields = {k: getattr(base, k) for k in ("faces", "negative_prompt", "seed", "steps", "width", "height", "models")}
-    fields.update(image=template, prompt="a portrait photo", steps=4, denoise=0.75, face_strength=0.8)
+    fields.update(image=template, prompt="a portrait photo", steps=4, denoise=0.75, face_strength=0.8, recipe="single")
     fields.update(overrides)
     return InpaintRequest(**fields)
 

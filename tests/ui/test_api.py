@@ -180,7 +180,7 @@ def test_inpaint_with_the_automatic_and_a_painted_mask(client, photo, studio, tm
 
     common = dict(identity=None, photos=[photo("obama.jpg")], template=handle_file(str(template)), face_index=0,
                   dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.6, strength=0.55, steps=3,
-                  seed=1, randomize=False)
+                  seed=1, randomize=False, recipe="single")
     (_before, after), seed, _info, _download = client.predict(mask_mode="face", editor=None, **common,
                                                            api_name="/inpaint")
     original, result = pixels(template), pixels(after)
