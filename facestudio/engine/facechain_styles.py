@@ -3,8 +3,8 @@
 A FaceChain style is a JSON file with `name`, `img`, `model_id` (a ModelScope repository, or null for a style
 without a LoRA), `revision`, `bin_file`, `multiplier_style`, `multiplier_human` and `add_prompt_style`. Each becomes
 a preset in `FACESTUDIO_HOME/presets/` whose LoRA is a hub reference (`modelscope:owner/name/file@rev`), fetched
-the first time the preset is used, at the style's multiplier (the release merges it at `multiplier_style`), with the
-release's text-to-image sampling. A file that is not such a style is skipped and reported by name; nothing else
+the first time the preset is used, at the style's multiplier (the release merges it at `multiplier_style`; a style without one gets the registry's `portrait-lora` there,
+as the release does), with the release's text-to-image sampling. A file that is not such a style is skipped and reported by name; nothing else
 is written for it.
 """
 
@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facestudio.engine.registry import ModelRegistry
 from facestudio.engine.requests import RELEASE_TEXT_TO_IMAGE
 from facestudio.files import write_atomic
 
@@ -58,7 +59,9 @@ def style_to_preset(data: object, name: str) -> dict:
         if not isinstance(revision, str) or not _REVISION.match(revision):
             raise ValueError(f"{name}: revision {revision!r} is not a revision name.")
         preset["lora"] = f"modelscope:{model_id}/{file}@{revision}"
-        preset["lora_scale"] = float(scale)
+    else:  # the release merges its default "portrait" LoRA at the style's multiplier instead
+        preset["lora"] = ModelRegistry.default().default_for("style_lora")
+    preset["lora_scale"] = float(scale)
     return preset
 
 

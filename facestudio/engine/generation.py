@@ -37,7 +37,7 @@ from facestudio.engine.hub import DownloadCallback, DownloadPlan
 from facestudio.engine.manager import AdaptedBaseModel, LoadedFile, ModelManager, SDPipeline
 from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
-from facestudio.engine.registry import is_hub_reference
+from facestudio.engine.registry import is_remote_lora
 from facestudio.engine.release import (
     RELEASE_CFG,
     RELEASE_SCHEDULER,
@@ -180,7 +180,7 @@ class Engine:
         if release:
             sources.append(manager.source("controlnet", request.models.canny_controlnet
                                           or manager.registry.default_for("canny_controlnet")))
-        if is_hub_reference(request.lora):
+        if is_remote_lora(request.lora, manager.registry):
             sources.append(manager.source("lora", request.lora))
         return manager.needed_downloads(sources)
 

@@ -24,7 +24,7 @@ from facestudio.config import DEFAULT_INSIGHTFACE_ROOT, DEFAULT_MAX_PIXELS, Stud
 from facestudio.engine.devices import DevicePlacement, free_accelerator_memory, out_of_memory_guard, select_device
 from facestudio.engine.hashing import HashCache
 from facestudio.engine.hub import DownloadCallback, DownloadPlan, ModelHub
-from facestudio.engine.registry import ModelRegistry, ModelSource, is_hub_reference, resolve_source
+from facestudio.engine.registry import ModelRegistry, ModelSource, is_remote_lora, resolve_source
 from facestudio.errors import BackendUnavailableError, CheckpointError
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ class ModelManager:
                     pipe.unload_lora_weights()
                     model.lora = None
                 return None
-            if is_hub_reference(str(lora)):  # a preset's `modelscope:owner/name/file@rev`: fetched on first use
+            if is_remote_lora(str(lora), self.registry):  # `modelscope:owner/name/file@rev` or a registry key
                 source = resolve_source(str(lora), "lora", self.registry)
                 if not str(source.hub_record.file or "").lower().endswith(".safetensors"):
                     raise CheckpointError(f"LoRA {lora!r} must name a .safetensors file in its repository.")

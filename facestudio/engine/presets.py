@@ -106,15 +106,16 @@ def load_preset(path: Path, assets: Path | None = None) -> StylePreset:
 
 
 def _lora(path: Path, value: Any) -> Path | str | None:
-    """A preset's LoRA: a `.safetensors` file in the preset's folder, or a hub reference to one
-    (`modelscope:owner/name/file.safetensors@rev`, as `presets import-facechain` writes)."""
-    from facestudio.engine.registry import ModelRegistry, is_hub_reference, resolve_source
+    """A preset's LoRA: a `.safetensors` file in the preset's folder, a hub reference to one
+    (`modelscope:owner/name/file.safetensors@rev`, as `presets import-facechain` writes) or a registry LoRA key."""
+    from facestudio.engine.registry import ModelRegistry, is_remote_lora, resolve_source
     from facestudio.errors import UnknownModelError
 
-    if not is_hub_reference(value):
+    registry = ModelRegistry.default()
+    if not is_remote_lora(value, registry):
         return _resolve(path.parent, value, path, "lora")
     try:
-        record = resolve_source(str(value), "lora", ModelRegistry()).hub_record
+        record = resolve_source(str(value), "lora", registry).hub_record
     except UnknownModelError as err:
         raise InvalidRequestError(f"Preset file {path.name}: the lora {value!r} is not a hub reference ({err})") from None
     if not str(record.file or "").lower().endswith(".safetensors"):

@@ -21,6 +21,8 @@ from pathlib import Path
 from facestudio.errors import UnknownModelError
 
 KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora")
+#: What each role of `models.json`'s "roles" must be: the release's edge ControlNet, its default style LoRA.
+ROLE_KINDS = {"canny_controlnet": "controlnet", "style_lora": "lora"}
 HUBS = ("huggingface", "modelscope")
 _HUB_PREFIXES = {"hf:": "huggingface", "huggingface:": "huggingface", "modelscope:": "modelscope", "ms:": "modelscope"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -93,6 +95,15 @@ def is_hub_reference(spec: object) -> bool:
     return isinstance(spec, str) and spec.startswith(tuple(_HUB_PREFIXES))
 
 
+def is_remote_lora(spec: object, registry: ModelRegistry) -> bool:
+    """A LoRA fetched rather than read from disk: a hub reference or a registry key of kind `lora`
+    (`portrait-lora`, which the release uses for styles without a LoRA of their own)."""
+    if is_hub_reference(spec):
+        return True
+    record = registry.records.get(spec) if isinstance(spec, str) else None
+    return record is not None and record.kind == "lora"
+
+
 @dataclass
 class ModelRegistry:
     """The known models, by key, and the default model of each kind. `get` raises `UnknownModelError` listing what
@@ -104,7 +115,7 @@ class ModelRegistry:
 
     records: dict[str, ModelRecord] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
-    #: Defaults for a role rather than a kind (`models.json`'s "roles"): `canny_controlnet` -> a ControlNet.
+    #: Defaults for a role rather than a kind (`models.json`'s "roles", `ROLE_KINDS`): `canny_controlnet`, `style_lora`.
     roles: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -120,8 +131,9 @@ class ModelRegistry:
             records[record.key] = record
         registry = cls(records, dict(data.get("defaults", {})), dict(data.get("roles", {})))
         for role, key in registry.roles.items():
-            if registry.get(key).kind != "controlnet":
-                raise ValueError(f"The registry's {role!r} is {key!r}, which is not a ControlNet.")
+            kind = ROLE_KINDS.get(role)
+            if kind is None or registry.get(key).kind != kind:
+                raise ValueError(f"The registry's {role!r} is {key!r}, which is not a {kind or 'known role'}.")
         for kind, key in registry.defaults.items():
             if kind not in KINDS or kind == "fact_adapter" or registry.get(key).kind != kind:
                 raise ValueError(f"The registry's default {kind!r} is {key!r}, which is not a model of that kind.")

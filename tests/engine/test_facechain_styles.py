@@ -42,7 +42,20 @@ def test_styles_become_presets_with_hub_loras_and_bad_files_are_named(styles, tm
     request = autumn.apply(GenerateRequest(faces=("a.png",), prompt="x"), "a woman")
     assert request.prompt == "a woman, autumn forest, golden leaves"
     assert (request.scheduler, request.steps, request.cfg, request.lora) == ("pndm", 50, 7.0, autumn.lora)
-    assert next(p for p in presets if p.key == "facechain-no_lora").lora is None
+    no_lora = next(p for p in presets if p.key == "facechain-no_lora")
+    assert (no_lora.lora, no_lora.lora_scale) == ("portrait-lora", 0.35)  # the release's default, at the multiplier
+
+
+def test_the_portrait_lora_is_a_registry_file_fetched_like_a_hub_reference():
+    from facestudio.engine.registry import ModelRegistry, is_remote_lora, resolve_source
+
+    registry = ModelRegistry.default()
+    record = resolve_source("portrait-lora", "lora", registry).hub_record
+    assert (record.hub, record.repo, record.revision) == ("modelscope", "Cherrytest/zjz_mj_jiyi_small_addtxt_fromleo",
+                                                          "v1.0.0")
+    assert str(record.file).endswith(".safetensors")
+    assert is_remote_lora("portrait-lora", registry) and not is_remote_lora("majicmix", registry)
+    assert not is_remote_lora("style.safetensors", registry)
 
 
 def test_a_preset_naming_a_lora_outside_its_hub_file_is_refused(tmp_path):

@@ -24,7 +24,8 @@ def test_registry_lists_the_release_models_and_pairs_each_base_with_its_adapter(
     assert pairs == {"majicmix": "fact-majicmix", "film": "fact-film"}
     assert registry.get("fact-film").file == "adapter_film_mask_large_new_reg001_faceshuffle_00290001.ckpt"
     assert registry.get("transface-s").file == "ms1mv2_model_TransFace_S.pt"
-    assert all(r.size_bytes > 0 for r in registry.records.values())
+    # every size is shown before a download; the portrait LoRA's is not published, so the hub is asked for it
+    assert all(r.size_bytes > 0 for r in registry.records.values() if r.key != "portrait-lora")
     with pytest.raises(UnknownModelError, match=r"known models: .*majicmix"):
         registry.get("sdxl")
 

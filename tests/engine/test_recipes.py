@@ -123,6 +123,7 @@ def test_release_text_to_image_defaults_are_the_facechain_release_preset():
     assert release["scheduler"] == "pndm" and release["steps"] == 50 and release["cfg"] == 7.0
     for name in ("scheduler", "steps", "cfg", "width", "height", "face_strength"):
         assert getattr(applied, name) == release[name], name
+    assert (applied.lora, applied.lora_scale) == ("portrait-lora", 0.25)  # the release's default style LoRA
     assert recipe_defaults(GenerateRequest, "single")["steps"] == field_default(GenerateRequest, "steps") == 30
     assert recipe_defaults(InpaintRequest, "release")["steps"] == field_default(InpaintRequest, "steps")
     assert field_default(InpaintRequest, "recipe") == "release" and field_default(GenerateRequest, "recipe") == "single"
