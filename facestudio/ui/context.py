@@ -46,6 +46,8 @@ class StudioOptions:
     base_model: str | None = None
     adapter: str | None = None
     face_encoder: str | None = None
+    controlnet: str | None = None  # the OpenPose ControlNet (--pose-controlnet)
+    canny_controlnet: str | None = None  # release inpainting's edge ControlNet (--canny-controlnet)
     backend: str = "auto"
     allow_download: bool = True
     presets_dir: Path = field(default_factory=data.presets_dir)
@@ -264,7 +266,8 @@ class StudioContext:
         from facestudio.engine.requests import ModelChoice
 
         return ModelChoice(base_model=self.options.base_model, adapter=self.options.adapter,
-                           face_encoder=self.options.face_encoder)
+                           face_encoder=self.options.face_encoder, controlnet=self.options.controlnet,
+                           canny_controlnet=self.options.canny_controlnet)
 
     def preset(self, key: str | None) -> StylePreset | None:
         if not key:

@@ -41,6 +41,13 @@ def add_studio_options(parser: argparse.ArgumentParser) -> None:
                         help="FACT adapter offered besides the registry's (FACESTUDIO_ADAPTER)")
     parser.add_argument("--face-encoder", default=env("FACESTUDIO_FACE_ENCODER") or None, metavar="ID|PATH",
                         help="TransFace face encoder (FACESTUDIO_FACE_ENCODER; default: the registry's)")
+    parser.add_argument("--pose-controlnet", "--controlnet", dest="controlnet",
+                        default=env("FACESTUDIO_POSE_CONTROLNET") or None, metavar="ID|PATH",
+                        help="OpenPose ControlNet for poses and release inpainting (FACESTUDIO_POSE_CONTROLNET; "
+                             "default: the registry's)")
+    parser.add_argument("--canny-controlnet", default=env("FACESTUDIO_CANNY_CONTROLNET") or None, metavar="ID|PATH",
+                        help="Canny ControlNet of release inpainting (FACESTUDIO_CANNY_CONTROLNET; default: the "
+                             "registry's)")
     add_face_backend_option(parser, env_defaults=True)
     parser.add_argument("--login-attempts", type=int, default=int(env("FACESTUDIO_LOGIN_ATTEMPTS", "10")),
                         metavar="N", help="with --auth: wrong passwords from one address before it is locked out "
@@ -107,7 +114,8 @@ def create_studio(args: argparse.Namespace, settings: StudioSettings | None = No
 
     options = StudioOptions(
         settings=settings or StudioSettings.from_env(), device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
-        base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder, backend=args.backend,
+        base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder, controlnet=getattr(args, "controlnet", None),
+        canny_controlnet=getattr(args, "canny_controlnet", None), backend=args.backend,
         allow_download=not args.no_download, run_jobs=not args.no_jobs)
     ctx = StudioContext(options)
     return ctx, build_studio(ctx)

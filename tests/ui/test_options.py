@@ -22,6 +22,16 @@ def test_flags_default_from_the_environment(monkeypatch):
     assert app.parse_args(["--port", "7000"]).port == 7000  # a flag wins over the variable
 
 
+def test_the_studio_uses_the_controlnets_it_was_started_with(tmp_path, monkeypatch):
+    """--pose-controlnet (alias --controlnet) and --canny-controlnet reach every request the page makes."""
+    monkeypatch.setenv("FACESTUDIO_CANNY_CONTROLNET", "my/canny")
+    settings = StudioSettings(home=tmp_path, offline=True)
+    ctx, _ = app.create_studio(app.parse_args(["--no-jobs", "--controlnet", "my/pose"]), settings)
+    models = ctx.default_models()
+    assert (models.controlnet, models.canny_controlnet) == ("my/pose", "my/canny")
+    assert app.parse_args(["--pose-controlnet", "x"]).controlnet == "x"
+
+
 def test_the_studio_gets_the_settings_it_is_given(tmp_path, monkeypatch):
     """`app.py` reads the environment once (`StudioSettings.from_env`) and hands the object down: the job runner,
     the identity store and the engine use it, not variables of their own."""
