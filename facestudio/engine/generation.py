@@ -45,7 +45,7 @@ from facestudio.engine.release import (
     release_template,
     run_release_stages,
 )
-from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice
+from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice, reference_max_side
 from facestudio.engine.schedulers import SCHEDULERS, make_scheduler
 from facestudio.errors import InvalidRequestError
 from facestudio.face import load_image
@@ -283,7 +283,7 @@ class Engine:
 
         # 1. Inputs that can fail fast (bad photos, no face) before any big model is loaded.
         references = prepare_references(manager.analyzer(), list(request.faces), manager.hashes,
-                                        manager.settings.max_pixels)
+                                        manager.settings.max_pixels, reference_max_side(request))
         result.warnings.extend(references.warnings)
         template = self._template(request) if isinstance(request, InpaintRequest) else None
 
@@ -400,7 +400,7 @@ class Engine:
         manager = self.manager
         result = GenerationResult()
         references = prepare_references(manager.analyzer(), list(request.faces), manager.hashes,
-                                        manager.settings.max_pixels)
+                                        manager.settings.max_pixels, reference_max_side(request))
         result.warnings.extend(references.warnings)
         name = Path(request.image).name
         image = load_image(request.image, name=name, max_pixels=manager.settings.max_pixels)

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
 MAX_SUBJECT_LENGTH = 120
+SUBJECT_HINT = ("Type the subject words (e.g. 'a woman, 30-year-old'): the release starts every prompt with them; "
+                "with insightface's model pack on disk they are filled in from the photos.")
 IDENTITY_FORMAT = "facestudio-identity"
 MAX_NAME_LENGTH = 64
 #: Side of the square kept around a chosen face that is not the photo's largest, in face widths.
@@ -88,6 +90,9 @@ class IdentityCheck:
 
     photos: list[PhotoCheck]
     warnings: list[str]
+    #: The release's words for the person ("a beautiful woman, 25-year-old") from the gender/age model, or "" when
+    #: there is none (insightface's pack not on disk): then `SUBJECT_HINT` tells the user to type them.
+    suggested_subject: str = ""
 
     @property
     def usable(self) -> list[PhotoCheck]:
@@ -99,7 +104,7 @@ class IdentityCheck:
 
     def to_dict(self) -> dict:
         return {"photos": [p.to_dict() for p in self.photos], "warnings": list(self.warnings),
-                "usable": len(self.usable)}
+                "usable": len(self.usable), "suggested_subject": self.suggested_subject}
 
 
 def parse_face_indexes(text: str | None, count: int) -> list[int | None]:
@@ -146,7 +151,23 @@ def inspect_photos(analyzer: FaceAnalyzer, paths: list[str | Path], face_indexes
         if value < threshold:
             warnings.append(f"{photo.name} looks like a different person than {first.name} (similarity "
                             f"{value:.2f} < {threshold}); use photos of one person only.")
-    return IdentityCheck(photos, warnings)
+    return IdentityCheck(photos, warnings, _suggest_subject(analyzer, photos))
+
+
+def _suggest_subject(analyzer: FaceAnalyzer, photos: list[PhotoCheck]) -> str:
+    """The subject words from the gender/age model over the usable photos; "" without the model."""
+    from facestudio.face import load_image
+    from facestudio.face.attributes import subject_words
+
+    estimator = analyzer.attributes
+    if estimator is None:
+        return ""
+    estimates = []
+    for photo in photos:
+        if photo.face_index is not None:
+            pixels = np.asarray(load_image(photo.path, name=photo.name))
+            estimates.append(estimator.estimate(pixels, photo.faces[photo.face_index]))
+    return subject_words(estimates)
 
 
 def _inspect_one(analyzer: FaceAnalyzer, path: Path, name: str, index: int | None, min_face_px: int,
@@ -301,7 +322,8 @@ class IdentityStore:
         return self._read(identity.folder)
 
     def save(self, name: str, check: IdentityCheck, overwrite: bool = False, subject: str = "") -> Identity:
-        """Keep the usable photos of `check` as identity `name`; `overwrite` replaces one of the same name."""
+        """Keep the usable photos of `check` as identity `name`; `overwrite` replaces one of the same name. Without
+        `subject` words, the ones the gender/age model suggested (if any) are kept."""
         from facestudio.face import load_image
 
         slug = identity_slug(name)
@@ -323,7 +345,8 @@ class IdentityStore:
                 image.save(staging / file_name, format="PNG")
                 entries.append({"file": file_name, "source": photo.name, "face_index": photo.face_index})
             record = {"format": IDENTITY_FORMAT, "version": 1, "name": name.strip(), "photos": entries,
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "subject": _subject(subject)}
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "subject": _subject(subject or check.suggested_subject)}
             write_atomic(staging / IDENTITY_FILE, json.dumps(record, indent=2).encode())
             if final.exists():
                 retired = final.with_name(f".{slug}.old-{time.time_ns()}")

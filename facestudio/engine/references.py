@@ -49,9 +49,9 @@ class ReferenceFaces:
 
 
 def prepare_references(analyzer: FaceAnalyzer, photos: list[str | Path], hashes: HashCache,
-                       max_pixels: int = DEFAULT_MAX_PIXELS) -> ReferenceFaces:
-    """Load each photo (refusing any over `max_pixels`), find its largest face, and build FACT's crop and an
-    identity embedding.
+                       max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> ReferenceFaces:
+    """Load each photo (refusing any over `max_pixels`), shrink it to `max_side` when given (the release recipe's
+    step 0), find its largest face, and build FACT's crop and an identity embedding.
 
     Raises:
         `ImageLoadError`: a photo cannot be read. `FaceNotFoundError`: a photo has no face (names the file).
@@ -59,7 +59,7 @@ def prepare_references(analyzer: FaceAnalyzer, photos: list[str | Path], hashes:
     names, paths, digests, crops, embeddings, warnings = [], [], [], [], [], []
     for photo in photos:
         path = Path(photo)
-        image = load_image(path, name=path.name, max_pixels=max_pixels)
+        image = shrunk(load_image(path, name=path.name, max_pixels=max_pixels), max_side)
         face = analyzer.find_face(image, name=path.name)
         parsing = analyzer.parse(image, face)
         crops.append(analyzer.reference_crop(image, face, parsing))
@@ -77,6 +77,14 @@ def prepare_references(analyzer: FaceAnalyzer, photos: list[str | Path], hashes:
         logger.warning(warning)
     return ReferenceFaces(tuple(names), tuple(paths), tuple(digests), np.stack(crops), np.stack(embeddings),
                           tuple(warnings))
+
+
+def shrunk(image: Image.Image, max_side: int | None) -> Image.Image:
+    """`image` with its longer side at most `max_side`, resized the way the release does (PIL's default filter)."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
 
 
 def result_similarity(analyzer: FaceAnalyzer, image: Image.Image, references: ReferenceFaces,

@@ -204,6 +204,16 @@ RELEASE_TEXT_TO_IMAGE: dict[str, Any] = {
 }
 
 
+#: The release shrinks each reference photo so its longer side is at most this many pixels (PIL's default resize)
+#: before parsing and alignment (FACT.md §1 step 0), per mode. The `single` recipe keeps the photo as it is.
+RELEASE_REFERENCE_SIDE = {"generate": 1000, "inpaint": 2000}
+
+
+def reference_max_side(request: GenerateRequest) -> int | None:
+    """The longest side the request's reference photos are shrunk to before analysis (`None`: not shrunk)."""
+    return RELEASE_REFERENCE_SIDE[request.mode] if request.recipe == "release" else None
+
+
 def recipe_defaults(request_class: type[GenerateRequest], recipe: str) -> dict[str, Any]:
     """The field values a front shows for `recipe`: the fields' defaults, and for text-to-image `release` the
     release's sampling (`RELEASE_TEXT_TO_IMAGE`)."""

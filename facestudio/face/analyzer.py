@@ -15,6 +15,7 @@ from PIL import Image
 from facestudio.config import DEFAULT_INSIGHTFACE_ROOT
 from facestudio.errors import FaceNotFoundError
 from facestudio.face.align import align_face
+from facestudio.face.attributes import AttributeEstimator, create_attribute_estimator
 from facestudio.face.detectors import FaceDetector, create_detector, resolve_backend
 from facestudio.face.identity import IdentityEmbedder, Similarity, compare, create_embedder
 from facestudio.face.image import DEFAULT_ANALYSIS_MAX_SIDE, analysis_view
@@ -51,6 +52,8 @@ class FaceAnalyzer:
         self._detector: FaceDetector | None = None
         self._parser: FaceParser | None = None
         self._embedder: IdentityEmbedder | None = None
+        self._attributes: AttributeEstimator | None = None
+        self._attributes_probed = False
         self._init_lock = threading.Lock()
 
     # -- lazily built models ----------------------------------------------------------------------------------
@@ -79,6 +82,17 @@ class FaceAnalyzer:
                 if self._embedder is None:
                     self._embedder = create_embedder(self.embedder_backend, self.insightface_root)
         return self._embedder
+
+    @property
+    def attributes(self) -> AttributeEstimator | None:
+        """Apparent gender/age (insightface's model when its pack is on disk), or `None`: the subject words are
+        then the user's to type."""
+        if not self._attributes_probed:
+            with self._init_lock:
+                if not self._attributes_probed:
+                    self._attributes = create_attribute_estimator(self.insightface_root)
+                    self._attributes_probed = True
+        return self._attributes
 
     def close(self) -> None:
         for model in (self._detector, self._parser):

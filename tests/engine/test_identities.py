@@ -153,3 +153,31 @@ def test_subject_words_are_saved_edited_and_put_first_in_the_prompt(tmp_path):
     assert store.get("Alex").subject == ""  # identities saved before subjects existed
     assert store.set_subject("Alex", "a man,\n 60-year-old").subject == "a man, 60-year-old"
     assert store.get("Alex").to_dict()["subject"] == "a man, 60-year-old"
+
+
+def test_subject_words_come_from_the_gender_age_model_when_there_is_one(analyzer, faces_dir, tmp_path, monkeypatch):
+    """With an estimator (insightface's genderage when its pack is on disk) the check suggests the release's words
+    and a save without words keeps them; words the user typed win; without one nothing is guessed."""
+    from facestudio.face.attributes import Attributes, subject_words
+
+    assert subject_words([Attributes(True, 24), Attributes(True, 27), Attributes(False, 30)]) == \
+        "a beautiful woman, 27-year-old"
+    assert subject_words([Attributes(False, 41)]) == "a handsome man, 41-year-old" and subject_words([]) == ""
+    seen = []
+
+    class Stub:
+        def estimate(self, pixels, face):
+            seen.append((pixels.shape, face.width))
+            return Attributes(woman=False, age=60)
+
+    photos = [faces_dir / "obama.jpg", faces_dir / "obama2.jpg"]
+    monkeypatch.setattr(analyzer, "_attributes_probed", True)
+    monkeypatch.setattr(analyzer, "_attributes", None)
+    assert inspect_photos(analyzer, photos[:1]).suggested_subject == ""
+    monkeypatch.setattr(analyzer, "_attributes", Stub())
+    check = inspect_photos(analyzer, photos)
+    assert check.suggested_subject == "a handsome man, 60-year-old" and len(seen) == 2
+    assert seen[0][0] == (1137, 910, 3)  # the whole photo with its face, as the model expects
+    store = IdentityStore(tmp_path)
+    assert store.save("Barack", check).subject == "a handsome man, 60-year-old"
+    assert store.save("Typed", check, subject="a man, 47-year-old").subject == "a man, 47-year-old"

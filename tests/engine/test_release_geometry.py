@@ -113,3 +113,23 @@ def test_padded_pose_keeps_the_body_proportions(faces_dir):
     x, y = np.round(pose.keypoints[shoulder]).astype(int)
     assert tuple(np.asarray(condition)[y, x]) == OPENPOSE_COLORS[shoulder]
     assert 128 <= x < 384, "a centred tall photo keeps the body in the middle third"
+
+
+def test_release_references_are_shrunk_like_the_release_and_single_keeps_them(analyzer, faces_dir, tmp_path):
+    """Step 0 of the release: the longer side at most 1000 px (text-to-image) / 2000 px (inpainting); `single`
+    analyses the photo as it is, so its pixels do not change."""
+    from facestudio.engine.hashing import HashCache
+    from facestudio.engine.references import prepare_references, shrunk
+    from facestudio.engine.requests import GenerateRequest, InpaintRequest, reference_max_side
+
+    assert reference_max_side(GenerateRequest(faces=("a",), prompt="", recipe="release")) == 1000
+    assert reference_max_side(InpaintRequest(faces=("a",), image="t", recipe="release")) == 2000
+    assert reference_max_side(GenerateRequest(faces=("a",), prompt="")) is None
+    photo = Image.open(faces_dir / "biden.jpg")  # 970x2204
+    assert shrunk(photo, 1000).size == (440, 1000) and shrunk(photo, 2000).size == (880, 2000)
+    assert shrunk(photo, None) is photo and shrunk(photo, 4000) is photo
+    hashes = HashCache(tmp_path / "hashes.json")
+    as_is = prepare_references(analyzer, [faces_dir / "biden.jpg"], hashes)
+    small = prepare_references(analyzer, [faces_dir / "biden.jpg"], hashes, max_side=1000)
+    assert as_is.crops.shape == small.crops.shape and not np.array_equal(as_is.crops, small.crops)
+    assert as_is.sha256 == small.sha256  # the record still names the photo the user gave
