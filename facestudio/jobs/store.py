@@ -175,7 +175,7 @@ class JobStore:
     def _load(self, folder: Path) -> Job | None:
         try:
             data = json.loads((folder / JOB_NAME).read_text(encoding="utf-8"))
-            owner = data.get("owner")
+            owner = data.get("owner") if isinstance(data, dict) else None  # not a dict: refused just below
             if owner is not None and (not isinstance(owner, str) or not owner):
                 raise TypeError("owner")  # a damaged owner must not make the job anyone's (or everyone's)
             return Job(id=folder.name, name=str(data["name"]), folder=RunFolder(folder),
