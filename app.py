@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from facestudio.ui.launch import (
     MAX_UPLOAD,
+    auth_pairs,
     create_studio,
     launch_options,
     main,
@@ -16,7 +17,7 @@ from facestudio.ui.launch import (
     share_warning,
 )
 
-__all__ = ["MAX_UPLOAD", "create_studio", "launch_options", "main", "parse_args", "parse_auth", "share_warning"]
+__all__ = ["MAX_UPLOAD", "auth_pairs", "create_studio", "launch_options", "main", "parse_args", "parse_auth", "share_warning"]
 
 if __name__ == "__main__":
     main()

@@ -79,6 +79,10 @@ def test_the_job_list_skips_damaged_jobs_and_shows_damaged_status(tmp_path):
     good.mkdir()
     (good / "job.json").write_text(json.dumps({"name": "good", "created_at": 1.0}))
     (good / "status.json").write_text('{"state": "running", "pid": "abc", "loss": "abc"}')
+    for number, owner in enumerate([5, "", ["alice"], {"name": "alice"}, True]):  # a damaged owner: nobody's job
+        folder = root / f"20260102-00000{number}-owner"
+        folder.mkdir(parents=True)
+        (folder / "job.json").write_text(json.dumps({"name": "owned", "created_at": 1.0, "owner": owner}))
     jobs = store.list()
     assert [job.name for job in jobs] == ["good"]
     assert store.effective_status(jobs[0]).state == "failed"

@@ -113,7 +113,9 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
     sampling(generate, GenerateRequest, prompt_required=True)
     generate.add_argument("--from-png", default=None, metavar="PNG",
                           help="regenerate the image stored in this FaceStudio PNG (other sampling flags are ignored; "
-                               "--face replaces moved reference photos)")
+                               "files the studio keeps are found in FACESTUDIO_HOME; --face replaces reference photos "
+                               "kept elsewhere, --base-model/--adapter/--face-encoder/--controlnet models kept "
+                               "elsewhere)")
     generate.set_defaults(handler=run_generate)
 
     inpaint = commands.add_parser(
@@ -284,7 +286,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.from_png:
         progress = _Progress()
         try:
-            result = engine.regenerate(args.from_png, faces=args.face or None, out_dir=args.out,
+            result = engine.regenerate(args.from_png, faces=args.face or None, models=_request_fields(args)["models"],
+                                       out_dir=args.out,
                                        on_step=progress.step, on_download=progress.download)
         finally:
             progress.close()

@@ -130,6 +130,8 @@ def run_show(args: argparse.Namespace) -> int:
     if status.state in ACTIVE_STATES and status.eta_seconds is not None:
         line.append(f"ETA {_eta(status)}")
     print(f"job         {job.id}  ({job.name})")
+    if job.owner is not None:  # queued by a studio user in their own workspace (--auth)
+        print(f"owner       {job.owner}")
     print(f"state       {'  '.join(line)}")
     if status.error:
         print(f"error       {status.error}")

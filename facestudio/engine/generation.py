@@ -221,15 +221,19 @@ class Engine:
         variants = [dataclasses.replace(request, seed=seed, face_strength=s) for s in strengths]
         return self._run(request, variants, out_dir, _Callbacks(on_step, should_stop, on_download))
 
-    def regenerate(self, png: str | Path, *, faces: list[str] | None = None, out_dir: Path | None = None,
-                   on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
-                   on_download: DownloadCallback | None = None) -> GenerationResult:
+    def regenerate(self, png: str | Path, *, faces: list[str] | None = None, models: ModelChoice | None = None,
+                   out_dir: Path | None = None, on_step: StepCallback | None = None,
+                   should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None
+                   ) -> GenerationResult:
         """Make the image stored in a FaceStudio PNG again, from its record (same seed, models, inputs).
 
-        `faces` replaces the reference photo paths (for photos that moved); their contents must be unchanged.
+        A record names files inside the studio's home relative to it (found there again) and others by their name
+        only (see `metadata.portable`): `faces` replaces the reference photo paths (for photos that moved, or that
+        were never in the home); their contents must be unchanged. The fields `models` gives (not `None`) replace
+        the record's models; a model whose SHA-256 differs is warned about.
         """
         name = Path(png).name
-        record = GenerationRecord.from_png(png)
+        record = GenerationRecord.from_png(png, home=self.manager.settings.home)  # its files found in the home
         request = record.to_request()
         expected = [entry["sha256"] for entry in record.references]
         if faces:
@@ -237,6 +241,10 @@ class Engine:
                 raise InvalidRequestError(f"{name} was made from {len(expected)} reference photo(s); got {len(faces)}.",
                                           field="faces")
             request = dataclasses.replace(request, faces=tuple(str(f) for f in faces))
+        if models is not None:
+            given = {f.name: getattr(models, f.name) for f in dataclasses.fields(models)}
+            request = dataclasses.replace(request, models=dataclasses.replace(
+                request.models, **{key: value for key, value in given.items() if value is not None}))
         self._check_unchanged(request.faces, expected, name)
         for digest, path in ((record.template, getattr(request, "image", None)),
                              (record.mask_file, getattr(request, "mask", None)), (record.pose_image, request.pose)):
@@ -432,7 +440,8 @@ class Engine:
                         stages=tuple(stages))
                     generated = GeneratedImage(final, record.seed, similarity, record)
                     if out_dir is not None:
-                        generated.path = record.to_png(final, _output_path(out_dir, variant.mode, record.seed))
+                        generated.path = record.to_png(final, _output_path(out_dir, variant.mode, record.seed),
+                                                       home=manager.settings.home)
                     result.images.append(generated)
         return result
 
@@ -542,7 +551,8 @@ class Engine:
             record = self._record(request, loaded, encoded, references, template, index, image, similarity)
             generated = GeneratedImage(image, record.seed, similarity, record)
             if out_dir is not None:
-                generated.path = record.to_png(image, _output_path(out_dir, request.mode, record.seed))
+                generated.path = record.to_png(image, _output_path(out_dir, request.mode, record.seed),
+                                               home=self.manager.settings.home)
             result.images.append(generated)
 
     def _denoise(self, request: GenerateRequest, loaded: _Loaded, encoded: _Encoded, index: int, total: int,

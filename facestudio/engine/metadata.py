@@ -5,6 +5,12 @@ Two text chunks: `facestudio` holds the full JSON record (request, seed, models 
 SHA-256, similarity, versions); `parameters` holds the same essentials in the plain-text form other Stable
 Diffusion tools show ("Steps: 30, Sampler: ..., Seed: ..."). The JSON layout is format 1 from the first release on;
 `GenerationRecord` is its typed form, and the only way the engine and the fronts read or write it.
+
+A PNG travels (downloads, shares), so it names no folder of the machine: every file in a written record (inputs,
+models) is named relative to FACESTUDIO_HOME when it lies inside it, else by its file name alone (`portable`).
+Reading a record back (`resolved`) finds the files relative to FACESTUDIO_HOME again, so a PNG made from files the
+studio keeps (saved identities, the model cache, jobs' adapters) is regenerated from the PNG alone; other inputs are
+passed again (`generate --from-png --face`). Records written before this kept absolute paths, which still work.
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
-from facestudio.engine.requests import GenerateRequest, InpaintRequest
+from facestudio.engine.requests import MASK_REGIONS, GenerateRequest, InpaintRequest
 from facestudio.errors import MetadataError
 from facestudio.files import write_atomic
 
@@ -179,14 +187,85 @@ class GenerationRecord:
 
     # -- PNG -------------------------------------------------------------------------------------------------------
 
-    def to_png(self, image: Image.Image, path: Path) -> Path:
-        """Write `image` with this record in its text chunks, atomically (a crash never leaves half a PNG)."""
-        return save_png(image, path, self.to_dict())
+    def to_png(self, image: Image.Image, path: Path, home: Path | None = None) -> Path:
+        """Write `image` with this record (`portable`: no folder of the machine) in its text chunks, atomically (a
+        crash never leaves half a PNG)."""
+        return save_png(image, path, self.portable(home).to_dict())
 
     @classmethod
-    def from_png(cls, path: str | Path) -> GenerationRecord:
-        """The record of a PNG written by `to_png`; `MetadataError` for anything else."""
-        return cls.from_dict(read_png_record(path), Path(path).name)
+    def from_png(cls, path: str | Path, home: Path | None = None) -> GenerationRecord:
+        """The record of a PNG written by `to_png` (with its files found under `home` again: `resolved`);
+        `MetadataError` for anything else."""
+        record = cls.from_dict(read_png_record(path), Path(path).name)
+        return record if home is None else record.resolved(home)
+
+    # -- files named without the machine's folders ---------------------------------------------------------------
+
+    def portable(self, home: Path | None) -> GenerationRecord:
+        """This record with every file named relative to `home` (inside it) or by its name (outside it, or with no
+        `home`); registry keys and hub ids stay as they are."""
+        return self._map_files(lambda value: portable_path(value, home))
+
+    def resolved(self, home: Path) -> GenerationRecord:
+        """This record with every file named relative to `home` (by `portable`) found there again; names of files
+        that are not under `home` stay as they are (relative to the working folder)."""
+        return self._map_files(lambda value: resolved_path(value, home))
+
+    def _map_files(self, change: Callable[[str], str]) -> GenerationRecord:
+        def one(value: Any) -> Any:
+            return change(value) if isinstance(value, str) and value else value
+
+        request = self.request
+        models = dataclasses.replace(request.models, **{f.name: one(getattr(request.models, f.name))
+                                                        for f in dataclasses.fields(request.models)})
+        changes: dict[str, Any] = {"faces": tuple(one(face) for face in request.faces), "lora": one(request.lora),
+                                   "pose": one(request.pose), "models": models}
+        if isinstance(request, InpaintRequest):
+            changes["image"] = one(request.image)
+            if request.mask not in MASK_REGIONS:
+                changes["mask"] = one(request.mask)
+        return dataclasses.replace(
+            self, request=dataclasses.replace(request, **changes),
+            models={kind: None if entry is None else {key: one(v) if key in ("spec", "path") else v
+                                                      for key, v in entry.items()}
+                    for kind, entry in self.models.items()},
+            references=tuple({key: one(v) if key == "path" else v for key, v in entry.items()}
+                             for entry in self.references),
+            template=None if self.template is None else FileDigest(one(self.template.path), self.template.sha256),
+            mask_file=None if self.mask_file is None else FileDigest(one(self.mask_file.path), self.mask_file.sha256),
+            pose_image=None if self.pose_image is None else FileDigest(one(self.pose_image.path),
+                                                                        self.pose_image.sha256))
+
+
+def portable_path(value: str, home: Path | None) -> str:
+    """A file as a record names it: relative to `home` (POSIX separators) when it lies inside it, else its name.
+    Values that are not files on this machine (registry keys, hub ids, "auto") and relative names that do not
+    exist stay as they are."""
+    if not os.path.isabs(value) and not os.path.exists(value):
+        return value
+    if home is not None:
+        # As the studio names it first (a model linked into the home stays "models/..."), then as it really is.
+        pairs = ((Path(os.path.normpath(os.path.abspath(value))), Path(os.path.normpath(os.path.abspath(home)))),
+                 (Path(value).resolve(), Path(home).resolve()))
+        for path, root in pairs:
+            if path.is_relative_to(root) and path != root:
+                return path.relative_to(root).as_posix()
+    return Path(os.path.normpath(os.path.abspath(value))).name
+
+
+def resolved_path(value: str, home: Path) -> str:
+    """A file a record names, found again: relative names under `home` when the file is there; anything else as
+    it is (absolute paths of older records, registry keys, hub ids, names of files outside `home`)."""
+    if os.path.isabs(value) or "\x00" in value:
+        return value
+    candidate = Path(home) / value
+    root = os.path.normpath(os.path.abspath(home))
+    if not Path(os.path.normpath(os.path.abspath(candidate))).is_relative_to(root):  # no way out with "../"
+        return value
+    try:
+        return str(candidate) if candidate.exists() else value
+    except (OSError, ValueError):
+        return value
 
 
 def _tuple(value: Any, kind: type) -> tuple | None:

@@ -45,6 +45,12 @@ def check_job_id(job_id: object) -> str:
     return job_id
 
 
+def missing_job(job_id: str) -> JobError:
+    """The one answer for a job that is not there, or not the asker's (a workspace gives the same words, so another
+    user's job cannot be told from a missing one)."""
+    return JobError(f"no job {job_id}; {_LIST_HINT}.")
+
+
 def _slug(name: str) -> str:
     """The name part of a job id (and of its photo folder)."""
     return slugify(name, _MAX_SLUG_LENGTH) or "job"
@@ -61,6 +67,9 @@ class Job:
     kind: str = KIND_TRAIN
     #: Training processes (`torchrun --nproc_per_node`); 1 trains in one plain process.
     processes: int = 1
+    #: The studio user who queued it (`--auth` with per-user workspaces); `None`: the shared workspace's (the
+    #: command line's, or a studio without per-user workspaces).
+    owner: str | None = None
 
     def status(self) -> RunStatus:
         """The status as a reader should see it (see `facestudio.jobs.status`); reads only, writes nothing."""
@@ -75,6 +84,7 @@ class Job:
             "name": self.name,
             "created_at": self.created_at,
             "processes": self.processes,
+            "owner": self.owner,
             "folder": str(self.folder.root),
             "status": status.to_dict(),
             "checkpoint_step": latest[0] if latest else None,
@@ -96,14 +106,17 @@ class JobStore:
     # -- creating and finding ------------------------------------------------------------------------------------
 
     def submit_training(self, config: TrainConfig, name: str, *, photos: Sequence[Path] = (),
-                        photo_folder: Path | None = None, processes: int = 1) -> Job:
+                        photo_folder: Path | None = None, processes: int = 1, owner: str | None = None) -> Job:
         """Queue a training run; a runner (the studio's, or `jobs resume`) starts it when the queue reaches it.
 
         With `photos` (copied into the job as one person, `JOB/photos/<name>/`) or a `photo_folder` (used where it
         is), the job prepares them into its own `JOB/dataset/` first (`TrainConfig.photos`); `config.dataset` is
-        then replaced. Check where the photos come from before (`facestudio.jobs.intake` does).
+        then replaced. Check where the photos come from before (`facestudio.jobs.intake` does). `owner` records
+        the studio user it belongs to (see `Job.owner`).
         """
         config.check()
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise JobError(f"The owner of a job must be a user name; got {owner!r}.")
         if not isinstance(processes, int) or processes < 1:
             raise JobError(f"`processes` must be a whole number >= 1; got {processes!r}.", field="processes")
         name = " ".join(str(name).split()) or Path(str(config.dataset)).name or "training"
@@ -119,11 +132,13 @@ class JobStore:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # the folder was made just above; only ours is in it
             raise
-        job = Job(id=folder.name, name=name, folder=run, created_at=created_at, processes=processes)
+        job = Job(id=folder.name, name=name, folder=run, created_at=created_at, processes=processes, owner=owner)
         # job.json goes last: a folder without it is never listed, so no runner picks up a half-made job.
         record = {"id": job.id, "kind": job.kind, "name": name, "created_at": created_at}
         if processes > 1:  # one process is what a job.json without the key means
             record["processes"] = processes
+        if owner is not None:
+            record["owner"] = owner
         write_atomic(folder / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
         logger.info("queued job %s (%s)", job.id, name)
         return job
@@ -144,7 +159,7 @@ class JobStore:
         check_job_id(job_id)
         job = self._load(self.root / job_id)
         if job is None:
-            raise JobError(f"no job {job_id}; {_LIST_HINT}.")
+            raise missing_job(job_id)
         return job
 
     def list(self) -> list[Job]:
@@ -160,9 +175,12 @@ class JobStore:
     def _load(self, folder: Path) -> Job | None:
         try:
             data = json.loads((folder / JOB_NAME).read_text(encoding="utf-8"))
+            owner = data.get("owner") if isinstance(data, dict) else None  # not a dict: refused just below
+            if owner is not None and (not isinstance(owner, str) or not owner):
+                raise TypeError("owner")  # a damaged owner must not make the job anyone's (or everyone's)
             return Job(id=folder.name, name=str(data["name"]), folder=RunFolder(folder),
                        created_at=float(data["created_at"]), kind=str(data.get("kind", KIND_TRAIN)),
-                       processes=max(1, int(data.get("processes", 1))))
+                       processes=max(1, int(data.get("processes", 1))), owner=owner)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:

@@ -26,6 +26,7 @@ from facestudio.engine.registry import ModelRegistry
 from facestudio.errors import InvalidRequestError
 from facestudio.jobs import JobRunner, JobStore, RunState
 from facestudio.ui.common import hide_paths
+from facestudio.ui.workspace import ResultBook, Workspace, Workspaces
 
 logger = logging.getLogger("facestudio.app")
 
@@ -53,6 +54,9 @@ class StudioOptions:
     presets_dir: Path = field(default_factory=data.presets_dir)
     assets_dir: Path = field(default_factory=data.assets_dir)
     run_jobs: bool = True
+    #: The `--auth` user names: each gets a workspace of their own unless `shared_workspace` (see `workspace.py`).
+    users: tuple[str, ...] = ()
+    shared_workspace: bool = False
 
 
 class StudioContext:
@@ -62,7 +66,10 @@ class StudioContext:
         self.options = options
         self.settings = options.settings
         self.home = Path(options.settings.home)
-        self.identities = IdentityStore(self.home, max_pixels=self.settings.max_pixels)
+        self.workspaces = Workspaces(self.home, options.users, options.shared_workspace,
+                                     max_pixels=self.settings.max_pixels)
+        self.identities: IdentityStore = self.workspaces.shared_identities  # the shared workspace's
+        self.results = ResultBook()
         self.jobs = JobStore(self.home)
         self.presets, self.preset_problems = load_preset_library(options.presets_dir, options.assets_dir,
                                                                  user_presets_dir(self.home))
@@ -125,6 +132,15 @@ class StudioContext:
     def stop(self) -> None:
         if self.runner.running:
             self.runner.stop(cancel_running=True)
+
+    # -- who is asking ------------------------------------------------------------------------------------------
+
+    def workspace(self, request=None) -> Workspace:
+        """The workspace of a request (`gr.Request`: its login and browser session); `None` (a page being built):
+        what everyone may see (`Workspaces.page`)."""
+        if request is None:
+            return self.workspaces.page()
+        return self.workspaces.of(getattr(request, "username", None), getattr(request, "session_hash", None))
 
     # -- files: outputs, scratch, and which paths a request may use ----------------------------------------------
 
@@ -202,14 +218,15 @@ class StudioContext:
             choices.append((f"{record.key}: {record.title}{default}", record.key))
         return self.shown(choices)
 
-    def adapter_choices(self) -> list[tuple[str, str]]:
-        """The registry's adapters, the one the studio started with, and every finished training job's adapter."""
+    def adapter_choices(self, ws: Workspace | None = None) -> list[tuple[str, str]]:
+        """The registry's adapters, the one the studio started with, and the adapter of every finished training
+        job the workspace `ws` sees (`None`: what everyone may see)."""
         choices = [("matching the base model", AUTO_ADAPTER)]
         if self.options.adapter:
             choices.append((f"{self.shown_path(self.options.adapter)} (started with)", self.options.adapter))
         for record in self.registry.of_kind("fact_adapter"):
             choices.append((f"{record.key}: {record.title}", record.key))
-        for job in self.jobs.list():
+        for job in (ws or self.workspaces.page()).jobs(self.jobs):
             try:
                 done = job.status().state == RunState.DONE and job.folder.adapter_path.is_file()
             except Exception as err:  # a damaged job folder is skipped, the others are offered

@@ -26,6 +26,7 @@ from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, number, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.identity_tab import identity_choices, reference_photos
+from facestudio.ui.workspace import Workspace
 
 SIZES = ["512x512", "512x768", "768x512", "576x768", "768x576", "640x640", "768x768", "512x640", "640x512",
          "256x256"]
@@ -135,11 +136,11 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     default_size = f"{default('width')}x{default('height')}"
 
     def request_from(identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed,
-                     randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength
-                     ) -> GenerateRequest:
+                     randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength,
+                     ws: Workspace | None = None) -> GenerateRequest:
         width, height = parse_size(size)
         return GenerateRequest(
-            faces=reference_photos(ctx, identity, photos), prompt=prompt or "", negative_prompt=negative or "",
+            faces=reference_photos(ctx, identity, photos, ws), prompt=prompt or "", negative_prompt=negative or "",
             seed=None if randomize or seed is None or seed == "" else checked(GenerateRequest, "seed", seed),
             steps=checked(GenerateRequest, "steps", steps), cfg=checked(GenerateRequest, "cfg", cfg),
             width=width, height=height, num_images=checked(GenerateRequest, "num_images", num_images),
@@ -151,12 +152,14 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             pose=None if not pose else str(ctx.uploaded_image(pose, "pose image")),
             pose_strength=checked(GenerateRequest, "pose_strength", pose_strength),
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
-                               adapter=ctx.checked_choice(adapter, ctx.adapter_choices, "adapter"),
+                               adapter=ctx.checked_choice(adapter, lambda: ctx.adapter_choices(ws), "adapter"),
                                face_encoder=ctx.options.face_encoder),
         )
 
-    def finish(result, captions: list[str]):
+    def finish(result, captions: list[str], ws: Workspace):
         gallery = [(ctx.handout(image.path), caption) for image, caption in zip(result.images, captions, strict=True)]
+        for image, caption in zip(result.images, captions, strict=True):  # the viewer's results (workspace.py)
+            ctx.results.add(ws, image.path, caption, image.record)
         records = [image.record for image in result.images]
         notes = list(result.warnings)
         if result.cancelled:
@@ -171,33 +174,35 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     def generate(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps, cfg,
                  scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
                  pose_strength, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
+        ws = ctx.workspace(request)
         gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
                                    face_cfg, steps, cfg, scheduler, seed, random_seed, size, num_images, base_model,
-                                   adapter, lora, lora_scale, pose, pose_strength)
+                                   adapter, lora, lora_scale, pose, pose_strength, ws)
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress)
         progress(0.0, desc="Loading models (first use can take a while)…")
-        result = ctx.engine.generate(gen_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
+        result = ctx.engine.generate(gen_request, out_dir=ws.outputs_dir(), on_step=reporter.step,
                                      should_stop=should_stop(flag, request), on_download=reporter.download)
-        return finish(result, [similarity_caption(image) for image in result.images])
+        return finish(result, [similarity_caption(image) for image in result.images], ws)
 
     @user_errors
     @gpu_work(240)
     def compare(strengths, identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps,
                 cfg, scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
                 pose_strength, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
+        ws = ctx.workspace(request)
         gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
                                    face_cfg, steps, cfg, scheduler, seed, random_seed, size, num_images, base_model,
-                                   adapter, lora, lora_scale, pose, pose_strength)
+                                   adapter, lora, lora_scale, pose, pose_strength, ws)
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Comparing strengths")
         progress(0.0, desc="Loading models (first use can take a while)…")
-        result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ctx.outputs_dir(),
+        result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ws.outputs_dir(),
                                               on_step=reporter.step, should_stop=should_stop(flag, request),
                                               on_download=reporter.download)
         captions = [f"strength {image.record.request.face_strength:g} · {similarity_caption(image)}"
                     for image in result.images]
-        return finish(result, captions)
+        return finish(result, captions, ws)
 
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))
@@ -222,23 +227,24 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         return evt.index
 
     @user_errors
-    def reuse(records: list[GenerationRecord] | None, index: int | None):
+    def reuse(records: list[GenerationRecord] | None, index: int | None, request: gr.Request = None):
         if not records:
             raise InvalidRequestError("Make an image first, then pick it in the gallery to reuse its settings.")
         record = records[index if index is not None and 0 <= index < len(records) else 0]
-        return settings_from_record(record)
+        return settings_from_record(record, ctx.workspace(request))
 
     @user_errors
-    def reuse_png(file):
+    def reuse_png(file, request: gr.Request = None):
         path = ctx.uploaded_file(file, "PNG")
         if path is None:
             return [gr.update()] * len(reusable)
-        return settings_from_record(GenerationRecord.from_png(path))
+        return settings_from_record(GenerationRecord.from_png(path), ctx.workspace(request))
 
-    def settings_from_record(record: GenerationRecord) -> list:
+    def settings_from_record(record: GenerationRecord, ws: Workspace) -> list:
         request = record.request
         size = f"{request.width}x{request.height}"
-        choice = {"base": {v for _, v in ctx.base_model_choices()}, "adapter": {v for _, v in ctx.adapter_choices()}}
+        choice = {"base": {v for _, v in ctx.base_model_choices()},
+                  "adapter": {v for _, v in ctx.adapter_choices(ws)}}
         base, adapter = ctx.shown_path(request.models.base_model), ctx.shown_path(request.models.adapter)
         scheduler = SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title
         return [
@@ -354,6 +360,9 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     gallery.select(select_result, None, selected, api_visibility="private")
     reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")
     png.upload(reuse_png, png, reusable, api_name="reuse_png", preprocess=False)
-    adapter.focus(lambda: gr.update(choices=ctx.adapter_choices()), None, adapter, api_visibility="private")
+    def adapter_list(request: gr.Request = None):
+        return gr.update(choices=ctx.adapter_choices(ctx.workspace(request)))
+
+    adapter.focus(adapter_list, None, adapter, api_visibility="private")
     lora.focus(lambda: gr.update(choices=ctx.lora_choices()), None, lora, api_visibility="private")
     return GenerateTab(identity=identity, adapter=adapter)

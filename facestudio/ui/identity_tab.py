@@ -12,6 +12,7 @@ from facestudio.engine.identities import inspect_photos, parse_face_indexes
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, gpu_work, user_errors
 from facestudio.ui.context import StudioContext
+from facestudio.ui.workspace import Workspace
 
 PHOTO_TYPES = ["image"]
 
@@ -22,14 +23,15 @@ class IdentityTab:
     changed: list  # events after which the list of saved identities may differ
 
 
-def identity_choices(ctx: StudioContext) -> list[str]:
-    return [identity.name for identity in ctx.identities.list()]
+def identity_choices(ctx: StudioContext, ws: Workspace | None = None) -> list[str]:
+    """The saved identities of workspace `ws` (`None`: what a page shows before it knows who is looking)."""
+    return [identity.name for identity in (ws or ctx.workspace()).identities.list()]
 
 
-def damaged_note(ctx: StudioContext) -> str:
+def damaged_note(ctx: StudioContext, ws: Workspace | None = None) -> str:
     """The saved identities whose record cannot be read: named on the page (they are left out of the lists and can
     be deleted by typing their name)."""
-    damaged = ctx.identities.damaged()
+    damaged = (ws or ctx.workspace()).identities.damaged()
     return "" if not damaged else ("⚠️ Damaged identities (left out; type the name and Delete to remove): " +
                                    ", ".join(damaged))
 
@@ -46,15 +48,16 @@ def uploaded_paths(ctx: StudioContext, files, what: str = "photo") -> list[Path]
     return [path for path in (ctx.uploaded_file(value, what) for value in files) if path is not None]
 
 
-def reference_photos(ctx: StudioContext, identity: str | None, files) -> list[str]:
-    """The photos a generation uses: uploaded ones win; else the saved identity's; else an error."""
+def reference_photos(ctx: StudioContext, identity: str | None, files, ws: Workspace | None = None) -> list[str]:
+    """The photos a generation uses: uploaded ones win; else the saved identity's (of the asker's workspace `ws`:
+    another user's is "no saved identity" like a missing one); else an error."""
     uploaded = uploaded_paths(ctx, files, "reference photo")
     if uploaded:
         return [str(p) for p in uploaded]
     if identity:
         if not isinstance(identity, str):
             raise InvalidRequestError("The saved identity must be one of the names in the list.")
-        return [str(p) for p in ctx.identities.get(identity).photos]
+        return [str(p) for p in (ws or ctx.workspace()).identities.get(identity).photos]
     raise InvalidRequestError("Choose a saved identity or upload photos of the person.")
 
 
@@ -84,31 +87,35 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
 
     @user_errors
     @gpu_work(60)
-    def save(files, faces_used: str, name: str, replace: bool):
+    def save(files, faces_used: str, name: str, replace: bool, request: gr.Request = None):
+        ws = ctx.workspace(request)
         paths = uploaded_paths(ctx, files)
         check = _inspect(paths, faces_used)
-        identity = ctx.identities.save(name if isinstance(name, str) else "", check, overwrite=replace is True)
+        identity = ws.identities.save(name if isinstance(name, str) else "", check, overwrite=replace is True)
         skipped = len(check.photos) - len(check.usable)
         note = f" ({skipped} photo(s) without a face left out)" if skipped else ""
         return (f"Saved **{identity.name}** with {len(identity.photos)} photo(s){note}.",
-                gr.update(choices=identity_choices(ctx), value=identity.name))
+                gr.update(choices=identity_choices(ctx, ws), value=identity.name))
 
     @user_errors
-    def show_saved(name: str | None):
+    def show_saved(name: str | None, request: gr.Request = None):
+        ws = ctx.workspace(request)
         if not name:
-            return [], damaged_note(ctx)
+            return [], damaged_note(ctx, ws)
         from facestudio.face import load_image
 
-        identity = ctx.identities.get(name)
+        identity = ws.identities.get(name)
         return ([(load_image(p, name=p.name, max_pixels=ctx.settings.max_pixels), p.name) for p in identity.photos],
                 f"**{identity.name}**: {len(identity.photos)} photo(s), saved {identity.created}.")
 
     @user_errors
-    def delete(name: str | None):
+    def delete(name: str | None, request: gr.Request = None):
+        ws = ctx.workspace(request)
         if not name:
             raise InvalidRequestError("Choose the identity to delete.")
-        ctx.identities.delete(name)
-        return (f"Deleted **{name}**. {damaged_note(ctx)}", gr.update(choices=identity_choices(ctx), value=None),
+        ws.identities.delete(name)
+        return (f"Deleted **{name}**. {damaged_note(ctx, ws)}",
+                gr.update(choices=identity_choices(ctx, ws), value=None),
                 [])
 
     gr.Markdown("Upload 1–8 photos of **one** person. Each photo shows the faces found (numbered, 0 = largest) with "

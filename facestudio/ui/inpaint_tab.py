@@ -76,6 +76,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                 denoise, strength, steps, seed, randomize, recipe=None,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
+        ws = ctx.workspace(request)
         template_path = ctx.uploaded_image(template, "template photo")
         if template_path is None:
             raise InvalidRequestError("Upload the template photo first.")
@@ -90,7 +91,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         elif mask not in ("face", "head"):
             raise InvalidRequestError(f"The mask must be face, head or painted; got {clip(repr(mask), 40)}.")
         inpaint_request = InpaintRequest(
-            faces=reference_photos(ctx, identity, photos), image=str(template_path), mask=mask,
+            faces=reference_photos(ctx, identity, photos, ws), image=str(template_path), mask=mask,
             face_index=checked(InpaintRequest, "face_index", face_index or 0), prompt=str(prompt or ""),
             negative_prompt=str(negative or ""), denoise=checked(InpaintRequest, "denoise", denoise),
             face_strength=checked(InpaintRequest, "face_strength", strength),
@@ -102,7 +103,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Inpainting")
         progress(0.0, desc="Loading models (first use can take a while)…")
-        result = ctx.engine.inpaint(inpaint_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
+        result = ctx.engine.inpaint(inpaint_request, out_dir=ws.outputs_dir(), on_step=reporter.step,
                                     should_stop=should_stop(flag, request), on_download=reporter.download)
         if not result.images:
             return None, gr.update(), "Stopped before the image was finished.", None
@@ -110,6 +111,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         info = f"Seed used: **{image.seed}** · {similarity_caption(image)}"
         info += "".join(f"\n- ⚠️ {w}" for w in result.warnings)
         shown = ctx.handout(image.path)
+        ctx.results.add(ws, image.path, similarity_caption(image), image.record)  # the viewer's results
         return (str(template_path), shown), image.seed, info, shown
 
     gr.Markdown("Upload a template photo; its faces are numbered (0 = largest). Pick the face to replace and the "

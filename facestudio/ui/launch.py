@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 from facestudio.cli.options import add_device_options, add_face_backend_option, env_flag
 from facestudio.config import StudioSettings
@@ -31,8 +32,16 @@ def add_studio_options(parser: argparse.ArgumentParser) -> None:
                         help="port (FACESTUDIO_PORT; default 7860)")
     parser.add_argument("--share", action="store_true", default=env_flag("FACESTUDIO_SHARE"),
                         help="also publish a temporary public gradio.live link (FACESTUDIO_SHARE=1)")
-    parser.add_argument("--auth", default=env("FACESTUDIO_AUTH"), metavar="USER:PASS",
-                        help="require this user name and password (FACESTUDIO_AUTH)")
+    parser.add_argument("--auth", action=_AuthPairs, metavar="USER:PASS[,USER:PASS...]",
+                        help="require a login: these user names and passwords (repeatable; FACESTUDIO_AUTH, pairs "
+                             "separated by commas). Each user gets a workspace of their own unless --shared-workspace",
+                        default=[env("FACESTUDIO_AUTH")] if env("FACESTUDIO_AUTH") else None)
+    parser.add_argument("--auth-file", default=env("FACESTUDIO_AUTH_FILE") or None, metavar="FILE",
+                        help="more USER:PASS logins, one per line ('#' starts a comment; a password may hold any "
+                             "character) (FACESTUDIO_AUTH_FILE)")
+    parser.add_argument("--shared-workspace", action="store_true", default=env_flag("FACESTUDIO_SHARED_WORKSPACE"),
+                        help="with --auth: every user sees every identity, job and result (without it each user "
+                             "sees only their own) (FACESTUDIO_SHARED_WORKSPACE=1)")
     add_device_options(parser, env_defaults=True)
     parser.add_argument("--base-model", default=env("FACESTUDIO_BASE_MODEL") or None, metavar="ID|PATH",
                         help="base model offered first: registry name, diffusers folder, single file or hub id "
@@ -67,19 +76,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_auth(text: str | None) -> tuple[str, str] | None:
-    if not text:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("error: --auth must be USER:PASS, both non-empty.")
-    return user, password
+class _AuthPairs(argparse.Action):
+    """`--auth` may be given several times; the first one on the command line replaces FACESTUDIO_AUTH's pairs (a
+    flag wins over its variable)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        given = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, [*given, values])
+
+
+def parse_auth(text: str | list[str] | None, file: str | os.PathLike | None = None) -> list[tuple[str, str]] | None:
+    """The logins of `--auth` (each value one or more USER:PASS pairs separated by commas) and `--auth-file` (one
+    pair per line): a list of (user, password) for gradio, or `None` when no login is required."""
+    values = [text] if isinstance(text, str) else list(text or [])
+    pairs = [part for value in values if value for part in str(value).split(",") if part.strip()]
+    if file:
+        try:
+            lines = Path(file).expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SystemExit(f"error: --auth-file {Path(file).name} cannot be read ({type(err).__name__}).") from None
+        pairs += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    logins: dict[str, str] = {}
+    for pair in pairs:
+        user, sep, password = pair.strip().partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("error: --auth must be USER:PASS, both non-empty (several: USER:PASS,USER:PASS).")
+        if logins.get(user, password) != password:
+            raise SystemExit(f"error: --auth gives the user {user!r} two passwords.")
+        logins[user] = password
+    return list(logins.items()) or None
+
+
+def auth_pairs(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    """The logins the studio's flags ask for (`--auth`, `--auth-file`)."""
+    return parse_auth(getattr(args, "auth", None), getattr(args, "auth_file", None))
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def share_warning(share: bool, auth: tuple[str, str] | None, host: str = "127.0.0.1") -> str | None:
+def share_warning(share: bool, auth: tuple[str, str] | list[tuple[str, str]] | None,
+                  host: str = "127.0.0.1") -> str | None:
     """What to say when the studio is opened beyond this machine (a public link, or a network address) without a
     password."""
     if auth is not None:
@@ -112,11 +150,13 @@ def create_studio(args: argparse.Namespace, settings: StudioSettings | None = No
     from facestudio.ui.context import StudioContext, StudioOptions
     from facestudio.ui.studio import build_studio
 
+    users = tuple(user for user, _ in auth_pairs(args) or ())
     options = StudioOptions(
         settings=settings or StudioSettings.from_env(), device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
-        base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder, controlnet=getattr(args, "controlnet", None),
-        canny_controlnet=getattr(args, "canny_controlnet", None), backend=args.backend,
-        allow_download=not args.no_download, run_jobs=not args.no_jobs)
+        base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder,
+        controlnet=getattr(args, "controlnet", None), canny_controlnet=getattr(args, "canny_controlnet", None),
+        backend=args.backend, allow_download=not args.no_download, run_jobs=not args.no_jobs, users=users,
+        shared_workspace=bool(getattr(args, "shared_workspace", False)))
     ctx = StudioContext(options)
     return ctx, build_studio(ctx)
 
@@ -125,7 +165,7 @@ def serve(args: argparse.Namespace, settings: StudioSettings) -> None:
     """Build the studio for these options and serve it until it is stopped. A `FaceStudioError` while building it
     propagates: each front words it (app.py exits with it, the command line prints it with its exit code)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    auth = parse_auth(args.auth)
+    auth = auth_pairs(args)
     warning = share_warning(args.share, auth, args.host)
     if warning:
         logger.warning(warning)

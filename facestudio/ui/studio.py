@@ -41,18 +41,19 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
 
         identity_lists = [generate.identity, inpaint_identity]
 
-        def refresh_identities():
-            choices = identity_choices(ctx)
+        def refresh_identities(request: gr.Request = None):
+            choices = identity_choices(ctx, ctx.workspace(request))
             return [gr.update(choices=choices) for _ in identity_lists]
 
         for event in identity.changed:
             event.success(refresh_identities, None, identity_lists, api_visibility="private", queue=False)
 
-        def on_load():
-            choices = identity_choices(ctx)
-            job, jobs = train.refresh[0]()
+        def on_load(request: gr.Request = None):  # each visitor's own lists (workspace.py)
+            ws = ctx.workspace(request)
+            choices = identity_choices(ctx, ws)
+            job, jobs = train.refresh[0](ws)
             return (gr.update(choices=choices), gr.update(choices=choices), gr.update(choices=choices),
-                    gr.update(choices=ctx.adapter_choices()), job, jobs, *models_refresh())
+                    gr.update(choices=ctx.adapter_choices(ws)), job, jobs, *models_refresh())
 
         demo.load(on_load, None, [identity.saved, *identity_lists, generate.adapter, *train.refresh[1],
                                   *models_outputs], api_visibility="private", queue=False)

@@ -20,6 +20,7 @@ from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS
 from facestudio.ui.common import GPU, number, user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import uploaded_paths
+from facestudio.ui.workspace import Workspace
 
 REFRESH_SECONDS = 2.0
 JOB_COLUMNS = ["id", "name", "state", "step", "loss", "ETA", "adapter"]
@@ -52,9 +53,10 @@ def progress(status: RunStatus) -> str:
     return f"step {status.step}/{status.total}"
 
 
-def jobs_table(ctx: StudioContext) -> pd.DataFrame:
+def jobs_table(ctx: StudioContext, ws: Workspace | None = None) -> pd.DataFrame:
+    """The jobs workspace `ws` sees (`None`: what a page shows before it knows who is looking)."""
     rows = []
-    for job in ctx.jobs.list():
+    for job in (ws or ctx.workspace()).jobs(ctx.jobs):
         status = ctx.jobs.effective_status(job)
         rows.append([job.id, job.name, status.state, progress(status),
                      "" if status.loss is None else f"{status.loss:.4f}", _eta(status.eta_seconds),
@@ -62,8 +64,8 @@ def jobs_table(ctx: StudioContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
-def job_choices(ctx: StudioContext) -> list[tuple[str, str]]:
-    return [(f"{job.name} ({job.id})", job.id) for job in ctx.jobs.list()]
+def job_choices(ctx: StudioContext, ws: Workspace | None = None) -> list[tuple[str, str]]:
+    return [(f"{job.name} ({job.id})", job.id) for job in (ws or ctx.workspace()).jobs(ctx.jobs)]
 
 
 def report_table(job: Job) -> pd.DataFrame:
@@ -76,9 +78,11 @@ def report_table(job: Job) -> pd.DataFrame:
 
 
 def queue_training(ctx: StudioContext, files, folder: str | None, name: str | None, base_model: str | None,
-                   init: str | None, **settings) -> Job:
-    """Copy the uploaded photos into a new job (or note a folder inside the studio's folder) and queue it, with
-    `settings` (TrainConfig fields) and the studio's device and face detector. Touches no model."""
+                   init: str | None, ws: Workspace | None = None, **settings) -> Job:
+    """Copy the uploaded photos into a new job (or note a folder inside the workspace's folder) and queue it as
+    the workspace's job, with `settings` (TrainConfig fields) and the studio's device and face detector. Touches
+    no model."""
+    ws = ws or ctx.workspace()
     from facestudio.jobs.intake import submit_photo_job
 
     name = " ".join(str(name or "").split())[:64]
@@ -90,15 +94,15 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     if len(photos) >= 2:
         one_person(ctx, photos)
     base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
-    init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
+    init = ctx.checked_choice(init, lambda: init_choices(ctx, ws), "initial adapter") or "default"
     typed = {key: (number(value, key, *TRAIN_NUMBERS[key][:2], whole=TRAIN_NUMBERS[key][2])
                    if key in TRAIN_NUMBERS else value is True) for key, value in settings.items()}
     config = TrainConfig(dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder,
                          device=ctx.options.device, face_backend=ctx.options.backend, **typed)
     folder = (folder or "").strip() or None
-    if folder is not None and not Path(folder).expanduser().is_absolute():
-        folder = str(ctx.home / folder)  # the page asks for a folder relative to FACESTUDIO_HOME
-    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder)
+    if folder is not None:  # the page asks for a folder relative to the workspace (FACESTUDIO_HOME when shared)
+        folder = str(ws.folder(folder))
+    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder, owner=ws.owner)
     ctx.runner.wake()
     return job
 
@@ -114,10 +118,11 @@ def one_person(ctx: StudioContext, photos: list[Path]) -> None:
         raise InvalidRequestError(f"Train on photos of one person: {check.warnings[0]}")
 
 
-def init_choices(ctx: StudioContext) -> list[tuple[str, str]]:
-    """Where training starts: the released adapter of the base model, another adapter, or from scratch."""
+def init_choices(ctx: StudioContext, ws: Workspace | None = None) -> list[tuple[str, str]]:
+    """Where training starts: the released adapter of the base model, another adapter (of those workspace `ws`
+    sees), or from scratch."""
     choices = [("released adapter of the base model", "default")]
-    choices += [(label, value) for label, value in ctx.adapter_choices() if value != AUTO_ADAPTER]
+    choices += [(label, value) for label, value in ctx.adapter_choices(ws) if value != AUTO_ADAPTER]
     return [*choices, ("from scratch", SCRATCH)]
 
 
@@ -126,22 +131,24 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
 
     @user_errors
     def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
-              resolution, batch_size, checkpoint_every, sample_every):
-        job = queue_training(ctx, files, folder, name, base_model, init, steps=steps, lr=lr, fair_weight=fair_weight,
+              resolution, batch_size, checkpoint_every, sample_every, request: gr.Request = None):
+        ws = ctx.workspace(request)
+        job = queue_training(ctx, files, folder, name, base_model, init, ws, steps=steps, lr=lr, fair_weight=fair_weight,
                              drop_prob=drop_prob, shuffle_prob=shuffle_prob, curriculum=curriculum,
                              resolution=resolution, batch_size=batch_size, checkpoint_every=checkpoint_every,
                              sample_every=sample_every)
         message = (f"Queued job **{job.id}**: it checks and crops the photos first (the photo check below fills in "
                    "as it goes), then trains.")
-        return message, gr.update(choices=job_choices(ctx), value=job.id), jobs_table(ctx)
+        return message, gr.update(choices=job_choices(ctx, ws), value=job.id), jobs_table(ctx, ws)
 
     @user_errors
-    def status(job_id: str | None):
-        table = jobs_table(ctx)
+    def status(job_id: str | None, request: gr.Request = None):
+        ws = ctx.workspace(request)
+        table = jobs_table(ctx, ws)
         if not job_id:
             return ("No job selected.", {}, pd.DataFrame({"step": [], "loss": []}), [],
                     pd.DataFrame([], columns=REPORT_COLUMNS), table)
-        job = ctx.jobs.get(job_id)  # the store checks the id before touching the file system
+        job = ws.job(ctx.jobs, job_id)  # the id is checked before the file system; another user's is "no job"
         state = ctx.jobs.effective_status(job)
         metrics = job.folder.read_metrics()
         metrics = [row for row in metrics if isinstance(row.get("step"), int) and isinstance(row.get("loss"), float | int)
@@ -174,23 +181,23 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
         return text, data, plot, samples, report_table(job), table
 
     @user_errors
-    def cancel(job_id: str | None):
+    def cancel(job_id: str | None, request: gr.Request = None):
         if not job_id:
             raise InvalidRequestError("Choose the job to cancel.")
-        state = ctx.jobs.cancel(job_id)
+        state = ctx.jobs.cancel(ctx.workspace(request).job(ctx.jobs, job_id).id)
         return f"Job {job_id}: {state.state}."
 
     @user_errors
-    def resume(job_id: str | None):
+    def resume(job_id: str | None, request: gr.Request = None):
         if not job_id:
             raise InvalidRequestError("Choose the job to resume.")
-        job = ctx.jobs.resume(job_id)
+        job = ctx.jobs.resume(ctx.workspace(request).job(ctx.jobs, job_id).id)
         ctx.runner.wake()
         return f"Job {job.id} is queued again; it continues from its last checkpoint."
 
-    def refresh_jobs():
-        choices = job_choices(ctx)
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), jobs_table(ctx)
+    def refresh_jobs(ws: Workspace | None = None):
+        choices = job_choices(ctx, ws)
+        return gr.update(choices=choices, value=choices[0][1] if choices else None), jobs_table(ctx, ws)
 
     gr.Markdown("Train the face adapter further on photos of one person (FACT's decoupled training with FAIR). A "
                 "job runs in the background, one at a time: it checks and crops the photos first, then trains, and "
@@ -251,5 +258,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
     cancel_button.click(cancel, job, message, api_name="train_cancel", queue=False)
     resume_button.click(resume, job, message, api_name="train_resume", queue=False)
-    init.focus(lambda: gr.update(choices=init_choices(ctx)), None, init, api_visibility="private")
+    def init_list(request: gr.Request = None):
+        return gr.update(choices=init_choices(ctx, ctx.workspace(request)))
+
+    init.focus(init_list, None, init, api_visibility="private")
     return TrainTab(job=job, refresh=[refresh_jobs, [job, table]])

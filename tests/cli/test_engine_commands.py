@@ -34,8 +34,14 @@ def test_generate_writes_pngs_and_from_png_makes_the_same_image(tiny_studio, fac
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2 and "seed 3" in lines[0] and "seed 4" in lines[1]
     first = lines[0].split()[0]
+    record = Image.open(first).text["facestudio"]
+    assert str(tmp_path) not in record and str(faces_dir) not in record and str(tiny_studio.root) not in record
+    # The photo and the models lie outside FACESTUDIO_HOME, so the PNG names them only: they are given again.
+    missing = run_cli(tmp_path / "home", "generate", "--from-png", first, "--out", str(tmp_path / "again"),
+                      "--backend", "mediapipe", "--device", "cpu")
+    assert missing.returncode == 1 and "obama.jpg (used to make" in missing.stderr, missing.stderr
     again = run_cli(tmp_path / "home", "generate", "--from-png", first, "--out", str(tmp_path / "again"),
-                    "--backend", "mediapipe", "--device", "cpu")
+                    "--face", str(faces_dir / "obama.jpg"), *model_flags(tiny_studio))
     assert again.returncode == 0, again.stderr
     remade = again.stdout.split()[0]
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(remade)))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from facestudio.engine import GenerationRecord, read_png_record
+from facestudio.engine import GenerationRecord, ModelChoice, read_png_record
 from facestudio.errors import (
     FaceNotFoundError,
     ImageLoadError,
@@ -87,34 +88,79 @@ def test_a_reference_of_another_person_is_warned_about(engine, tiny_request, fac
     assert len(result.warnings) == 1 and "biden.jpg" in result.warnings[0]
 
 
-def test_png_carries_parameters_and_regenerates_bit_for_bit(engine, tiny_request, tmp_path):
-    request = tiny_request(seed=21, scheduler="Euler a", prompt="portrait with a red scarf", face_strength=0.7)
+def kept_in_home(engine, tiny_studio, faces_dir, tiny_request, **overrides):
+    """The tiny request with its models and photo where the studio keeps files (linked/copied into the engine's
+    home), as a studio's saved identity and model cache are."""
+    import os
+
+    from facestudio.engine import ModelChoice
+
+    home = engine.manager.settings.home
+    kept = home / "local"
+    kept.mkdir(exist_ok=True)
+    links = {}
+    for name in ("base", "adapter", "face_encoder"):
+        link = kept / name
+        if not link.exists():
+            os.symlink(getattr(tiny_studio, name), link)
+        links[name] = str(link)
+    photo = home / "identities" / "obama" / "photo-01.jpg"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    photo.write_bytes((faces_dir / "obama.jpg").read_bytes())
+    models = ModelChoice(links["base"], links["adapter"], links["face_encoder"])
+    return tiny_request(faces=[str(photo)], models=models, **overrides)
+
+
+def test_png_carries_parameters_and_regenerates_bit_for_bit(engine, tiny_studio, faces_dir, tiny_request, tmp_path):
+    request = kept_in_home(engine, tiny_studio, faces_dir, tiny_request, seed=21, scheduler="Euler a",
+                           prompt="portrait with a red scarf", face_strength=0.7)
     made = engine.generate(request, out_dir=tmp_path).images[0]
     assert made.path.parent == tmp_path and made.path.suffix == ".png"
     raw = read_png_record(made.path)
     assert raw["seed"] == 21 and raw["request"]["prompt"] == "portrait with a red scarf"  # format 1 JSON layout
     record = GenerationRecord.from_png(made.path)
-    assert record == made.record
+    home = engine.manager.settings.home
+    assert record == made.record.portable(home)
+    found = GenerationRecord.from_png(made.path, home=home)  # the files named relative to the home, found again
+    assert found.request == made.record.request and found.references == made.record.references
     assert record.seed == 21 and record.request.prompt == "portrait with a red scarf"
     assert record.request.scheduler == "euler-a" and record.request.face_strength == 0.7
     for kind in ("base_model", "fact_adapter", "face_encoder"):
         assert len(record.models[kind]["sha256"]) == 64
     assert len(record.references[0]["sha256"]) == 64
+    assert record.references[0]["path"] == "identities/obama/photo-01.jpg"
+    assert record.request.models.base_model == "local/base" and record.models["base_model"]["spec"] == "local/base"
     again = engine.regenerate(made.path, out_dir=tmp_path).images[0]
     assert again.path != made.path, "never overwrite"
     assert np.array_equal(pixels(again.image), pixels(made.image))
 
 
-def test_regenerate_refuses_a_changed_reference_photo(engine, tiny_request, tmp_path, faces_dir):
+def test_a_png_names_no_folder_of_the_machine(engine, tiny_studio, tiny_request, tmp_path, faces_dir):
+    photo = tmp_path / "private-folder" / "me.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes((faces_dir / "obama.jpg").read_bytes())
+    made = engine.generate(tiny_request(faces=[str(photo)]), out_dir=tmp_path).images[0]
+    text = made.path.read_bytes().decode("latin-1")
+    for folder in (tmp_path, engine.manager.settings.home, tiny_studio.base.parent, faces_dir):
+        assert str(folder) not in text and str(Path(folder).resolve()) not in text
+    record = GenerationRecord.from_png(made.path)
+    assert record.request.faces == ("me.jpg",) and record.references[0]["path"] == "me.jpg"
+    assert all(not Path(entry["path"]).is_absolute() for entry in record.models.values() if entry)
+
+
+def test_regenerate_refuses_a_changed_reference_photo(engine, tiny_studio, tiny_request, tmp_path, faces_dir):
     photo = tmp_path / "me.jpg"
     photo.write_bytes((faces_dir / "obama.jpg").read_bytes())
     made = engine.generate(tiny_request(faces=[str(photo)]), out_dir=tmp_path).images[0]
     photo.write_bytes((faces_dir / "obama2.jpg").read_bytes())
     with pytest.raises(InvalidRequestError, match=r"me.jpg differs"):
-        engine.regenerate(made.path)
+        engine.regenerate(made.path, faces=[str(photo)])
+    with pytest.raises(InvalidRequestError, match=r"me.jpg \(used to make .*\) is missing"):
+        engine.regenerate(made.path)  # kept outside the home: the PNG names it only
     moved = tmp_path / "moved.jpg"
     moved.write_bytes((faces_dir / "obama.jpg").read_bytes())
-    again = engine.regenerate(made.path, faces=[str(moved)]).images[0]
+    models = ModelChoice(str(tiny_studio.base), str(tiny_studio.adapter), str(tiny_studio.face_encoder))
+    again = engine.regenerate(made.path, faces=[str(moved)], models=models).images[0]
     assert np.array_equal(pixels(again.image), pixels(made.image))
 
 
