@@ -165,10 +165,12 @@ class PageProgress:
 
     def step(self, step) -> None:
         left = self.remaining_s(step)
-        timing = f"{format_duration(self.clock() - self.started)} elapsed, " + (
-            "estimating the time left…" if left is None else f"about {format_duration(left)} left")
+        timing = f"{format_duration(self.clock() - self.started)} elapsed · " + (
+            "estimating the time left" if left is None else
+            "finishing" if step.step >= step.steps and step.image + 1 >= step.num_images else
+            f"about {format_duration(left)} left")
         image = f"image {step.image + 1}/{step.num_images}, " if step.num_images > 1 else ""
-        self.progress(step.fraction, desc=f"{self.what}: {image}{self.step_text(step)} · {timing}")
+        self.progress(step.fraction, desc=f"{self.what} · {image}{self.step_text(step)} · {timing}")
 
     def summary(self) -> str:
         """'in 1 min 05 s (2.1 s per step)': said when the run is over."""

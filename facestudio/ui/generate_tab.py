@@ -399,9 +399,9 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 identity = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
                                        allow_custom_value=True, elem_id="generate-identity", scale=2, min_width=160)
                 photos = gr.File(label="…or photos of the person (1–8)", file_count="multiple", file_types=["image"],
-                                 elem_id="generate-photos", height=96, scale=3, min_width=200)
+                                 elem_id="generate-photos", height=80, scale=3, min_width=200)
             presets = gr.Gallery(value=cards, label="Style: click one (it fills the prompt and settings, all editable)",
-                                 columns=7, height=236, allow_preview=False, object_fit="cover",
+                                 columns=7, height=214, allow_preview=False, object_fit="cover",
                                  elem_id="generate-presets", elem_classes=["fs-cards"], buttons=[])
             preset_info = gr.Markdown("".join(f"⚠️ {problem}  \n" for problem in card_problems),
                                       elem_id="generate-preset-info")
@@ -409,18 +409,18 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                                 elem_id="generate-prompt")
             with gr.Row():
                 strength = gr.Slider(0.0, 1.5, value=default("face_strength"), step=0.05, label="Face strength",
-                                     info="0 = the base model alone; higher = more likeness, less prompt",
-                                     elem_id="generate-strength", scale=3)
+                                     info="higher = more likeness, less prompt", elem_id="generate-strength",
+                                     scale=3)
                 size = gr.Dropdown(label="Size (width x height)", choices=SIZES, value=default_size,
                                    allow_custom_value=True, elem_id="generate-size", scale=2, min_width=120,
-                                   info="or type one, e.g. 512x704")
+                                   info="or type one: 512x704")
                 num_images = gr.Slider(1, MAX_IMAGES, value=default("num_images"), step=1, label="Images", scale=2,
                                        min_width=120)
             with gr.Row(equal_height=True, elem_id="generate-actions"):
-                go = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=2, min_width=140)
-                stop_button = gr.Button("Stop", variant="stop", scale=0, min_width=70)
+                go = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=1, min_width=120)
+                stop_button = gr.Button("Stop", variant="stop", scale=0, min_width=64)
                 status = gr.Markdown(elem_id="generate-status", min_height=44, elem_classes=["fs-status"],
-                                     container=True, scale=5)
+                                     container=True, scale=3)
             quick = gr.Checkbox(label=f"Quick preview ({QUICK_SIZE}, {QUICK_STEPS} steps; styles keep it)",
                                 value=False, visible=False, elem_id="generate-quick",
                                 info="No GPU here: a 512 px image takes minutes on the CPU.")
@@ -468,6 +468,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     pose_strength = gr.Slider(0.0, 2.0, value=default("pose_strength"), step=0.05, label="Pose strength")
         with gr.Column(scale=1, min_width=520, elem_id="generate-outputs"):
             gallery = gr.Gallery(label="Results", columns=2, height=440, format="png", elem_id="generate-gallery",
+                                 fit_columns=False,
                                  object_fit="contain", elem_classes=["fs-labelled"],
                                  buttons=["download", "fullscreen"])
             info = gr.Markdown(elem_id="generate-info")
@@ -475,6 +476,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                                x_title="face strength", y_title="identity (cosine)", height=220, visible=False,
                                elem_id="generate-plot")
             history_gallery = gr.Gallery(label="This session's results (newest first)", columns=5, height=200,
+                                         preview=False, fit_columns=False,
                                          format="png", object_fit="contain", elem_id="generate-history",
                                          elem_classes=["fs-labelled"], buttons=["download", "fullscreen"])
             with gr.Row():

@@ -26,11 +26,13 @@ STUDIO_CSS = """
 .fs-cards .grid-container, .fs-labelled .grid-container {
   grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
   grid-template-rows: none !important; grid-auto-rows: auto !important; }
-.fs-cards .grid-wrap, .fs-labelled .grid-wrap { overflow-y: auto !important; }
+.fs-cards .grid-wrap, .fs-labelled .grid-wrap { overflow-y: auto !important; padding-top: 30px !important; }
+.fs-cards .grid-container { gap: 6px !important; }
 .fs-cards .caption-label, .fs-labelled .caption-label {
   white-space: normal !important; overflow: visible !important; max-width: none !important; left: 0; right: 0;
   bottom: 0; border-radius: 0 !important; text-align: center; line-height: 1.2; opacity: 0.92 !important; }
 .fs-cards .caption-label { font-size: 11px !important; padding: 1px 2px !important; }
+#generate-history .caption-label { font-size: 11px !important; }
 .fs-labelled .caption-label { font-size: 12px !important; padding: 2px 4px !important; }
 .fs-status { min-height: 44px; }
 .fs-status p { margin: 0; }

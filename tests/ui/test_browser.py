@@ -188,9 +188,9 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
     expect(page.locator("#generate-preset-info")).to_contain_text("Quick preview keeps 256x256")
     expect(size).to_have_value("256x256")  # the style did not override the quick preview
 
-    # A run long enough to watch: one progress element, beside the button, with the time left.
+    # One progress element, beside the button, with the time left (from the second step on).
     page.get_by_text("More settings").click()
-    page.locator("#generate-steps input[type=number]").fill("100")
+    page.locator("#generate-steps input[type=number]").fill("4")
     page.locator("#generate-steps input[type=number]").press("Enter")
     page.locator("#generate-button").click()
     status = page.locator("#generate-status")
