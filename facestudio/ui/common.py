@@ -146,9 +146,13 @@ class PageProgress:
     def step_text(self, step) -> str:
         """'step 3/18 (denoise 0.6 × 30 steps)' or 'step 3/30'."""
         text = f"step {step.step}/{step.steps}"
-        if self.requested_steps and step.steps != self.requested_steps:
-            why = f"denoise {self.denoise:g} × " if self.denoise is not None else "of "
-            text += f" ({why}{self.requested_steps} steps)"
+        requested, denoise = self.requested_steps, self.denoise
+        if requested and step.steps < requested:
+            # Only when the count is what denoise makes of the request (a recipe's stage may run its own count).
+            if denoise is None:
+                text += f" (of {requested} steps)"
+            elif abs(step.steps - requested * denoise) <= 1:
+                text += f" (denoise {denoise:g} × {requested} steps)"
         return text
 
     def remaining_s(self, step) -> float | None:

@@ -189,7 +189,8 @@ def quick_note(quick: bool, size: str | None, steps: Any) -> str:
 def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     scheduler_titles = [choice.title for choice in SCHEDULERS.values()]
     default_size = f"{default('width')}x{default('height')}"
-    notes = SessionNotes()
+    # The last outcome per button and session, kept beside the button: Generate, Compare, the history's buttons.
+    notes, compare_notes, history_notes = SessionNotes(), SessionNotes(), SessionNotes()
 
     def request_from(identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed,
                      randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength
@@ -212,7 +213,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                                face_encoder=ctx.options.face_encoder),
         )
 
-    def finish(result, captions: list[str], reporter: PageProgress, request):
+    def finish(result, captions: list[str], reporter: PageProgress, request, notes: SessionNotes):
         entries = [ResultEntry(shown=ctx.handout(image.path), source=str(image.path), caption=caption,
                                record=image.record) for image, caption in zip(result.images, captions, strict=True)]
         gallery = [(entry.shown, entry.caption) for entry in entries]
@@ -240,9 +241,9 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         progress(0.0, desc="Loading models (first use can take a while)…")
         result = ctx.engine.generate(gen_request, out_dir=ctx.outputs_dir(), on_step=reporter.step,
                                      should_stop=should_stop(flag, request), on_download=reporter.download)
-        return finish(result, [similarity_caption(image) for image in result.images], reporter, request)
+        return finish(result, [similarity_caption(image) for image in result.images], reporter, request, notes)
 
-    @notes.noting_errors
+    @compare_notes.noting_errors
     @user_errors
     @gpu_work(240)
     def compare(strengths, identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps,
@@ -253,15 +254,16 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
                                    face_cfg, steps, cfg, scheduler, seed, bool(new_seed), size, num_images,
                                    base_model, adapter, lora, lora_scale, pose, pose_strength)
+        values = parse_strengths(strengths)
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Comparing strengths")
         progress(0.0, desc="Loading models (first use can take a while)…")
-        result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ctx.outputs_dir(),
+        result = ctx.engine.compare_strengths(gen_request, values, out_dir=ctx.outputs_dir(),
                                               on_step=reporter.step, should_stop=should_stop(flag, request),
                                               on_download=reporter.download)
         captions = [f"strength {image.record.request.face_strength:g} · {identity_text(image)}"
                     for image in result.images]
-        return finish(result, captions, reporter, request)
+        return finish(result, captions, reporter, request, compare_notes)
 
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))
@@ -269,6 +271,12 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
 
     def outcome(request: gr.Request = None):
         return notes.get(request)
+
+    def compare_outcome(request: gr.Request = None):
+        return compare_notes.get(request)
+
+    def history_outcome(request: gr.Request = None):
+        return history_notes.get(request)
 
     # -- presets: one gallery of cards (the user's own thumbnail wins over the drawn card) -------------------------
 
@@ -314,6 +322,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         size, steps = (f"{preset.width}x{preset.height}", preset.steps) if preset else (default_size, default("steps"))
         return gr.update(choices=size_choices(size), value=size), steps
 
+    @history_notes.noting_errors
     @user_errors
     def use_as_thumbnail(picked: ResultEntry | None, history: list[ResultEntry], index: int | None):
         entry = picked or (history[0] if history else None)
@@ -352,10 +361,12 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             raise InvalidRequestError("Make an image first, then pick it in the results or the history to reuse it.")
         return entry.record
 
+    @history_notes.noting_errors
     @user_errors
     def reuse(picked: ResultEntry | None, history: list[ResultEntry] | None):
         return settings_from_record(picked_record(picked, history))
 
+    @history_notes.noting_errors
     @user_errors
     def reuse_seed(picked: ResultEntry | None, history: list[ResultEntry] | None):
         record = picked_record(picked, history)
@@ -425,11 +436,16 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                                 value=False, visible=False, elem_id="generate-quick",
                                 info="No GPU here: a 512 px image takes minutes on the CPU.")
             with gr.Accordion("Compare strengths (one seed at several face strengths)", open=False,
-                              elem_id="generate-compare-fold"), gr.Row(equal_height=True):
-                strengths = gr.Textbox(label="Strengths to compare", value=DEFAULT_STRENGTHS, scale=3)
-                new_seed = gr.Checkbox(label="New seed", value=False, scale=1, min_width=100,
-                                       info="else the last seed")
-                compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=2)
+                              elem_id="generate-compare-fold"):
+                with gr.Row():
+                    strengths = gr.Textbox(label="Strengths to compare", value=DEFAULT_STRENGTHS, scale=3)
+                    new_seed = gr.Checkbox(label="New seed (else the last one)", value=False, scale=2,
+                                           min_width=100)
+                with gr.Row(equal_height=True):
+                    compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1,
+                                               min_width=120)
+                    compare_status = gr.Markdown(elem_id="generate-compare-status", min_height=44,
+                                                 elem_classes=["fs-status"], container=True, scale=3)
             with gr.Accordion("More settings: negative prompt, seed, sampling, face conditioning, models, pose",
                               open=False, elem_id="generate-more"):
                 subject = gr.Textbox(label="Subject", value="a person",
@@ -502,9 +518,12 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     ran = go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU, preprocess=False,
                    show_progress_on=[status])
     compared = compare_button.click(compare, [strengths, *settings, new_seed], outputs, api_name="compare_strengths",
-                                    concurrency_id=GPU, preprocess=False, show_progress_on=[status])
+                                    concurrency_id=GPU, preprocess=False, show_progress_on=[compare_status])
+    # `.then` does not follow a failed event here: the outcome (the error included) is shown on both paths.
+    for event, said, where in ((ran, outcome, status), (compared, compare_outcome, compare_status)):
+        event.success(said, None, where, api_visibility="private", queue=False, show_progress="hidden")
+        event.failure(said, None, where, api_visibility="private", queue=False, show_progress="hidden")
     for event in (ran, compared):
-        event.then(outcome, None, status, api_visibility="private", queue=False, show_progress="hidden")
         event.success(add_history, [history, records], [history, history_gallery, picked], api_visibility="private",
                       queue=False, show_progress="hidden")
     ran.success(hide_plot, None, plot, api_visibility="private", queue=False, show_progress="hidden")
@@ -529,10 +548,16 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                   api_visibility="private")
     gallery.select(pick, records, picked, api_visibility="private", queue=False)
     history_gallery.select(pick, history, picked, api_visibility="private", queue=False)
-    reuse_button.click(reuse, [picked, history], reusable, api_visibility="private")
-    reuse_seed_button.click(reuse_seed, [picked, history], [seed, randomize, history_note], api_visibility="private")
+    reused = reuse_button.click(reuse, [picked, history], reusable, api_visibility="private")
+    reused.success(lambda: "The form has the picked result's settings.", None, history_note,
+                   api_visibility="private", queue=False)
+    reused.failure(history_outcome, None, history_note, api_visibility="private", queue=False)
+    reuse_seed_button.click(reuse_seed, [picked, history], [seed, randomize, history_note],
+                            api_visibility="private").failure(history_outcome, None, history_note,
+                                                              api_visibility="private", queue=False)
     thumbnail_button.click(use_as_thumbnail, [picked, history, preset_index], [presets, history_note],
-                           api_visibility="private")
+                           api_visibility="private").failure(history_outcome, None, history_note,
+                                                             api_visibility="private", queue=False)
     png.upload(reuse_png, png, reusable, api_name="reuse_png", preprocess=False)
     adapter.focus(lambda: gr.update(choices=ctx.adapter_choices()), None, adapter, api_visibility="private")
     lora.focus(lambda: gr.update(choices=ctx.lora_choices()), None, lora, api_visibility="private")

@@ -217,6 +217,7 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
     expect(labels).to_have_count(2)
     for text, strength in zip(labels.all_inner_texts(), ("0", "0.8"), strict=True):
         assert text.startswith(f"strength {strength} ·") and "identity" in text
+    expect(page.locator("#generate-compare-status")).to_contain_text("2 image(s) in")
     expect(page.locator("#generate-plot")).to_be_visible()
     seeds = {c.split(" · ")[0] for c in page.locator("#generate-history .caption-label").all_inner_texts()[:3]}
     assert len(seeds) == 1, f"the comparison and the run before it used one seed: {seeds}"
@@ -233,9 +234,12 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
     # An error stays beside the button that caused it.
     page.locator("#generate-compare-fold textarea, #generate-compare-fold input[type=text]").first.fill("a, b")
     page.locator("#generate-compare").click()
-    expect(status).to_contain_text("Strengths are numbers", timeout=60_000)
+    compare_status = page.locator("#generate-compare-status")
+    expect(compare_status).to_contain_text("Strengths are numbers", timeout=60_000)
     page.wait_for_timeout(6_000)  # longer than the toast stays
-    expect(status).to_contain_text("Strengths are numbers")
+    expect(compare_status).to_contain_text("Strengths are numbers")
+    page.locator("#generate-reuse").click()
+    expect(page.locator("#generate-history-note")).to_contain_text("picked result's settings")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots / "2-generate-session.png"))
     context.close()
