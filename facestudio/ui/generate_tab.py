@@ -3,6 +3,7 @@ strengths" (one seed at several face strengths, each with its identity score) an
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -399,7 +400,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     def on_load():
         cards, problems = preset_cards()
         warning = "".join(f"⚠️ {problem}  \n" for problem in problems)
-        cpu = ctx_without_gpu(ctx)
+        cpu = runs_without_gpu(ctx.options.device, ctx.options.dtype, ctx.options.low_vram)
         return (gr.update(value=cards), warning or gr.update(), gr.update(visible=cpu))
 
     # -- layout: inputs left, results right; everything needed for a first image fits 1400x900 --------------------
@@ -428,10 +429,11 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 num_images = gr.Slider(1, MAX_IMAGES, value=default("num_images"), step=1, label="Images", scale=2,
                                        min_width=120)
             with gr.Row(equal_height=True, elem_id="generate-actions"):
-                go = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=1, min_width=120)
-                stop_button = gr.Button("Stop", variant="stop", scale=0, min_width=64)
-                status = gr.Markdown(elem_id="generate-status", min_height=44, elem_classes=["fs-status"],
-                                     container=True, scale=3)
+                go = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=2, min_width=110)
+                stop_button = gr.Button("Stop", variant="stop", scale=0, min_width=60)
+                with gr.Column(scale=5, min_width=220):
+                    status = gr.Markdown(elem_id="generate-status", min_height=44, elem_classes=["fs-status"],
+                                         container=True)
             quick = gr.Checkbox(label=f"Quick preview ({QUICK_SIZE}, {QUICK_STEPS} steps; styles keep it)",
                                 value=False, visible=False, elem_id="generate-quick",
                                 info="No GPU here: a 512 px image takes minutes on the CPU.")
@@ -444,8 +446,9 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                 with gr.Row(equal_height=True):
                     compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1,
                                                min_width=120)
-                    compare_status = gr.Markdown(elem_id="generate-compare-status", min_height=44,
-                                                 elem_classes=["fs-status"], container=True, scale=3)
+                    with gr.Column(scale=3, min_width=220):
+                        compare_status = gr.Markdown(elem_id="generate-compare-status", min_height=44,
+                                                     elem_classes=["fs-status"], container=True)
             with gr.Accordion("More settings: negative prompt, seed, sampling, face conditioning, models, pose",
                               open=False, elem_id="generate-more"):
                 subject = gr.Textbox(label="Subject", value="a person",
@@ -565,18 +568,15 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                        load_outputs=[presets, preset_info, quick])
 
 
-def ctx_without_gpu(ctx: StudioContext) -> bool:
-    """Whether the studio runs on the CPU (asked once; imports torch, so only when the page first opens)."""
-    cached = getattr(ctx, "_fs_without_gpu", None)
-    if cached is None:
-        from facestudio.engine.devices import select_device
+@functools.lru_cache(maxsize=4)
+def runs_without_gpu(device: str, dtype: str, low_vram: bool) -> bool:
+    """Whether the studio computes on the CPU (asked once; imports torch, so only when the page first opens)."""
+    from facestudio.engine.devices import select_device
 
-        try:
-            cached = select_device(ctx.options.device, ctx.options.dtype, ctx.options.low_vram).device.type == "cpu"
-        except Exception:  # a bad --device is reported by the first generation, in its words
-            cached = False
-        ctx._fs_without_gpu = cached  # type: ignore[attr-defined]
-    return cached
+    try:
+        return select_device(device, dtype, low_vram).device.type == "cpu"
+    except Exception:  # a bad --device is reported by the first generation, in its words
+        return False
 
 
 def plain_card(folder: Path, key: str, name: str) -> Path:

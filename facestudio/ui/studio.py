@@ -35,6 +35,9 @@ STUDIO_CSS = """
 #generate-history .caption-label { font-size: 11px !important; }
 .fs-labelled .caption-label { font-size: 12px !important; padding: 2px 4px !important; }
 .fs-status { min-height: 44px; }
+.fs-status .progress-text, .fs-status .progress-level-inner { font-family: var(--font) !important;
+  font-size: 12px !important; line-height: 1.3; white-space: normal; }
+.fs-status .progress-level { padding-right: 52px; }
 .fs-status p { margin: 0; }
 """
 

@@ -90,6 +90,7 @@ def test_a_person_checks_a_photo_generates_in_a_style_and_trains(page, studio, f
     open_tab(page, "Generate")
     page.locator("#generate-photos input[type=file]").set_input_files([str(photo)])
     expect(page.locator("#generate-photos tbody tr")).to_have_count(1)
+    page.locator("#generate-quick input").check()  # no GPU here: 256 px, 10 steps, whatever the style says
     prompt = page.locator("#generate-prompt textarea")
     before = prompt.input_value()
     thumbnails = page.locator("#generate-presets .grid-wrap img")
