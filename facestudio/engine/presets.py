@@ -204,13 +204,16 @@ def save_user_thumbnail(home: Path, key: str, source: Path, max_pixels: int | No
 def user_thumbnail(home: Path, key: str, problems: list[str] | None = None) -> Path | None:
     """The user's card for preset `key` if there is one that opens as an image; a damaged file is skipped with a
     warning, logged and added to `problems` (the drawn card is shown instead), never an error on the page."""
-    from facestudio.face.image import load_image
+    from PIL import Image  # PIL alone: the page is built before the face package (and OpenCV) is imported
 
     path = user_thumbnails_dir(home) / f"{key}.png"
     if not path.is_file():
         return None
     try:
-        load_image(path, name=path.name)
+        with Image.open(path) as image:
+            if image.width * image.height > 4 * THUMBNAIL_SIZE_PX * THUMBNAIL_SIZE_PX:
+                raise ValueError(f"{image.width}x{image.height} is larger than a thumbnail")
+            image.load()  # decodes every byte: a truncated file fails here
     except Exception as err:  # whatever is wrong with the file, the drawn card still works
         logger.warning("thumbnail %s skipped, the drawn card is shown instead: %s", path.name, err)
         if problems is not None:

@@ -262,7 +262,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         result = ctx.engine.compare_strengths(gen_request, values, out_dir=ctx.outputs_dir(),
                                               on_step=reporter.step, should_stop=should_stop(flag, request),
                                               on_download=reporter.download)
-        captions = [f"strength {image.record.request.face_strength:g} · {identity_text(image)}"
+        captions = [f"strength {image.record.request.face_strength:g} · seed {image.seed} · {identity_text(image)}"
                     for image in result.images]
         return finish(result, captions, reporter, request, compare_notes)
 
@@ -339,7 +339,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     # -- history and reuse ------------------------------------------------------------------------------------------
 
     def add_history(history: list[ResultEntry] | None, fresh: list[ResultEntry] | None):
-        history = (list(reversed(fresh or [])) + list(history or []))[:HISTORY_LIMIT]
+        history = (list(fresh or []) + list(history or []))[:HISTORY_LIMIT]  # a run's images in their order
         shown = [(entry.shown, history_caption(entry.record)) for entry in history]
         return history, gr.update(value=shown, label=f"This session's results ({len(history)}, newest first)"), None
 

@@ -42,3 +42,15 @@ def test_a_card_key_cannot_name_a_path(tmp_path):
     Image.new("RGB", (8, 8)).save(source)
     with pytest.raises(InvalidRequestError, match="no style preset"):
         save_user_thumbnail(tmp_path, "../evil", source)
+
+
+def test_a_truncated_or_oversized_card_falls_back_too(tmp_path):
+    folder = user_thumbnails_dir(tmp_path)
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(folder / "whole.png")
+    data = (folder / "whole.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (2000, 2000)).save(folder / "huge.png")
+    assert user_thumbnail(tmp_path, "whole") == folder / "whole.png"
+    assert user_thumbnail(tmp_path, "cut") is None
+    assert user_thumbnail(tmp_path, "huge") is None

@@ -99,3 +99,18 @@ def test_a_stage_with_its_own_step_count_is_not_explained_by_denoise():
     assert "step 3/50 ·" in said[-1][1]
     page.step(StepProgress(0, 1, 1, 10))
     assert "step 1/10 ·" in said[-1][1]
+
+
+def test_history_captions_and_the_compare_plot_read_the_identity_score():
+    from facestudio.face.identity import Similarity
+    from facestudio.ui.generate_tab import ResultEntry, history_caption, strength_scores
+
+    def record(strength, similarity):
+        return SimpleNamespace(seed=7, request=SimpleNamespace(face_strength=strength), similarity=similarity)
+
+    alike = Similarity(similarity=0.8123, same_person=True, model="dlib", threshold=0.6)
+    assert history_caption(record(0.4, alike)) == "seed 7 · strength 0.4 · identity 0.81 (same person)"
+    assert history_caption(record(0.0, None)) == "seed 7 · strength 0 · identity: no face found"
+    entries = [ResultEntry("a.png", "a.png", "", record(0.0, None)),  # type: ignore[arg-type]
+               ResultEntry("b.png", "b.png", "", record(0.8, alike))]  # type: ignore[arg-type]
+    assert strength_scores(entries) == [{"strength": 0.8, "identity": 0.8123}]
