@@ -1,5 +1,8 @@
-"""Generate tab: new portraits of a person in a chosen style, with every setting of the engine, "compare
-strengths" (one seed at several face strengths, each with its identity score) and "reuse these settings"."""
+"""Generate tab: new portraits of a person in a chosen style. Inputs left, results right (all a first image needs
+fits 1400x900), one progress element beside the button with the time left, the session's history with "reuse
+settings" / "reuse seed", "compare strengths" (one seed at several face strengths, each with its identity score,
+and a plot), presets as one gallery of cards (a result can become a card), and the last error kept beside its
+button."""
 
 from __future__ import annotations
 
@@ -449,7 +452,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     with gr.Column(scale=3, min_width=220):
                         compare_status = gr.Markdown(elem_id="generate-compare-status", min_height=44,
                                                      elem_classes=["fs-status"], container=True)
-            with gr.Accordion("More settings: negative prompt, seed, sampling, face conditioning, models, pose",
+            with gr.Accordion("Advanced: negative prompt, seed, sampling, face conditioning, models, pose",
                               open=False, elem_id="generate-more"):
                 subject = gr.Textbox(label="Subject", value="a person",
                                      info="What `{prompt}` becomes in the style's prompt.")

@@ -190,7 +190,7 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
     expect(size).to_have_value("256x256")  # the style did not override the quick preview
 
     # One progress element, beside the button, with the time left (from the second step on).
-    page.get_by_text("More settings").click()
+    page.locator("#generate-more").get_by_text("Advanced:").click()
     page.locator("#generate-steps input[type=number]").fill("4")
     page.locator("#generate-steps input[type=number]").press("Enter")
     page.locator("#generate-button").click()
