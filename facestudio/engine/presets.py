@@ -172,3 +172,53 @@ def load_preset_library(builtin: Path, assets: Path, user: Path) -> tuple[list[S
             logger.info("the preset %s in %s replaces the built-in one", preset.key, user)
         by_key[preset.key] = preset
     return sorted(by_key.values(), key=lambda p: p.name.lower()), problems + own_problems
+
+
+#: A user's own preset thumbnails ("use as thumbnail" in the studio): `FACESTUDIO_HOME/thumbnails/<key>.png`.
+THUMBNAILS_DIRNAME = "thumbnails"
+#: Longest side of a saved thumbnail: the cards are shown at about 100 px, so a full-size result is not kept twice.
+THUMBNAIL_SIZE_PX = 256
+
+
+def user_thumbnails_dir(home: Path) -> Path:
+    return Path(home) / THUMBNAILS_DIRNAME
+
+
+def save_user_thumbnail(home: Path, key: str, source: Path, max_pixels: int | None = None) -> Path:
+    """Save `source` (a result) as the card of preset `key`: re-encoded as a small PNG without metadata, so the
+    card carries no settings or file paths of the result. Replaces an earlier one."""
+    from facestudio.face.image import DEFAULT_MAX_PIXELS, load_image
+
+    if not _KEY_PATTERN.fullmatch(str(key)):
+        raise InvalidRequestError(f"There is no style preset {str(key)[:40]!r} to give a thumbnail.")
+    image = load_image(source, name=Path(source).name, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    image.thumbnail((THUMBNAIL_SIZE_PX, THUMBNAIL_SIZE_PX))
+    folder = user_thumbnails_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{key}.png"
+    partial = target.with_suffix(".tmp")
+    image.save(partial, format="PNG")
+    partial.replace(target)  # a reader never sees half a file
+    return target
+
+
+def user_thumbnail(home: Path, key: str, problems: list[str] | None = None) -> Path | None:
+    """The user's card for preset `key` if there is one that opens as an image; a damaged file is skipped with a
+    warning, logged and added to `problems` (the drawn card is shown instead), never an error on the page."""
+    from PIL import Image  # PIL alone: the page is built before the face package (and OpenCV) is imported
+
+    path = user_thumbnails_dir(home) / f"{key}.png"
+    if not path.is_file():
+        return None
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > 4 * THUMBNAIL_SIZE_PX * THUMBNAIL_SIZE_PX:
+                raise ValueError(f"{image.width}x{image.height} is larger than a thumbnail")
+            image.load()  # decodes every byte: a truncated file fails here
+    except Exception as err:  # whatever is wrong with the file, the drawn card still works
+        logger.warning("thumbnail %s skipped, the drawn card is shown instead: %s", path.name, err)
+        if problems is not None:
+            problems.append(f"The thumbnail {THUMBNAILS_DIRNAME}/{path.name} cannot be read; the drawn card is "
+                            "shown instead.")
+        return None
+    return path

@@ -1,16 +1,22 @@
-"""Generate tab: new portraits of a person in a chosen style, with every setting of the engine, "compare
-strengths" (one seed at several face strengths, each with its identity score) and "reuse these settings"."""
+"""Generate tab: new portraits of a person in a chosen style. Inputs left, results right (all a first image needs
+fits 1400x900), one progress element beside the button with the time left, the session's history with "reuse
+settings" / "reuse seed", "compare strengths" (one seed at several face strengths, each with its identity score,
+and a plot), presets as one gallery of cards (a result can become a card), and the last error kept beside its
+button."""
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from facestudio.engine.metadata import GenerationRecord
-from facestudio.engine.presets import StylePreset
+from facestudio.engine.presets import StylePreset, save_user_thumbnail, user_thumbnail
 from facestudio.engine.requests import (
     MAX_IMAGES,
     MAX_SEED,
@@ -23,7 +29,15 @@ from facestudio.engine.requests import (
 )
 from facestudio.engine.schedulers import SCHEDULERS
 from facestudio.errors import InvalidRequestError
-from facestudio.ui.common import GPU, PageProgress, gpu_work, number, similarity_caption, user_errors
+from facestudio.ui.common import (
+    GPU,
+    PageProgress,
+    SessionNotes,
+    gpu_work,
+    number,
+    similarity_caption,
+    user_errors,
+)
 from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.identity_tab import identity_choices, reference_photos
 from facestudio.ui.workspace import Workspace
@@ -105,12 +119,6 @@ def parse_strengths(text: str) -> list[float]:
     return values
 
 
-@dataclass
-class GenerateTab:
-    identity: gr.Dropdown
-    adapter: gr.Dropdown
-
-
 #: The controls a style preset fills, in the order `apply_preset` returns them.
 PRESET_CONTROLS = ("prompt", "negative_prompt", "steps", "cfg", "size", "face_strength", "lora", "lora_scale",
                    "description")
@@ -131,9 +139,63 @@ def default(name: str) -> Any:
     return field_default(GenerateRequest, name)
 
 
+
+@dataclass
+class GenerateTab:
+    identity: gr.Dropdown
+    adapter: gr.Dropdown
+    #: What the page fills when it opens (the no-GPU note, the preset cards with the user's thumbnails).
+    on_load: Callable[[], list]
+    load_outputs: list
+
+
+#: What "quick preview" sets, whatever a preset or recipe says: a first look on a machine without a GPU.
+QUICK_SIZE = "256x256"
+QUICK_STEPS = 10
+#: This session's results kept in the history (the oldest drop out first).
+HISTORY_LIMIT = 60
+
+
+@dataclass
+class ResultEntry:
+    """One result of this session: the copy the page shows and downloads (the PNG with its settings), the saved
+    file (for "use as thumbnail"), its caption and how it was made. Lives in `gr.State`, never sent to a browser."""
+
+    shown: str
+    source: str
+    caption: str
+    record: GenerationRecord
+
+
+def identity_text(image) -> str:
+    """'identity 0.82 (same person)' for a `GeneratedImage` or a `GenerationRecord`."""
+    if image.similarity is None:
+        return "identity: no face found"
+    verdict = "same person" if image.similarity.same_person else "weak likeness"
+    return f"identity {image.similarity.similarity:.2f} ({verdict})"
+
+
+def history_caption(record: GenerationRecord) -> str:
+    """'seed 7 · strength 0.5 · identity 0.82 (same person)'."""
+    return f"seed {record.seed} · strength {record.request.face_strength:g} · {identity_text(record)}"
+
+
+def strength_scores(entries: list[ResultEntry]) -> list[dict[str, float]]:
+    """The points of the compare plot: face strength against identity score (results without a face left out)."""
+    return [{"strength": entry.record.request.face_strength, "identity": entry.record.similarity.similarity}
+            for entry in entries if entry.record.similarity is not None]
+
+
+def quick_note(quick: bool, size: str | None, steps: Any) -> str:
+    return (f"Quick preview keeps {QUICK_SIZE} and {QUICK_STEPS} steps (the style asks for {size}, {steps} steps)."
+            if quick else "")
+
+
 def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     scheduler_titles = [choice.title for choice in SCHEDULERS.values()]
     default_size = f"{default('width')}x{default('height')}"
+    # The last outcome per button and session, kept beside the button: Generate, Compare, the history's buttons.
+    notes, compare_notes, history_notes = SessionNotes(), SessionNotes(), SessionNotes()
 
     def request_from(identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed,
                      randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength,
@@ -153,22 +215,28 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             pose_strength=checked(GenerateRequest, "pose_strength", pose_strength),
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
                                adapter=ctx.checked_choice(adapter, lambda: ctx.adapter_choices(ws), "adapter"),
-                               face_encoder=ctx.options.face_encoder),
+                               face_encoder=ctx.options.face_encoder, controlnet=ctx.options.controlnet,
+                               canny_controlnet=ctx.options.canny_controlnet),
         )
 
-    def finish(result, captions: list[str], ws: Workspace):
-        gallery = [(ctx.handout(image.path), caption) for image, caption in zip(result.images, captions, strict=True)]
+    def finish(result, captions: list[str], reporter: PageProgress, request, notes: SessionNotes,
+               ws: Workspace):
+        entries = [ResultEntry(shown=ctx.handout(image.path), source=str(image.path), caption=caption,
+                               record=image.record) for image, caption in zip(result.images, captions, strict=True)]
+        gallery = [(entry.shown, entry.caption) for entry in entries]
+        notes_list = list(result.warnings)
         for image, caption in zip(result.images, captions, strict=True):  # the viewer's results (workspace.py)
             ctx.results.add(ws, image.path, caption, image.record)
-        records = [image.record for image in result.images]
-        notes = list(result.warnings)
         if result.cancelled:
-            notes.append(f"Stopped; {len(result.images)} image(s) finished.")
+            notes_list.append(f"Stopped; {len(result.images)} image(s) finished.")
         seed = result.seed
         info = f"Seed used: **{seed}**" if seed is not None else "No image was made."
-        info += "".join(f"\n- ⚠️ {note}" for note in notes)
-        return gallery, gr.update(value=seed) if seed is not None else gr.update(), info, records
+        info += "".join(f"\n- ⚠️ {note}" for note in notes_list)
+        notes.put(request, f"✓ {len(entries)} image(s) {reporter.summary()}" if entries else
+                  f"No image was made ({reporter.summary()}).")
+        return gallery, gr.update(value=seed) if seed is not None else gr.update(), info, entries
 
+    @notes.noting_errors
     @user_errors
     @gpu_work(180)
     def generate(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps, cfg,
@@ -183,55 +251,137 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         progress(0.0, desc="Loading models (first use can take a while)…")
         result = ctx.engine.generate(gen_request, out_dir=ws.outputs_dir(), on_step=reporter.step,
                                      should_stop=should_stop(flag, request), on_download=reporter.download)
-        return finish(result, [similarity_caption(image) for image in result.images], ws)
+        return finish(result, [similarity_caption(image) for image in result.images], reporter, request, notes, ws)
 
+    @compare_notes.noting_errors
     @user_errors
     @gpu_work(240)
     def compare(strengths, identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps,
                 cfg, scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
-                pose_strength, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
+                pose_strength, new_seed=False, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
+        # One seed at every strength: the one in the Seed field (the last one used, put back after each run),
+        # whatever "Random seed" says; a new one only when asked for (or when the field is empty).
         ws = ctx.workspace(request)
         gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
-                                   face_cfg, steps, cfg, scheduler, seed, random_seed, size, num_images, base_model,
-                                   adapter, lora, lora_scale, pose, pose_strength, ws)
+                                   face_cfg, steps, cfg, scheduler, seed, bool(new_seed), size, num_images,
+                                   base_model, adapter, lora, lora_scale, pose, pose_strength, ws)
+        values = parse_strengths(strengths)
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Comparing strengths")
         progress(0.0, desc="Loading models (first use can take a while)…")
-        result = ctx.engine.compare_strengths(gen_request, parse_strengths(strengths), out_dir=ws.outputs_dir(),
+        result = ctx.engine.compare_strengths(gen_request, values, out_dir=ws.outputs_dir(),
                                               on_step=reporter.step, should_stop=should_stop(flag, request),
                                               on_download=reporter.download)
-        captions = [f"strength {image.record.request.face_strength:g} · {similarity_caption(image)}"
+        captions = [f"strength {image.record.request.face_strength:g} · seed {image.seed} · {identity_text(image)}"
                     for image in result.images]
-        return finish(result, captions, ws)
+        return finish(result, captions, reporter, request, compare_notes, ws)
 
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))
         return "Stopping after the current step…"
 
-    pictured = [preset for preset in ctx.presets if preset.thumbnail is not None]
+    def outcome(request: gr.Request = None):
+        return notes.get(request)
+
+    def compare_outcome(request: gr.Request = None):
+        return compare_notes.get(request)
+
+    def history_outcome(request: gr.Request = None):
+        return history_notes.get(request)
+
+    # -- presets: one gallery of cards (the user's own thumbnail wins over the drawn card) -------------------------
+
+    def preset_cards() -> tuple[list[tuple[str, str]], list[str]]:
+        cards, problems = [], []
+        for preset in ctx.presets:
+            own = user_thumbnail(ctx.home, preset.key, problems)
+            if own is not None:
+                cards.append((ctx.handout(own), preset.name))
+            elif preset.thumbnail is not None:
+                cards.append((str(preset.thumbnail), preset.name))
+            else:
+                cards.append((ctx.handout(plain_card(ctx.scratch_dir(), preset.key, preset.name)), preset.name))
+        return cards, problems
+
+    def preset_at(index: Any) -> StylePreset | None:
+        return ctx.presets[index] if isinstance(index, int) and 0 <= index < len(ctx.presets) else None
 
     def choose_preset(evt: gr.SelectData):
-        return pictured[evt.index].key
+        return evt.index
 
     @user_errors
-    def apply_preset(key: str | None, subject: str):
-        preset = ctx.preset(key)
+    def apply_preset(index: int | None, subject: str, quick: bool, size_now: str):
+        preset = preset_at(index)
         if preset is None:
             return [gr.update()] * len(PRESET_CONTROLS)
         values = preset_control_values(preset, subject)
         size = values["size"]
-        return [gr.update(choices=size_choices(size), value=size) if name == "size" else values[name]
+        if quick:
+            values["description"] += "  \n" + quick_note(True, size, values["steps"])
+        elif size != size_now:
+            values["description"] += f"  \nThe size changes to **{size}** (this style's recommendation)."
+        keep = {"size", "steps"} if quick else set()
+        return [gr.update() if name in keep else
+                gr.update(choices=size_choices(size), value=size) if name == "size" else values[name]
                 for name in PRESET_CONTROLS]
 
-    def select_result(evt: gr.SelectData):
-        return evt.index
+    def set_quick(quick: bool, index: int | None):
+        """Quick preview on: 256 px, 10 steps. Off: the chosen style's size and steps (or the defaults)."""
+        if quick:
+            return gr.update(choices=size_choices(QUICK_SIZE), value=QUICK_SIZE), QUICK_STEPS
+        preset = preset_at(index)
+        size, steps = (f"{preset.width}x{preset.height}", preset.steps) if preset else (default_size, default("steps"))
+        return gr.update(choices=size_choices(size), value=size), steps
 
+    @history_notes.noting_errors
     @user_errors
-    def reuse(records: list[GenerationRecord] | None, index: int | None, request: gr.Request = None):
-        if not records:
-            raise InvalidRequestError("Make an image first, then pick it in the gallery to reuse its settings.")
-        record = records[index if index is not None and 0 <= index < len(records) else 0]
-        return settings_from_record(record, ctx.workspace(request))
+    def use_as_thumbnail(picked: ResultEntry | None, history: list[ResultEntry], index: int | None):
+        entry = picked or (history[0] if history else None)
+        preset = preset_at(index)
+        if entry is None:
+            raise InvalidRequestError("Make an image first, then pick it to use it as a style's thumbnail.")
+        if preset is None:
+            raise InvalidRequestError("Pick a style first: the chosen result becomes that style's thumbnail.")
+        save_user_thumbnail(ctx.home, preset.key, Path(entry.source), ctx.settings.max_pixels)
+        cards, _ = preset_cards()
+        return gr.update(value=cards), f"The thumbnail of **{preset.name}** is now this result."
+
+    # -- history and reuse ------------------------------------------------------------------------------------------
+
+    def add_history(history: list[ResultEntry] | None, fresh: list[ResultEntry] | None):
+        history = (list(fresh or []) + list(history or []))[:HISTORY_LIMIT]  # a run's images in their order
+        shown = [(entry.shown, history_caption(entry.record)) for entry in history]
+        return history, gr.update(value=shown, label=f"This session's results ({len(history)}, newest first)"), None
+
+    def compare_plot(fresh: list[ResultEntry] | None):
+        import pandas as pd
+
+        points = strength_scores(fresh or [])
+        return gr.update(value=pd.DataFrame(points, columns=["strength", "identity"]), visible=True)
+
+    def hide_plot():
+        return gr.update(visible=False)
+
+    def pick(entries: list[ResultEntry] | None, evt: gr.SelectData):
+        entries = entries or []
+        return entries[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(entries) else None
+
+    def picked_record(picked: ResultEntry | None, history: list[ResultEntry] | None) -> GenerationRecord:
+        entry = picked or (history[0] if history else None)
+        if entry is None:
+            raise InvalidRequestError("Make an image first, then pick it in the results or the history to reuse it.")
+        return entry.record
+
+    @history_notes.noting_errors
+    @user_errors
+    def reuse(picked: ResultEntry | None, history: list[ResultEntry] | None, request: gr.Request = None):
+        return settings_from_record(picked_record(picked, history), ctx.workspace(request))
+
+    @history_notes.noting_errors
+    @user_errors
+    def reuse_seed(picked: ResultEntry | None, history: list[ResultEntry] | None):
+        record = picked_record(picked, history)
+        return record.seed, False, f"Seed **{record.seed}** is set (Random seed off) for the next run."
 
     @user_errors
     def reuse_png(file, request: gr.Request = None):
@@ -256,38 +406,69 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             request.lora_scale,
         ]
 
-    # -- layout --------------------------------------------------------------------------------------------------
-    with gr.Row():
-        with gr.Column(scale=2):
-            with gr.Row():
+    # -- the machine: say once that there is no GPU, and offer the quick preview ----------------------------------
+
+    def on_load():
+        cards, problems = preset_cards()
+        warning = "".join(f"⚠️ {problem}  \n" for problem in problems)
+        cpu = runs_without_gpu(ctx.options.device, ctx.options.dtype, ctx.options.low_vram)
+        return (gr.update(value=cards), warning or gr.update(), gr.update(visible=cpu))
+
+    # -- layout: inputs left, results right; everything needed for a first image fits 1400x900 --------------------
+    cards, card_problems = preset_cards()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=560, elem_id="generate-inputs"):
+            with gr.Row(equal_height=True):
                 identity = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
-                                       allow_custom_value=True, elem_id="generate-identity")
+                                       allow_custom_value=True, elem_id="generate-identity", scale=2, min_width=160)
                 photos = gr.File(label="…or photos of the person (1–8)", file_count="multiple", file_types=["image"],
-                                 elem_id="generate-photos", height=120)
-            gr.Markdown("**Style** — pick a preset; it fills the prompt and settings below (all editable).")
-            presets = gr.Gallery(value=[(str(p.thumbnail), p.name) for p in pictured], label="Style presets", columns=7, height=230, allow_preview=False,
-                                 elem_id="generate-presets", show_label=False)
-            with gr.Row():
-                preset_key = gr.Dropdown(label="Style", choices=[(p.name, p.key) for p in ctx.presets], value=None,
-                                         elem_id="generate-style", scale=1)
-                subject = gr.Textbox(label="Subject", value="a person", scale=2,
-                                     info="What `{prompt}` becomes in the style's prompt.")
-            preset_info = gr.Markdown()
-            prompt = gr.Textbox(label="Prompt", lines=3, value="a portrait photo of a person, natural light",
+                                 elem_id="generate-photos", height=80, scale=3, min_width=200)
+            presets = gr.Gallery(value=cards, label="Style: click one (it fills the prompt and settings, all editable)",
+                                 columns=7, height=214, allow_preview=False, object_fit="cover",
+                                 elem_id="generate-presets", elem_classes=["fs-cards"], buttons=[])
+            preset_info = gr.Markdown("".join(f"⚠️ {problem}  \n" for problem in card_problems),
+                                      elem_id="generate-preset-info")
+            prompt = gr.Textbox(label="Prompt", lines=2, value="a portrait photo of a person, natural light",
                                 elem_id="generate-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=2, value=default("negative_prompt"))
             with gr.Row():
                 strength = gr.Slider(0.0, 1.5, value=default("face_strength"), step=0.05, label="Face strength",
-                                     info="0 = the base model alone; higher = more likeness, less prompt",
-                                     elem_id="generate-strength")
-                num_images = gr.Slider(1, MAX_IMAGES, value=default("num_images"), step=1, label="Images")
+                                     info="higher = more likeness, less prompt", elem_id="generate-strength",
+                                     scale=3)
                 size = gr.Dropdown(label="Size (width x height)", choices=SIZES, value=default_size,
-                                   allow_custom_value=True, elem_id="generate-size",
-                                   info="or type one, e.g. 512x704 (multiples of 8, 256-1024)")
-            with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-                randomize = gr.Checkbox(label="Random seed", value=True)
-            with gr.Accordion("Sampling, face conditioning, models, pose", open=False):
+                                   allow_custom_value=True, elem_id="generate-size", scale=2, min_width=120,
+                                   info="or type one: 512x704")
+                num_images = gr.Slider(1, MAX_IMAGES, value=default("num_images"), step=1, label="Images", scale=2,
+                                       min_width=120)
+            with gr.Row(equal_height=True, elem_id="generate-actions"):
+                go = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=2, min_width=110)
+                stop_button = gr.Button("Stop", variant="stop", scale=0, min_width=60)
+                with gr.Column(scale=5, min_width=220):
+                    status = gr.Markdown(elem_id="generate-status", min_height=44, elem_classes=["fs-status"],
+                                         container=True)
+            quick = gr.Checkbox(label=f"Quick preview ({QUICK_SIZE}, {QUICK_STEPS} steps; styles keep it)",
+                                value=False, visible=False, elem_id="generate-quick",
+                                info="No GPU here: a 512 px image takes minutes on the CPU.")
+            with gr.Accordion("Compare strengths (one seed at several face strengths)", open=False,
+                              elem_id="generate-compare-fold"):
+                with gr.Row():
+                    strengths = gr.Textbox(label="Strengths to compare", value=DEFAULT_STRENGTHS, scale=3)
+                    new_seed = gr.Checkbox(label="New seed (else the last one)", value=False, scale=2,
+                                           min_width=100)
+                with gr.Row(equal_height=True):
+                    compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1,
+                                               min_width=120)
+                    with gr.Column(scale=3, min_width=220):
+                        compare_status = gr.Markdown(elem_id="generate-compare-status", min_height=44,
+                                                     elem_classes=["fs-status"], container=True)
+            with gr.Accordion("Advanced: negative prompt, seed, sampling, face conditioning, models, pose",
+                              open=False, elem_id="generate-more"):
+                subject = gr.Textbox(label="Subject", value="a person",
+                                     info="What `{prompt}` becomes in the style's prompt.")
+                negative = gr.Textbox(label="Negative prompt", lines=2, value=default("negative_prompt"))
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED,
+                                     elem_id="generate-seed")
+                    randomize = gr.Checkbox(label="Random seed", value=True, elem_id="generate-random-seed")
                 with gr.Row():
                     steps = gr.Slider(1, 100, value=default("steps"), step=1, label="Steps", elem_id="generate-steps")
                     cfg = gr.Slider(1.0, 15.0, value=default("cfg"), step=0.5, label="CFG")
@@ -315,22 +496,29 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     pose = gr.Image(label="Pose from this photo (optional, OpenPose ControlNet)", type="filepath",
                                     sources=["upload"], height=200)
                     pose_strength = gr.Slider(0.0, 2.0, value=default("pose_strength"), step=0.05, label="Pose strength")
-            with gr.Row():
-                go = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                stop_button = gr.Button("Stop", variant="stop", scale=0)
-            with gr.Row():
-                strengths = gr.Textbox(label="Strengths to compare", value=DEFAULT_STRENGTHS, scale=2)
-                compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1)
-        with gr.Column(scale=2):
-            gallery = gr.Gallery(label="Results", columns=2, height=560, format="png", elem_id="generate-gallery",
-                                 object_fit="contain",
+        with gr.Column(scale=1, min_width=520, elem_id="generate-outputs"):
+            gallery = gr.Gallery(label="Results", columns=2, height=440, format="png", elem_id="generate-gallery",
+                                 fit_columns=False,
+                                 object_fit="contain", elem_classes=["fs-labelled"],
                                  buttons=["download", "fullscreen"])
             info = gr.Markdown(elem_id="generate-info")
+            plot = gr.LinePlot(x="strength", y="identity", title="Identity score against face strength",
+                               x_title="face strength", y_title="identity (cosine)", height=220, visible=False,
+                               elem_id="generate-plot")
+            history_gallery = gr.Gallery(label="This session's results (newest first)", columns=5, height=200,
+                                         preview=False, fit_columns=False,
+                                         format="png", object_fit="contain", elem_id="generate-history",
+                                         elem_classes=["fs-labelled"], buttons=["download", "fullscreen"])
             with gr.Row():
-                reuse_button = gr.Button("Reuse these settings", elem_id="generate-reuse")
-                png = gr.File(label="…or from a FaceStudio PNG", file_types=[".png"], height=100)
-    records = gr.State([])
-    selected = gr.State(None)
+                reuse_button = gr.Button("Reuse settings", elem_id="generate-reuse", size="sm")
+                reuse_seed_button = gr.Button("Reuse seed ♻", elem_id="generate-reuse-seed", size="sm")
+                thumbnail_button = gr.Button("Use as the style's thumbnail", elem_id="generate-thumbnail", size="sm")
+            history_note = gr.Markdown(elem_id="generate-history-note")
+            png = gr.File(label="…or reuse the settings of a FaceStudio PNG", file_types=[".png"], height=90)
+    records = gr.State([])  # the last run's `ResultEntry`s
+    history = gr.State([])  # this session's, newest first
+    picked = gr.State(None)  # the result picked in either gallery (None: the newest)
+    preset_index = gr.State(None)
 
     settings = [identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize,
                 size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength]
@@ -340,29 +528,84 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
 
     # preprocess=False: files, numbers and choices reach the handlers as sent and go through the studio's own checks
     # (`ctx.uploaded_file` + `load_image`, `checked`), so bad input is one sentence, never gradio's preprocess dump.
-    go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU, preprocess=False)
-    compare_button.click(compare, [strengths, *settings], outputs, api_name="compare_strengths", concurrency_id=GPU,
-                         preprocess=False)
+    # The progress is drawn on the status beside the buttons only, not over the seed and every output.
+    ran = go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU, preprocess=False,
+                   show_progress_on=[status])
+    compared = compare_button.click(compare, [strengths, *settings, new_seed], outputs, api_name="compare_strengths",
+                                    concurrency_id=GPU, preprocess=False, show_progress_on=[compare_status])
+    # `.then` does not follow a failed event here: the outcome (the error included) is shown on both paths.
+    for event, said, where in ((ran, outcome, status), (compared, compare_outcome, compare_status)):
+        event.success(said, None, where, api_visibility="private", queue=False, show_progress="hidden")
+        event.failure(said, None, where, api_visibility="private", queue=False, show_progress="hidden")
+    for event in (ran, compared):
+        event.success(add_history, [history, records], [history, history_gallery, picked], api_visibility="private",
+                      queue=False, show_progress="hidden")
+    ran.success(hide_plot, None, plot, api_visibility="private", queue=False, show_progress="hidden")
+    compared.success(compare_plot, records, plot, api_visibility="private", queue=False, show_progress="hidden")
     stop_button.click(stop, None, info, api_name="generate_stop", queue=False)
-    presets.select(choose_preset, None, preset_key, api_visibility="private")
+
     controls = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg, "size": size,
                 "face_strength": strength, "lora": lora, "lora_scale": lora_scale, "description": preset_info}
-    preset_key.change(apply_preset, [preset_key, subject], [controls[name] for name in PRESET_CONTROLS],
-                      api_visibility="private")
-    def recipe_sampling(chosen):
-        values = recipe_defaults(GenerateRequest, chosen if chosen in RECIPES else "single")
-        return (values["steps"], values["cfg"], SCHEDULERS[values["scheduler"]].title,
-                f"{values['width']}x{values['height']}", values["face_strength"], values["face_cfg"],
-                values["face_delay_steps"])
+    presets.select(choose_preset, None, preset_index, api_visibility="private", queue=False).then(
+        apply_preset, [preset_index, subject, quick, size], [controls[name] for name in PRESET_CONTROLS],
+        api_visibility="private", queue=False)
+    quick.change(set_quick, [quick, preset_index], [size, steps], api_visibility="private", queue=False)
 
-    recipe.change(recipe_sampling, recipe, [steps, cfg, scheduler, size, strength, face_cfg, delay],
+    def recipe_sampling(chosen, quick_on):
+        values = recipe_defaults(GenerateRequest, chosen if chosen in RECIPES else "single")
+        size_value = QUICK_SIZE if quick_on else f"{values['width']}x{values['height']}"
+        return (QUICK_STEPS if quick_on else values["steps"], values["cfg"], SCHEDULERS[values["scheduler"]].title,
+                gr.update(choices=size_choices(size_value), value=size_value), values["face_strength"],
+                values["face_cfg"], values["face_delay_steps"])
+
+    recipe.change(recipe_sampling, [recipe, quick], [steps, cfg, scheduler, size, strength, face_cfg, delay],
                   api_visibility="private")
-    gallery.select(select_result, None, selected, api_visibility="private")
-    reuse_button.click(reuse, [records, selected], reusable, api_visibility="private")
+    gallery.select(pick, records, picked, api_visibility="private", queue=False)
+    history_gallery.select(pick, history, picked, api_visibility="private", queue=False)
+    reused = reuse_button.click(reuse, [picked, history], reusable, api_visibility="private")
+    reused.success(lambda: "The form has the picked result's settings.", None, history_note,
+                   api_visibility="private", queue=False)
+    reused.failure(history_outcome, None, history_note, api_visibility="private", queue=False)
+    reuse_seed_button.click(reuse_seed, [picked, history], [seed, randomize, history_note],
+                            api_visibility="private").failure(history_outcome, None, history_note,
+                                                              api_visibility="private", queue=False)
+    thumbnail_button.click(use_as_thumbnail, [picked, history, preset_index], [presets, history_note],
+                           api_visibility="private").failure(history_outcome, None, history_note,
+                                                             api_visibility="private", queue=False)
     png.upload(reuse_png, png, reusable, api_name="reuse_png", preprocess=False)
     def adapter_list(request: gr.Request = None):
         return gr.update(choices=ctx.adapter_choices(ctx.workspace(request)))
 
     adapter.focus(adapter_list, None, adapter, api_visibility="private")
     lora.focus(lambda: gr.update(choices=ctx.lora_choices()), None, lora, api_visibility="private")
-    return GenerateTab(identity=identity, adapter=adapter)
+    return GenerateTab(identity=identity, adapter=adapter, on_load=on_load,
+                       load_outputs=[presets, preset_info, quick])
+
+
+@functools.lru_cache(maxsize=4)
+def runs_without_gpu(device: str, dtype: str, low_vram: bool) -> bool:
+    """Whether the studio computes on the CPU (asked once; imports torch, so only when the page first opens)."""
+    from facestudio.engine.devices import select_device
+
+    try:
+        return select_device(device, dtype, low_vram).device.type == "cpu"
+    except Exception:  # a bad --device is reported by the first generation, in its words
+        return False
+
+
+def plain_card(folder: Path, key: str, name: str) -> Path:
+    """A plain card with the style's name, for a preset that brings no thumbnail (every style stays clickable)."""
+    from PIL import Image, ImageDraw
+
+    path = folder / "cards" / f"{key}.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        card = Image.new("RGB", (160, 160), (232, 234, 246))
+        draw = ImageDraw.Draw(card)
+        words, lines = name.split(), [""]
+        for word in words:
+            lines[-1:] = [f"{lines[-1]} {word}".strip()] if len(lines[-1]) + len(word) < 14 else [lines[-1], word]
+        for row, line in enumerate(lines[:5]):
+            draw.text((12, 50 + 16 * row), line, fill=(40, 44, 80))
+        card.save(path, format="PNG")
+    return path

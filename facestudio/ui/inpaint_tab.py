@@ -101,7 +101,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             mask_feather_px=None if not feather else checked(InpaintRequest, "mask_feather_px", feather),
             models=ctx.default_models(), recipe=str(recipe or default("recipe")))
         flag = stops.reset(session_of(request))
-        reporter = PageProgress(progress, "Inpainting")
+        reporter = PageProgress(progress, "Inpainting", requested_steps=inpaint_request.steps,
+                                denoise=inpaint_request.denoise)
         progress(0.0, desc="Loading models (first use can take a while)…")
         result = ctx.engine.inpaint(inpaint_request, out_dir=ws.outputs_dir(), on_step=reporter.step,
                                     should_stop=should_stop(flag, request), on_download=reporter.download)

@@ -140,7 +140,9 @@ def launch_options(args: argparse.Namespace, ctx) -> dict:
 
     logins = FailedLogins(max(1, int(getattr(args, "login_attempts", 10))),
                           max(0.0, float(getattr(args, "login_lockout", 600.0))))
-    return {"max_file_size": MAX_UPLOAD, "allowed_paths": ctx.served_dirs(),
+    from facestudio.ui.studio import STUDIO_CSS
+
+    return {"max_file_size": MAX_UPLOAD, "allowed_paths": ctx.served_dirs(), "css": STUDIO_CSS,
             "app_kwargs": {"middleware": [Middleware(LoginGuard, logins=logins)]}}
 
 

@@ -18,13 +18,35 @@ MAX_QUEUE = 32
 #: Gradio's upload cache (uploads, results handed out) is swept every hour of files older than a day.
 DELETE_CACHE = (3600, 86400)
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+#: The page's own rules (given to `launch(css=...)`): a compact title, gallery captions that wrap instead of being
+#: cut ("Astron…"), card grids whose columns shrink to fit instead of overflowing, and the status beside a button.
+STUDIO_CSS = """
+#studio-title h2 { margin: 0; font-size: 1.35rem; }
+#studio-title small { font-weight: normal; font-size: 0.85rem; opacity: 0.75; }
+.fs-cards .grid-container, .fs-labelled .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important; }
+.fs-cards .grid-wrap, .fs-labelled .grid-wrap { overflow-y: auto !important; padding-top: 30px !important; }
+.fs-cards .grid-container { gap: 6px !important; }
+.fs-cards .caption-label, .fs-labelled .caption-label {
+  white-space: normal !important; overflow: visible !important; max-width: none !important; left: 0; right: 0;
+  bottom: 0; border-radius: 0 !important; text-align: center; line-height: 1.2; opacity: 0.92 !important; }
+.fs-cards .caption-label { font-size: 11px !important; padding: 1px 2px !important; }
+#generate-history .caption-label { font-size: 11px !important; }
+.fs-labelled .caption-label { font-size: 12px !important; padding: 2px 4px !important; }
+.fs-status { min-height: 44px; }
+.fs-status .progress-text, .fs-status .progress-level-inner { font-family: var(--font) !important;
+  font-size: 12px !important; line-height: 1.3; white-space: normal; }
+.fs-status .progress-level { padding-right: 52px; }
+.fs-status p { margin: 0; }
+"""
 
 
 def build_studio(ctx: StudioContext) -> gr.Blocks:
     stops = StopFlags()
     with gr.Blocks(title="FaceStudio", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(f"# FaceStudio\nNew portraits of a person from a few photos, with the FACT face adapter · "
-                    f"v{__version__}")
+        gr.Markdown(f"## FaceStudio <small>· new portraits of a person from a few photos, with the FACT face "
+                    f"adapter · v{__version__}</small>", elem_id="studio-title")
         if ctx.preset_problems:
             gr.Markdown("⚠️ Some style presets could not be loaded: " + "; ".join(ctx.preset_problems))
         with gr.Tabs():
@@ -57,5 +79,6 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
 
         demo.load(on_load, None, [identity.saved, *identity_lists, generate.adapter, *train.refresh[1],
                                   *models_outputs], api_visibility="private", queue=False)
+        demo.load(generate.on_load, None, generate.load_outputs, api_visibility="private", queue=False)
     demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=1)
     return demo

@@ -90,6 +90,7 @@ def test_a_person_checks_a_photo_generates_in_a_style_and_trains(page, studio, f
     open_tab(page, "Generate")
     page.locator("#generate-photos input[type=file]").set_input_files([str(photo)])
     expect(page.locator("#generate-photos tbody tr")).to_have_count(1)
+    page.locator("#generate-quick input").check()  # no GPU here: 256 px, 10 steps, whatever the style says
     prompt = page.locator("#generate-prompt textarea")
     before = prompt.input_value()
     thumbnails = page.locator("#generate-presets .grid-wrap img")
@@ -134,3 +135,112 @@ def test_a_person_checks_a_photo_generates_in_a_style_and_trains(page, studio, f
 
     assert sorted(p.name for p in shots.glob("*.png")) == ["1-identity.png", "2-generate.png", "3-inpaint.png",
                                                            "4-train-cancelled.png", "4-train.png", "5-models.png"]
+
+
+def inside_viewport(page, selector: str) -> bool:
+    """Whether the element lies wholly inside the window as it opened (no scrolling)."""
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["x"] >= 0 and box["y"] + box["height"] <= size["height"] \
+        and box["x"] + box["width"] <= size["width"]
+
+
+def test_generate_fits_one_screen_with_progress_history_compare_and_errors(browser, studio, faces_dir, tmp_path):
+    """Issue 15: at 1400x900 the inputs, the Generate button and the results are on screen together; one progress
+    element with the time left; a history of the session's results; compare labelled with identity scores; the
+    last error kept beside the button; a result saved as a style's thumbnail."""
+    from playwright.sync_api import expect
+
+    shots = screenshots_dir()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    local = studio.url.rstrip("/")
+    page.route(lambda url: not url.startswith(local), lambda route: route.abort())
+    page.goto(studio.url, wait_until="domcontentloaded")
+    open_tab(page, "Generate")
+    quick = page.locator("#generate-quick")
+    expect(quick).to_be_visible()  # the studio runs on the CPU here: said once, with the quick preview offered
+    expect(quick).to_contain_text("No GPU")
+    assert page.evaluate("window.scrollY") == 0
+    for selector in ("#generate-identity", "#generate-photos", "#generate-presets", "#generate-prompt",
+                     "#generate-button", "#generate-status", "#generate-gallery"):
+        assert inside_viewport(page, selector), f"{selector} is not on screen at 1400x900"
+    # Every card of the style gallery fits its column (none clipped) and shows its whole name.
+    cards = page.locator("#generate-presets .grid-wrap .thumbnail-item")
+    expect(cards).to_have_count(len(studio.ctx.presets))
+    gallery_box = page.locator("#generate-presets").bounding_box()
+    for index in range(min(7, cards.count())):
+        box = cards.nth(index).bounding_box()
+        assert box["x"] + box["width"] <= gallery_box["x"] + gallery_box["width"] + 1, f"card {index} is clipped"
+    names = page.locator("#generate-presets .caption-label").all_inner_texts()
+    assert names[:3] == [p.name for p in studio.ctx.presets[:3]]
+    page.screenshot(path=str(shots / "2-generate-start.png"))
+
+    photo = tmp_path / "me.jpg"
+    shutil.copy(faces_dir / "obama.jpg", photo)
+    page.locator("#generate-photos input[type=file]").set_input_files([str(photo)])
+    expect(page.locator("#generate-photos tbody tr")).to_have_count(1)
+    quick.locator("input").check()
+    size = page.locator("#generate-size input")
+    expect(size).to_have_value("256x256")
+    big = next(i for i, p in enumerate(studio.ctx.presets) if (p.width, p.height) != (256, 256))
+    cards.nth(big).click()
+    expect(page.locator("#generate-preset-info")).to_contain_text("Quick preview keeps 256x256")
+    expect(size).to_have_value("256x256")  # the style did not override the quick preview
+
+    # One progress element, beside the button, with the time left (from the second step on).
+    page.locator("#generate-more").get_by_text("Advanced:").click()
+    page.locator("#generate-steps input[type=number]").fill("4")
+    page.locator("#generate-steps input[type=number]").press("Enter")
+    page.locator("#generate-button").click()
+    status = page.locator("#generate-status")
+    expect(status).to_contain_text("left", timeout=180_000)
+    expect(page.locator(".progress-level").locator("visible=true")).to_have_count(1)
+    page.screenshot(path=str(shots / "2-generate-running.png"))
+    history = page.locator("#generate-history .grid-wrap img")
+    expect(history).to_have_count(1, timeout=240_000)
+    expect(status).to_contain_text("1 image(s) in")
+
+    page.locator("#generate-steps input[type=number]").fill("2")
+    page.locator("#generate-steps input[type=number]").press("Enter")
+    page.locator("#generate-button").click()
+    expect(history).to_have_count(2, timeout=180_000)
+    captions = page.locator("#generate-history .caption-label").all_inner_texts()
+    assert len(captions) == 2 and all("seed" in c and "strength" in c and "identity" in c for c in captions)
+
+    # Compare: the last seed, a label under each image with its identity score, and the plot.
+    page.get_by_text("Compare strengths (one seed").click()
+    page.locator("#generate-compare-fold textarea, #generate-compare-fold input[type=text]").first.fill("0, 0.8")
+    page.locator("#generate-compare").click()
+    expect(history).to_have_count(4, timeout=180_000)
+    labels = page.locator("#generate-gallery .caption-label")
+    expect(labels).to_have_count(2)
+    for text, strength in zip(labels.all_inner_texts(), ("0", "0.8"), strict=True):
+        assert text.startswith(f"strength {strength} ·") and "identity" in text
+    expect(page.locator("#generate-compare-status")).to_contain_text("2 image(s) in")
+    expect(page.locator("#generate-plot")).to_be_visible()
+    seeds = {c.split(" · ")[0] for c in page.locator("#generate-history .caption-label").all_inner_texts()[:3]}
+    assert len(seeds) == 1, f"the comparison and the run before it used one seed: {seeds}"
+
+    # History: reuse a seed; save a result as the chosen style's thumbnail.
+    history.nth(3).click()
+    page.keyboard.press("Escape")
+    page.locator("#generate-reuse-seed").click()
+    expect(page.locator("#generate-history-note")).to_contain_text("Seed")
+    page.locator("#generate-thumbnail").click()
+    expect(page.locator("#generate-history-note")).to_contain_text("thumbnail of")
+    assert (studio.home / "thumbnails" / f"{studio.ctx.presets[big].key}.png").is_file()
+
+    # An error stays beside the button that caused it.
+    page.locator("#generate-compare-fold textarea, #generate-compare-fold input[type=text]").first.fill("a, b")
+    page.locator("#generate-compare").click()
+    compare_status = page.locator("#generate-compare-status")
+    expect(compare_status).to_contain_text("Strengths are numbers", timeout=60_000)
+    page.wait_for_timeout(6_000)  # longer than the toast stays
+    expect(compare_status).to_contain_text("Strengths are numbers")
+    page.locator("#generate-reuse").click()
+    expect(page.locator("#generate-history-note")).to_contain_text("picked result's settings")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shots / "2-generate-session.png"))
+    context.close()
