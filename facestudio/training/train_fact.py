@@ -237,7 +237,7 @@ class FACTTrainer:
         params = [p for p in adapter.parameters() if p.requires_grad]
         optimizer = make_optimizer(config, params, accelerator.device)
         self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
-                                          num_warmup_steps=min(config.warmup_steps, config.steps),
+                                          num_warmup_steps=config.effective_warmup_steps,
                                           num_training_steps=config.steps)
         self.module, self.optimizer = accelerator.prepare(TrainingModule(adapter, models.unet), optimizer)
         self.trainable_parameters = params
