@@ -38,13 +38,13 @@ def draw_analysis(image: Image.Image, faces: list[Face], parsings: list[FacePars
     return Image.fromarray(canvas)
 
 
-def draw_faces(image: Image.Image, faces: list[Face], chosen: int | None = None) -> Image.Image:
-    """A copy of `image` with each face's box and its number only (the plain view a person picks a face on): the
-    chosen face in green, the others in white, numbers large enough to read in a thumbnail."""
+def draw_faces(image: Image.Image, boxes, chosen: int | None = None) -> Image.Image:
+    """A copy of `image` with each face's box (`x0, y0, x1, y1`, in face order) and its number only (the plain view
+    a person picks a face on): the chosen face in green, the others in white, numbers readable in a thumbnail."""
     canvas = np.ascontiguousarray(np.asarray(image).copy())
     thickness = max(2, round(max(image.size) / 300))
-    for index, face in enumerate(faces):
-        x0, y0, x1, y1 = (round(v) for v in face.bbox)
+    for index, box in enumerate(boxes):
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
         color = (0, 220, 0) if index == chosen else (255, 255, 255)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 0, 0), thickness + 2)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thickness)

@@ -100,7 +100,7 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
             label = f"{number}: {photo.name} · {len(photo.faces)} face(s)"
             label += "" if photo.face_index is None else f", using {photo.face_index}"
             image = load_image(photo.path, name=photo.name, max_pixels=ctx.settings.max_pixels)
-            plain.append((draw_faces(image, photo.faces, photo.face_index), label))
+            plain.append((draw_faces(image, [f.bbox for f in photo.faces], photo.face_index), label))
             regions.append((photo.overlay, label))
             if photo.crop is not None:
                 crops.append((photo.crop, f"{number}: {photo.name}"))
