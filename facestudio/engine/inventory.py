@@ -81,14 +81,14 @@ def local_models(home: Path) -> list[LocalModel]:
     found = []
     for entry in sorted(folder.iterdir()):
         if entry.is_dir() and entry.name in LOCAL_KINDS:
-            found += [LocalModel(f"{entry.name}/{item.name}", entry.name, item, _size_of(item))
+            found += [LocalModel(f"{entry.name}/{item.name}", entry.name, item, size_of(item))
                       for item in sorted(entry.iterdir()) if item.is_dir() or item.suffix.lower() in MODEL_SUFFIXES]
             continue
         kind = local_kind(entry)
         if kind is None:
             logger.warning("models/local/%s is not a model file or folder; skipped.", entry.name)
             continue
-        found.append(LocalModel(entry.name, kind, entry, _size_of(entry)))
+        found.append(LocalModel(entry.name, kind, entry, size_of(entry)))
     return found
 
 
@@ -155,12 +155,13 @@ def model_states(registry: ModelRegistry, hub: ModelHub, loaded: list[str] | Non
     for entry in loaded or []:
         kind, _, spec = entry.partition(":")
         if spec and spec not in registry.records and spec not in local_paths:
-            rows.append(ModelState(Path(spec).name, kind, spec, "local", _size_of(Path(spec)), LOADED, spec, None,
+            rows.append(ModelState(Path(spec).name, kind, spec, "local", size_of(Path(spec)), LOADED, spec, None,
                                    False))
     return rows
 
 
-def _size_of(path: Path) -> int:
+def size_of(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder; 0 for what is neither."""
     if path.is_file():
         return path.stat().st_size
     if path.is_dir():

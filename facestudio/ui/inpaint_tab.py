@@ -17,7 +17,7 @@ from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.generate_tab import StopFlags, checked, session_of, should_stop
 from facestudio.ui.identity_tab import identity_choices, reference_photos
 
-MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted below", "painted")]
+MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted on the canvas", "painted")]
 
 
 def painted_mask(ctx: StudioContext, editor_value) -> np.ndarray | None:

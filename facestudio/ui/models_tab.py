@@ -12,7 +12,15 @@ import gradio as gr
 import pandas as pd
 
 from facestudio.engine.hub import ModelHub, format_bytes
-from facestudio.engine.inventory import DOWNLOADED, LOADED, ModelState, local_models, model_states, system_report
+from facestudio.engine.inventory import (
+    DOWNLOADED,
+    LOADED,
+    ModelState,
+    local_models,
+    model_states,
+    size_of,
+    system_report,
+)
 from facestudio.errors import InvalidRequestError, ModelNotAvailableError
 from facestudio.jobs import RunState
 from facestudio.ui.common import GPU, PageProgress, user_errors
@@ -57,8 +65,8 @@ def build_models_tab(ctx: StudioContext) -> list:
             if spec and spec not in known and spec not in registry.records:  # given by path when the studio started
                 state = LOADED if f"{kind}:{spec}" in in_memory else "given at start"
                 path = Path(spec)
-                size = path.stat().st_size if path.is_file() else 0
-                states.append(ModelState(path.name, kind, spec, "started with", size, state, spec, None, False))
+                states.append(ModelState(path.name, kind, spec, "started with", size_of(path), state, spec, None,
+                                         False))
         return states
 
     def table() -> pd.DataFrame:
@@ -170,9 +178,9 @@ def build_models_tab(ctx: StudioContext) -> list:
                 "memory by unloading them; they load again when needed.")
     info = gr.Markdown(value=machine(), elem_id="models-machine")
     models = gr.Dataframe(value=table(), headers=MODEL_COLUMNS, label="Models", interactive=False, wrap=True,
-                          column_widths=["18%", "14%", "14%", "10%", "44%"], elem_id="models-table")
+                          column_widths=["18%", "14%", "14%", "10%", "44%"], max_height=900, elem_id="models-table")
     with gr.Row(equal_height=True):
-        defaults_button = gr.Button(defaults_label(), variant="primary", elem_id="models-download-defaults", scale=1)
+        defaults_button = gr.Button(defaults_label(), variant="primary", elem_id="models-download-defaults", scale=2)
         name = gr.Dropdown(label="Model", choices=[(f"{r.key} ({r.kind})", r.key) for r in registry.records.values()],
                            value=None, scale=2)
         download_button = gr.Button("Download", elem_id="models-download", scale=1)

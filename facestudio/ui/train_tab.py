@@ -303,8 +303,9 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                 with gr.Row():
                     base_model = gr.Dropdown(label="Base model", choices=ctx.base_model_choices(),
                                              value=ctx.base_model_choices()[0][1])
-                    init = gr.Dropdown(label="Start from", choices=init_choices(ctx),
-                                       value=ctx.options.adapter or "default", allow_custom_value=True)
+                    init = gr.Dropdown(label="Start from", choices=init_choices(ctx),  # the shown path, not the machine's
+                                       value=ctx.shown([("", ctx.options.adapter)])[0][1] if ctx.options.adapter
+                                       else "default", allow_custom_value=True)
                 with gr.Row():
                     fair_weight = gr.Number(label="FAIR weight", value=defaults.fair_weight)
                     drop_prob = gr.Slider(0.0, 1.0, value=defaults.drop_prob, step=0.01,
@@ -321,7 +322,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                     sample_every = gr.Number(label="Samples every N steps (0: none)", value=defaults.sample_every,
                                              precision=0)
             report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
-                                  interactive=False, wrap=True, column_widths=["35%", "15%", "50%"],
+                                  interactive=False, wrap=True, column_widths=["40%", "20%", "40%"],
                                   elem_id="train-report")
         with gr.Column(scale=6):
             with gr.Row(equal_height=True):
@@ -336,7 +337,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
             with gr.Accordion("Details (the job's status as JSON)", open=False, elem_id="train-details"):
                 job_json = gr.JSON(label="Job status", open=True)
             table = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, wrap=True,
-                                 column_widths=["27%", "13%", "11%", "17%", "10%", "12%", "10%"],
+                                 column_widths=["190px", "110px", "100px", "110px", "80px", "70px", "80px"],
                                  elem_id="train-jobs")
     timer = gr.Timer(REFRESH_SECONDS)
 
