@@ -337,7 +337,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
             with gr.Accordion("Details (the job's status as JSON)", open=False, elem_id="train-details"):
                 job_json = gr.JSON(label="Job status", open=True)
             table = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, wrap=True,
-                                 column_widths=["190px", "110px", "100px", "110px", "80px", "70px", "80px"],
+                                 column_widths=["24%", "13%", "15%", "15%", "10%", "9%", "14%"],
                                  elem_id="train-jobs")
     timer = gr.Timer(REFRESH_SECONDS)
 
