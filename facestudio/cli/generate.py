@@ -264,7 +264,12 @@ def _report(result, out_dir: Path) -> int:
     return 0
 
 
-def _run(engine, method: str, request, args) -> int:
+def _run(method: str, request, args) -> int:
+    from facestudio.engine.inputs import check_input_files
+
+    # The user's files first (a missing photo is one sentence at once), then the engine and the hub (sizes, downloads).
+    check_input_files(request, args.settings.max_pixels)
+    engine = _engine(args)
     progress = _Progress()
     try:
         _announce_downloads(engine, request, args)
@@ -282,8 +287,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from facestudio.engine import GenerateRequest
     from facestudio.engine.identities import with_subject
 
-    engine = _engine(args)
     if args.from_png:
+        engine = _engine(args)
         progress = _Progress()
         try:
             result = engine.regenerate(args.from_png, faces=args.face or None, models=_request_fields(args)["models"],
@@ -303,7 +308,7 @@ def run_generate(args: argparse.Namespace) -> int:
         single, release = recipe_defaults(GenerateRequest, "single"), recipe_defaults(GenerateRequest, "release")
         fields.update({name: value for name, value in release.items() if fields[name] == single[name]})
     request = GenerateRequest(prompt=with_subject(args.prompt, args.subject), **fields).checked()
-    return _run(engine, "generate", request, args)
+    return _run("generate", request, args)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
@@ -318,7 +323,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"--mask {args.mask!r} is not auto, face, head or an existing mask image.")
     request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,
                              mask_dilate_px=args.mask_dilate, mask_feather_px=args.mask_feather, **fields).checked()
-    return _run(_engine(args), "inpaint", request, args)
+    return _run("inpaint", request, args)
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -339,12 +344,23 @@ def run_download(args: argparse.Namespace) -> int:
     else:
         base = registry.get(registry.default_for("base_model"))
         records = [base, registry.get(base.adapter), registry.get(registry.default_for("face_encoder"))]
-    plans = [hub.plan(record) for record in records if hub.cached_path(record) is None]
+    missing = [record for record in records if hub.cached_path(record) is None]
     for record in records:
-        if hub.cached_path(record) is not None:
+        if record not in missing:
             print(f"{record.key}: already in the cache")
-    if not plans:
+    if not missing:
         return 0
+    plans = [hub.plan(record) for record in missing]  # estimates at once when offline or the hub is unreachable
+    unreachable = sorted({"ModelScope" if record.hub == "modelscope" else "Hugging Face" for record in missing
+                          if not hub.reachable(record.hub)})
+    if unreachable:
+        for plan in plans:
+            print(plan.describe())
+        why = ("downloads are off (HF_HUB_OFFLINE or FACESTUDIO_OFFLINE is set)" if hub.offline else
+               f"{' and '.join(unreachable)} cannot be reached from this machine")
+        print(f"error: {why}, so nothing was downloaded; copy the model files into {hub.home / 'models' / 'local'} "
+              "instead (the README's Models section says how).", file=sys.stderr)
+        return 1
     total = sum(plan.missing_bytes for plan in plans)
     for plan in plans:
         print(plan.describe())

@@ -122,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.debug:
         _silence_native_stderr()
+        from facestudio.noise import quiet_library_warnings
+
+        quiet_library_warnings()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,25 @@ _REQUIRED_PARTS = {
     "controlnet": ("config.json",),
     "pipeline_config": ("model_index.json", "tokenizer"),
 }
+
+
+#: How long `ModelHub.reachable` waits for a hub to answer a connection before calling it unreachable.
+PROBE_SECONDS = 3.0
+
+
+def hub_address(hub: str) -> tuple[str, int]:
+    """(host, port) of a hub's API, as its own client reads it: `HF_ENDPOINT` for Hugging Face, `MODELSCOPE_DOMAIN`
+    for ModelScope (a host or a URL; defaults huggingface.co and www.modelscope.cn)."""
+    from urllib.parse import urlsplit
+
+    if hub == "huggingface":
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    else:
+        endpoint = os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn"
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    parts = urlsplit(endpoint)
+    return parts.hostname or endpoint, parts.port or (80 if parts.scheme == "http" else 443)
 
 
 def format_bytes(size: int | None) -> str:
@@ -98,6 +119,22 @@ class ModelHub:
     def __init__(self, home: Path, offline: bool = False):
         self.home = Path(home)
         self.offline = offline
+        self._reachable: dict[str, bool] = {}
+
+    def reachable(self, hub: str) -> bool:
+        """Whether `hub` answers a connection within `PROBE_SECONDS` (asked once per hub and `ModelHub`): without a
+        network, a plan falls back to the registry's estimate at once instead of after the hub client's retries."""
+        if self.offline:
+            return False
+        if hub not in self._reachable:
+            host, port = hub_address(hub)
+            try:
+                with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+                    self._reachable[hub] = True
+            except OSError as err:
+                logger.debug("%s (%s:%s) cannot be reached: %s", hub, host, port, err)
+                self._reachable[hub] = False
+        return self._reachable[hub]
 
     def cache_dir(self, hub: str) -> Path:
         return self.home / "models" / hub
@@ -138,7 +175,7 @@ class ModelHub:
 
     def plan(self, record: ModelRecord) -> DownloadPlan:
         """Ask the hub which files `fetch` needs and their sizes; offline or unreachable, estimate."""
-        if self.offline:
+        if self.offline or not self.reachable(record.hub):
             return DownloadPlan(record, (), exact=False)
         try:
             files = self._remote_files(record)

@@ -36,3 +36,39 @@ def draw_analysis(image: Image.Image, faces: list[Face], parsings: list[FacePars
         cv2.putText(canvas, label, (x0, max(0, y0 - 4 * thickness)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0),
                     thickness, cv2.LINE_AA)
     return Image.fromarray(canvas)
+
+
+def draw_faces(image: Image.Image, boxes, chosen: int | None = None) -> Image.Image:
+    """A copy of `image` with each face's box (`x0, y0, x1, y1`, in face order) and its number only (the plain view
+    a person picks a face on): the chosen face in green, the others in white, numbers readable in a thumbnail."""
+    canvas = np.ascontiguousarray(np.asarray(image).copy())
+    thickness = max(2, round(max(image.size) / 300))
+    for index, box in enumerate(boxes):
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        color = (0, 220, 0) if index == chosen else (255, 255, 255)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 0, 0), thickness + 2)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thickness)
+        scale = max(0.8, min(4.0, (x1 - x0) / 60))
+        label = str(index)
+        (width, height), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = max(0, y0 - height - base - 2 * thickness)
+        cv2.rectangle(canvas, (x0, top), (x0 + width + 2 * thickness, top + height + base + thickness), color, -1)
+        cv2.putText(canvas, label, (x0 + thickness, top + height + thickness // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), thickness, cv2.LINE_AA)
+    return Image.fromarray(canvas)
+
+
+def face_at(boxes, x: float, y: float) -> int | None:
+    """The number of the face a click at (x, y) picks, given the faces' boxes (`x0, y0, x1, y1` each, in their
+    order): the smallest box holding the point, else the box whose centre is nearest if the click is within one box
+    width of it; None for a click far from every face."""
+    boxes = [tuple(float(v) for v in box) for box in boxes]
+    holding = [((x1 - x0) * (y1 - y0), i) for i, (x0, y0, x1, y1) in enumerate(boxes) if x0 <= x <= x1 and y0 <= y <= y1]
+    if holding:
+        return min(holding)[1]
+    best = None
+    for index, (x0, y0, x1, y1) in enumerate(boxes):
+        distance = float(np.hypot((x0 + x1) / 2 - x, (y0 + y1) / 2 - y))
+        if distance <= x1 - x0 and (best is None or distance < best[0]):
+            best = (distance, index)
+    return None if best is None else best[1]

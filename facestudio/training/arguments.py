@@ -53,7 +53,7 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("--curriculum-end", float, "fraction of the steps where the shuffle ramp reaches --shuffle-prob"),
     ("--trainable", str, f"what trains: {' or '.join(TRAINABLE)}"),
     ("--lr-scheduler", str, f"learning-rate schedule: {', '.join(LR_SCHEDULERS)}"),
-    ("--warmup-steps", int, "learning-rate warm-up steps"),
+    ("--warmup-steps", int, "learning-rate warm-up steps (capped to a tenth of --steps)"),
     ("--weight-decay", float, "AdamW weight decay"),
     ("--max-grad-norm", float, "gradient clipping norm (0: off)"),
     ("--checkpoint-every", int, "save a checkpoint every N steps (and at the end)"),

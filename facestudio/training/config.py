@@ -34,6 +34,9 @@ MAX_BATCH_SIZE = 64
 MAX_GRADIENT_ACCUMULATION = 64
 MAX_SAMPLE_STEPS = 200
 MAX_KEEP_CHECKPOINTS = 100
+#: The learning-rate warm-up takes at most this fraction of the run's steps: a 40-step quick test with the default 50
+#: warm-up steps would otherwise end before its learning rate reached `lr`.
+MAX_WARMUP_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class TrainConfig:
         curriculum (`bool`): ramp the shuffle probability from 0 (between `curriculum_start` and `curriculum_end`,
             fractions of `steps`) instead of using it from the first step.
         trainable (`str`): `adapter` (resampler + face layers) or `face-layers` (the resampler stays frozen).
-        lr_scheduler, warmup_steps, weight_decay, max_grad_norm: the optimisation schedule.
+        lr_scheduler, warmup_steps, weight_decay, max_grad_norm: the optimisation schedule; the warm-up actually
+            used is `effective_warmup_steps` (at most `MAX_WARMUP_FRACTION` of `steps`).
         checkpoint_every, keep_checkpoints: a checkpoint every N steps (and at the end), the last K kept.
         sample_every, sample_seeds, sample_steps, sample_strength: sample images at fixed seeds every N steps.
         seed (`int`): everything random in the run (data order, noise, timesteps, drop, shuffle) follows from it.
@@ -162,6 +166,12 @@ class TrainConfig:
         need(bool(str(self.dataset).strip()), "dataset", self.dataset, "a dataset folder")
         need(self.photos is None or bool(str(self.photos).strip()), "photos", self.photos, "a folder of photos")
         return self
+
+    @property
+    def effective_warmup_steps(self) -> int:
+        """The warm-up steps the schedule uses: `warmup_steps`, capped to `MAX_WARMUP_FRACTION` of `steps` so that
+        every run spends most of its steps at its learning rate."""
+        return min(self.warmup_steps, int(self.steps * MAX_WARMUP_FRACTION))
 
     def shuffle_probability(self, step: int) -> float:
         """The shuffle probability at optimizer step `step` (0-based), following the curriculum."""

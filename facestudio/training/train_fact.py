@@ -237,7 +237,7 @@ class FACTTrainer:
         params = [p for p in adapter.parameters() if p.requires_grad]
         optimizer = make_optimizer(config, params, accelerator.device)
         self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
-                                          num_warmup_steps=min(config.warmup_steps, config.steps),
+                                          num_warmup_steps=config.effective_warmup_steps,
                                           num_training_steps=config.steps)
         self.module, self.optimizer = accelerator.prepare(TrainingModule(adapter, models.unet), optimizer)
         self.trainable_parameters = params
@@ -841,6 +841,11 @@ def _install_stop_handlers(trainer: FACTTrainer) -> Callable[[], None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:  # the libraries' known noise (facestudio/noise.py) stays out of train.log
+        from facestudio.noise import filter_native_stderr, quiet_library_warnings
+
+        filter_native_stderr()
+        quiet_library_warnings()
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -50,6 +50,7 @@ FIELD_LABELS = {
     "lr": "Learning rate", "fair_weight": "FAIR weight", "drop_prob": "Face drop probability",
     "shuffle_prob": "Shuffle probability", "resolution": "Resolution", "batch_size": "Batch size",
     "checkpoint_every": "Checkpoint every N steps", "sample_every": "Samples every N steps",
+    "warmup_steps": "Warm-up steps", "subject": "Subject words",
 }
 
 

@@ -216,6 +216,7 @@ class StudioContext:
         for record in registry.of_kind("base_model"):
             default = " (default)" if record.key == registry.default_for("base_model") else ""
             choices.append((f"{record.key}: {record.title}{default}", record.key))
+        choices += self.local_choices("base_model")
         return self.shown(choices)
 
     def adapter_choices(self, ws: Workspace | None = None) -> list[tuple[str, str]]:
@@ -226,6 +227,7 @@ class StudioContext:
             choices.append((f"{self.shown_path(self.options.adapter)} (started with)", self.options.adapter))
         for record in self.registry.of_kind("fact_adapter"):
             choices.append((f"{record.key}: {record.title}", record.key))
+        choices += self.local_choices("fact_adapter")
         for job in (ws or self.workspaces.page()).jobs(self.jobs):
             try:
                 done = job.status().state == RunState.DONE and job.folder.adapter_path.is_file()
@@ -235,6 +237,13 @@ class StudioContext:
             if done:
                 choices.append((f"trained: {job.name} ({job.id})", str(job.folder.adapter_path)))
         return self.shown(choices)
+
+    def local_choices(self, kind: str) -> list[tuple[str, str]]:
+        """The models of `kind` a user dropped into FACESTUDIO_HOME/models/local/ (read again on every call, so a
+        new file appears without a restart)."""
+        from facestudio.engine.inventory import local_models
+
+        return [(f"local: {model.name}", str(model.path)) for model in local_models(self.home) if model.kind == kind]
 
     def lora_choices(self) -> list[tuple[str, str]]:
         """No LoRA, each preset's LoRA, and `.safetensors` files in `FACESTUDIO_HOME/loras`."""

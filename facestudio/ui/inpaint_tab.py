@@ -1,5 +1,6 @@
-"""Inpaint tab: put the person into one face of a template photo, with an automatic face/head mask or a painted
-one, and a before/after slider."""
+"""Inpaint tab: put the person into one face of a template photo, on one canvas: upload the template, click a face
+to pick it (the faces are numbered, the picked one in green), or switch the canvas to painting your own mask; the
+result is shown beside it against the template on a before/after slider."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.generate_tab import StopFlags, checked, session_of, should_stop
 from facestudio.ui.identity_tab import identity_choices, reference_photos
 
-MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted below", "painted")]
+MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted on the canvas", "painted")]
 
 
 def painted_mask(ctx: StudioContext, editor_value) -> np.ndarray | None:
@@ -56,20 +57,45 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     @gpu_work(60)
     def show_faces(template):
         from facestudio.face import load_image
-        from facestudio.face.debug import draw_analysis
+        from facestudio.face.debug import draw_faces
 
         path = ctx.uploaded_file(template, "template photo")
         if path is None:
-            return None, gr.update(choices=[], value=None), None
+            return None, gr.update(choices=[], value=None), None, []
         image = load_image(path, name=path.name, max_pixels=ctx.settings.max_pixels)
         faces = ctx.manager.analyzer().analyze(image).faces
         if not faces:
             raise InvalidRequestError(f"No face found in {path.name}; use a template photo with a visible face, or "
                                       "paint the mask yourself.")
-        overlay = draw_analysis(image, faces)
+        boxes = [[float(v) for v in face.bbox] for face in faces]
+        overlay = draw_faces(image, boxes, chosen=0)
         choices = [(f"face {i} ({face.width:.0f} px wide)", i) for i, face in enumerate(faces)]
         editor = {"background": np.asarray(image), "layers": [], "composite": None}
-        return overlay, gr.update(choices=choices, value=0), editor
+        return overlay, gr.update(choices=choices, value=0), editor, boxes
+
+    @user_errors
+    def pick_face(template, boxes, evt: gr.SelectData):
+        """A click on the numbered template: the face under it is the one to replace."""
+        from facestudio.face.debug import face_at
+
+        x, y = (float(v) for v in evt.index)
+        face = face_at(boxes or [], x, y)
+        if face is None:
+            raise InvalidRequestError("No face there; click inside one of the numbered boxes.")
+        return face, *redraw(template, boxes, face)
+
+    @user_errors
+    def redraw(template, boxes, face):
+        """The numbered template with `face` in green, and the line that names it."""
+        from facestudio.face import load_image
+        from facestudio.face.debug import draw_faces
+
+        path = ctx.uploaded_file(template, "template photo")
+        if path is None or not boxes:
+            return gr.skip(), ""
+        index = face if isinstance(face, int) and 0 <= face < len(boxes) else 0
+        image = load_image(path, name=path.name, max_pixels=ctx.settings.max_pixels)
+        return draw_faces(image, boxes, chosen=index), f"Face **{index}** of {len(boxes)} will be replaced."
 
     @user_errors
     @gpu_work(180)
@@ -115,55 +141,85 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         ctx.results.add(ws, image.path, similarity_caption(image), image.record)  # the viewer's results
         return (str(template_path), shown), image.seed, info, shown
 
-    gr.Markdown("Upload a template photo; its faces are numbered (0 = largest). Pick the face to replace and the "
-                "mask: the face region or the whole head (grown and softened by the sliders), or paint your own. "
-                "Only the area under the mask changes.")
+    gr.Markdown("Upload a template photo: its faces are numbered (0 = largest). **Click a face** to replace it, "
+                "choose the mask (the face, or the whole head with hair, grown and softened by the sliders), or "
+                "switch the canvas to **Paint the mask** yourself. Only the area under the mask changes.")
     with gr.Row():
-        with gr.Column():
+        with gr.Column(scale=5):
             with gr.Row():
                 identity = gr.Dropdown(label="Saved identity", choices=identity_choices(ctx), value=None,
                                        allow_custom_value=True, elem_id="inpaint-identity")
                 photos = gr.File(label="…or photos of the person", file_count="multiple", file_types=["image"],
-                                 height=120)
-            template = gr.Image(label="Template photo", type="filepath", sources=["upload"], height=300,
+                                 height=100)
+            # One canvas: the uploader until a template is there, then the numbered template (click a face), or
+            # the mask editor over the template when the mask is painted.
+            template = gr.Image(label="Template photo", type="filepath", sources=["upload"], height=420,
                                 elem_id="inpaint-template")
-            numbered = gr.Image(label="Faces in the template", interactive=False, height=300,
-                                elem_id="inpaint-numbered")
+            numbered = gr.Image(label="Click the face to replace", interactive=False, height=420, visible=False,
+                                buttons=[], elem_id="inpaint-numbered")
+            editor = gr.ImageEditor(label="Paint the area to replace (white)", type="numpy", height=420,
+                                    sources=[], brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                                    layers=False, visible=False, elem_id="inpaint-editor")
+            with gr.Row(equal_height=True):
+                picked = gr.Markdown(elem_id="inpaint-picked")
+                change = gr.Button("Another template", size="sm", visible=False, scale=0, min_width=150,
+                                   elem_id="inpaint-change")
             with gr.Row():
                 face_index = gr.Dropdown(label="Face to replace", choices=[], value=None, allow_custom_value=True,
-                                         elem_id="inpaint-face")
-                mask_mode = gr.Radio(label="Mask", choices=MASK_MODES, value="face")
-            recipe = gr.Radio(label="Recipe", choices=list(RECIPES), value=default("recipe"),
-                              info="release: the FACT release's two-stage ControlNet inpainting of the face (its "
-                                   "own mask); single: one pass over the mask chosen above")
-            with gr.Row():
-                dilate = gr.Slider(0, 128, value=0, step=1, label="Grow mask (px, 0 = automatic)")
-                feather = gr.Slider(0, 128, value=0, step=1, label="Feather (px, 0 = automatic)")
-            editor = gr.ImageEditor(label="Paint the mask (with 'Painted below')", type="numpy", height=360,
-                                    sources=[], brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
-                                    layers=False, elem_id="inpaint-editor")
-        with gr.Column():
+                                         elem_id="inpaint-face", scale=1)
+                mask_mode = gr.Radio(label="Mask", choices=MASK_MODES, value="face", scale=2,
+                                     elem_id="inpaint-mask")
+            with gr.Accordion("Mask and recipe", open=False):
+                recipe = gr.Radio(label="Recipe", choices=list(RECIPES), value=default("recipe"),
+                                  info="release: the FACT release's two-stage ControlNet inpainting of the face (its "
+                                       "own mask); single: one pass over the mask chosen above")
+                with gr.Row():
+                    dilate = gr.Slider(0, 128, value=0, step=1, label="Grow mask (px, 0 = automatic)")
+                    feather = gr.Slider(0, 128, value=0, step=1, label="Feather (px, 0 = automatic)")
+        with gr.Column(scale=5):
             prompt = gr.Textbox(label="Prompt", value=default("prompt"), lines=2)
-            negative = gr.Textbox(label="Negative prompt", value=default("negative_prompt"), lines=2)
-            with gr.Row():
-                denoise = gr.Slider(0.05, 1.0, value=default("denoise"), step=0.05, label="Denoise",
-                                    info="how much of the masked area is redrawn")
-                strength = gr.Slider(0.0, 1.5, value=default("face_strength"), step=0.05, label="Face strength")
-            with gr.Row():
-                steps = gr.Slider(1, 100, value=default("steps"), step=1, label="Steps")
-                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
-                randomize = gr.Checkbox(label="Random seed", value=True)
             with gr.Row():
                 go = gr.Button("Inpaint", variant="primary", elem_id="inpaint-button")
                 stop_button = gr.Button("Stop", variant="stop", scale=0)
-            slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="inpaint-result")
+            slider = gr.ImageSlider(label="Before / after", type="filepath", height=420, elem_id="inpaint-result")
             info = gr.Markdown()
+            with gr.Accordion("Settings", open=False):
+                negative = gr.Textbox(label="Negative prompt", value=default("negative_prompt"), lines=2)
+                with gr.Row():
+                    denoise = gr.Slider(0.05, 1.0, value=default("denoise"), step=0.05, label="Denoise",
+                                        info="how much of the masked area is redrawn")
+                    strength = gr.Slider(0.0, 1.5, value=default("face_strength"), step=0.05,
+                                         label="Face strength")
+                with gr.Row():
+                    steps = gr.Slider(1, 100, value=default("steps"), step=1, label="Steps")
+                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=MAX_SEED)
+                    randomize = gr.Checkbox(label="Random seed", value=True)
             download = gr.File(label="Result (PNG with its settings)", interactive=False)
+    boxes = gr.State([])
+
+    def canvas(mode, has_template: bool):
+        """Which of the canvas's three faces shows: uploader, numbered template, or mask editor."""
+        painted = mode == "painted"
+        return (gr.update(visible=not has_template), gr.update(visible=has_template and not painted),
+                gr.update(visible=has_template and painted), gr.update(visible=has_template))
 
     # preprocess=False: the template, the painted layers and every number are checked by the studio itself
     # (`ctx.uploaded_file` + `load_image`, `checked`), so a broken file is one sentence, not gradio's dump.
-    template.upload(show_faces, template, [numbered, face_index, editor], api_name="template_faces",
-                    concurrency_id=GPU, preprocess=False)
+    uploaded = template.upload(show_faces, template, [numbered, face_index, editor, boxes], api_name="template_faces",
+                               concurrency_id=GPU, preprocess=False)
+    uploaded.success(lambda mode: canvas(mode, True), mask_mode, [template, numbered, editor, change],
+                     api_visibility="private", queue=False).then(
+        lambda n: f"Face **0** of {len(n)} will be replaced (click another to change)." if n else "", boxes, picked,
+        api_visibility="private", queue=False)
+    numbered.select(pick_face, [template, boxes], [face_index, numbered, picked], api_visibility="private",
+                    queue=False, preprocess=False)
+    face_index.input(redraw, [template, boxes, face_index], [numbered, picked], api_visibility="private", queue=False,
+                     preprocess=False)
+    mask_mode.change(lambda mode, b: canvas(mode, bool(b)), [mask_mode, boxes], [template, numbered, editor, change],
+                     api_visibility="private", queue=False)
+    change.click(lambda: (gr.update(value=None, visible=True), gr.update(visible=False), gr.update(visible=False),
+                          gr.update(visible=False), [], ""), None,
+                 [template, numbered, editor, change, boxes, picked], api_visibility="private", queue=False)
     go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                        denoise, strength, steps, seed, randomize, recipe], [slider, seed, info, download],
              api_name="inpaint", concurrency_id=GPU, preprocess=False)

@@ -189,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args = parse_args(argv)
         settings = StudioSettings.from_env()  # once, here; everything below gets it passed
+        if not args.debug:  # the libraries' known noise (facestudio/noise.py) stays out of the studio's log
+            from facestudio.noise import filter_native_stderr, quiet_library_warnings
+
+            filter_native_stderr()
+            quiet_library_warnings()
         logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
         serve(args, settings)

@@ -58,10 +58,14 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
                 inpaint_identity = build_inpaint_tab(ctx, stops)
             with gr.Tab("Train", id="train"):
                 train = build_train_tab(ctx)
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models") as models_tab:
                 models_refresh, models_outputs = build_models_tab(ctx)
+        # What is loaded changes with every generation and training job: the tab is read again when opened.
+        models_tab.select(models_refresh, None, models_outputs, api_visibility="private", queue=False)
 
         identity_lists = [generate.identity, inpaint_identity]
+        if train.identity is not None:
+            identity_lists.append(train.identity)
 
         def refresh_identities(request: gr.Request = None):
             choices = identity_choices(ctx, ctx.workspace(request))
@@ -74,7 +78,7 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
             ws = ctx.workspace(request)
             choices = identity_choices(ctx, ws)
             job, jobs = train.refresh[0](ws)
-            return (gr.update(choices=choices), gr.update(choices=choices), gr.update(choices=choices),
+            return (gr.update(choices=choices), *(gr.update(choices=choices) for _ in identity_lists),
                     gr.update(choices=ctx.adapter_choices(ws)), job, jobs, *models_refresh())
 
         demo.load(on_load, None, [identity.saved, *identity_lists, generate.adapter, *train.refresh[1],

@@ -42,3 +42,31 @@ def test_reading_an_empty_cache_imports_neither_torch_nor_modelscope(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_local_model_files_are_found_and_classified(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from facestudio.engine.inventory import LOCAL, local_models, local_models_dir
+
+    local = local_models_dir(tmp_path)
+    (local / "my-base" / "unet").mkdir(parents=True)
+    (local / "fact_adapter").mkdir()
+    (local / "ms1mv2_model_TransFace_S.pt").write_bytes(b"x" * 10)
+    save_file({"model.diffusion_model.out.weight": torch.zeros(2)}, str(local / "single-file.safetensors"))
+    save_file({"down_blocks.0.attentions.0.processor.to_k.weight": torch.zeros(2)}, str(local / "adapter.safetensors"))
+    save_file({"x": torch.zeros(2)}, str(local / "fact_adapter" / "named-by-its-folder.safetensors"))
+    (local / "notes.txt").write_text("not a model")
+    found = {model.name: model.kind for model in local_models(tmp_path)}
+    assert found == {"my-base": "base_model", "ms1mv2_model_TransFace_S.pt": "face_encoder",
+                     "single-file.safetensors": "base_model", "adapter.safetensors": "fact_adapter",
+                     "fact_adapter/named-by-its-folder.safetensors": "fact_adapter"}
+
+    registry = ModelRegistry.default()
+    rows = {row.name: row for row in model_states(registry, ModelHub(tmp_path, offline=True),
+                                                  [f"fact_adapter:{local / 'adapter.safetensors'}"],
+                                                  local_models(tmp_path))}
+    assert rows["my-base"].state == LOCAL and rows["my-base"].source == "models/local"
+    assert rows["adapter.safetensors"].state == LOADED  # loaded from models/local: one row, not two
+    assert sum(row.path == str(local / "adapter.safetensors") for row in rows.values()) == 1

@@ -62,9 +62,14 @@ def test_the_api_offers_exactly_the_documented_endpoints(client):
 
 
 def test_analyze_shows_faces_crops_masks_and_warnings(client, photo):
-    overlays, crops, masks, summary, report, used = client.predict(
+    overlays, crops, masks, summary, report, used, matrix, regions = client.predict(
         [photo("obama.jpg"), photo("biden.jpg"), photo("astronaut.png")], "", api_name="/analyze")
-    assert len(overlays) == 3 and len(crops) == 3 and len(masks) == 3
+    assert len(overlays) == 3 and len(crops) == 3 and len(masks) == 3 and len(regions) == 3
+    # who matches whom: each photo with itself, and Biden with neither
+    names = ["0: obama.jpg", "1: biden.jpg", "2: astronaut.png"]
+    assert matrix["headers"] == ["photo", *names] and [row[0] for row in matrix["data"]] == names
+    assert all(matrix["data"][i][i + 1] == "1.00 ✓" for i in range(3))
+    assert matrix["data"][0][2].endswith("✗") and matrix["data"][1][1].endswith("✗")
     assert Image.open(crops[0]["image"]).size == (112, 112)
     assert "3 of 3 photo(s) usable" in summary
     assert "biden.jpg looks like a different person" in summary
@@ -82,8 +87,9 @@ def test_analyze_refuses_a_face_number_that_does_not_exist(client, photo):
 
 def test_a_saved_identity_generates_and_shows_in_the_list(client, photo, studio):
     status, saved = client.predict([photo("obama.jpg"), photo("obama2.jpg")], "", "Test Person", False,
-                                   api_name="/save_identity")
-    assert "Saved **Test Person** with 2 photo(s)" in status
+                                   "a man, 50-year-old", api_name="/save_identity")
+    assert "Saved **Test Person** with 2 photo(s), subject words “a man, 50-year-old”" in status
+    assert studio.ctx.identities.get("Test Person").subject == "a man, 50-year-old"
     assert ["Test Person", "Test Person"] in saved["choices"]
     assert (studio.home / "identities" / "test-person" / "identity.json").is_file()
 
@@ -175,8 +181,8 @@ def test_inpaint_with_the_automatic_and_a_painted_mask(client, photo, studio, tm
 
     template = studio.home / "template.png"
     Image.open(photo("biden.jpg")["path"]).convert("RGB").save(template)
-    _numbered, faces, _editor = client.predict(handle_file(str(template)), api_name="/template_faces")
-    assert faces["choices"][0][1] == 0
+    numbered, faces, _editor = client.predict(handle_file(str(template)), api_name="/template_faces")
+    assert faces["choices"][0][1] == 0 and Image.open(numbered).size == Image.open(template).size
 
     common = dict(identity=None, photos=[photo("obama.jpg")], template=handle_file(str(template)), face_index=0,
                   dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.6, strength=0.55, steps=3,
@@ -227,21 +233,27 @@ def test_training_from_uploaded_photos_cancel_and_resume(client, photo, studio, 
     assert first["stage"] == "preparing" and first["state"] in (RunState.QUEUED, RunState.RUNNING)
     assert first["step"] < 3
     wait_until(lambda: (s := status())["stage"] == "training" and s["step"] >= 2, 240, "two training steps")
-    text, _data, _plot, _samples, report, _jobs = client.predict(job_id, api_name="/train_status")
+    text, _data, _plot, _samples, report, _jobs, action = client.predict(job_id, api_name="/train_status")
+    assert action.startswith(f"Job {job_id} is running. Cancel stops it")
+    assert "12 steps · 64 px · batch 2 · learning rate 0.001 · warm-up 1 step(s) (capped to 10% of the steps; 50 asked)" \
+        in text
     kept = {row[0].split("_", 1)[1]: row[1] for row in report["data"]}
     assert kept == {"obama.jpg": "kept", "obama2.jpg": "kept", "wall.png": "rejected"}
     assert "Photos: 2 kept, 1 rejected." in text
-    assert "cancel" in client.predict(job_id, api_name="/train_cancel")
+    assert client.predict(job_id, api_name="/train_cancel").startswith(f"Cancelling job {job_id}")
     stopped = wait_until(lambda: (s := status())["state"] == RunState.CANCELLED and s, 120, "the cancel")
     assert stopped["checkpoint_step"] >= 2
+    *_, action = client.predict(job_id, api_name="/train_status")  # the message follows the state: never stale
+    assert action == f"Job {job_id} is cancelled. Resume continues it from step {stopped['checkpoint_step']}."
 
     assert "queued again" in client.predict(job_id, api_name="/train_resume")
-    _text, data, _plot, _samples, _report, jobs = client.predict(job_id, api_name="/train_status")
+    _text, data, _plot, _samples, _report, jobs, _action = client.predict(job_id, api_name="/train_status")
     assert data["id"] == job_id and any(row[0] == job_id for row in jobs["data"])
     done = wait_until(lambda: (s := status())["state"] in (RunState.DONE, RunState.FAILED) and s, 300,
                       "the resumed job")
     assert done["state"] == RunState.DONE, done["error"]
-    text, data, plot, _samples, _report, jobs = client.predict(job_id, api_name="/train_status")
+    text, data, plot, _samples, _report, jobs, action = client.predict(job_id, api_name="/train_status")
+    assert action == f"Job {job_id} is done." and "ended " in text
     assert [row[0] for row in plot["data"]] == list(range(1, 13))  # every step once, across the resume
     assert data["adapter"] and "Generate → FACT adapter" in text
     log = (studio.home / "jobs" / job_id / "train.log").read_text()
@@ -262,3 +274,53 @@ def test_models_tab_reports_states_and_unloads(client, photo, studio):
     assert "**Loaded:** base_model:" in machine and "**RAM:**" in machine and "torch" in machine
     message, table, machine = client.predict("all", api_name="/unload")
     assert "Unloaded" in message and "**Loaded:** nothing" in machine
+
+
+def test_training_starts_from_a_saved_identity_of_one_person(client, photo, studio):
+    from gradio_client.exceptions import AppError
+
+    settings = dict(files=None, folder="", name="", base_model=str(studio.tiny.base), init="default", steps=40,
+                    lr=1e-3, fair_weight=0.01, drop_prob=0.05, shuffle_prob=0.5, curriculum=True, resolution=64,
+                    batch_size=1, checkpoint_every=20, sample_every=0, warmup_steps=50)
+    client.predict([photo("obama.jpg"), photo("obama2.jpg")], "", "Saved Alex", True, "", api_name="/save_identity")
+    message, job, _table = client.predict(**settings, identity="Saved Alex", api_name="/train_start")
+    job_id = job["value"]
+    assert "Queued job" in message and job_id.endswith("saved-alex")
+    queued = studio.ctx.jobs.get(job_id)
+    assert queued.name == "Saved Alex"  # the identity's name when no name is typed
+    assert sorted(p.name for p in next(queued.folder.photos_dir.iterdir()).iterdir()) == \
+        ["001_photo-01.png", "002_photo-02.png"]
+    text, *_ = client.predict(job_id, api_name="/train_status")
+    assert "warm-up 4 step(s) (capped to 10% of the steps; 50 asked)" in text
+    assert client.predict(job_id, api_name="/train_cancel")
+    wait_until(lambda: studio.ctx.jobs.effective_status(queued).state in (RunState.CANCELLED, RunState.DONE), 120,
+               "the cancel")
+
+    # An identity saved from photos of two people (saving warns, it does not refuse) is refused like uploads are.
+    client.predict([photo("obama.jpg"), photo("biden.jpg")], "", "Two People", True, "", api_name="/save_identity")
+    before = len(studio.ctx.jobs.list())
+    with pytest.raises(AppError, match=r"Train on photos of one person: .*looks like a different person"):
+        client.predict(**settings, identity="Two People", api_name="/train_start")
+    assert len(studio.ctx.jobs.list()) == before
+
+
+def test_models_tab_offers_local_files_and_explains_offline_downloads(client, studio):
+    from gradio_client.exceptions import AppError
+
+    local = studio.home / "models" / "local"
+    local.mkdir(parents=True, exist_ok=True)
+    shutil.copy(studio.tiny.adapter, local / "my-adapter.safetensors")
+    shutil.copytree(studio.tiny.base, local / "my-base", dirs_exist_ok=True)
+    table, machine = client.predict(api_name="/models_status")
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["my-adapter.safetensors"][1:3] == ["fact_adapter", "local file"]
+    assert rows["my-base"][1:3] == ["base_model", "local file"] and rows["my-base"][4] == "models/local"
+    assert "**Started with:** base model" in machine and str(studio.home) not in machine
+    # offered in the model lists without a restart, by their path inside FACESTUDIO_HOME
+    assert ("local: my-base", "models/local/my-base") in studio.ctx.base_model_choices()
+    assert ("local: my-adapter.safetensors", "models/local/my-adapter.safetensors") in studio.ctx.adapter_choices()
+
+    with pytest.raises(AppError, match=r"Nothing was downloaded: downloads are off .*FACESTUDIO_HOME/models/local/") \
+            as caught:
+        client.predict(api_name="/download_defaults")
+    assert "facestudio download" not in str(caught.value)  # no command that needs the network it does not have

@@ -1,7 +1,7 @@
 """The studio in a real browser (Playwright driving Debian's Chromium): what a person does, click by click.
 
 Open the page, check a photo in Identity, pick a style and generate in Generate, start a training job and cancel
-it in Train, and take a screenshot of every tab into `test-artifacts/screenshots/` (or FACESTUDIO_SCREENSHOTS).
+it in Train; pick faces by clicking them (Identity, Inpaint) and train from a saved identity; and take a screenshot of every tab into `test-artifacts/screenshots/` (or FACESTUDIO_SCREENSHOTS).
 No browser is downloaded: Chromium comes from `apt-get install chromium`. Where it is missing the test is skipped,
 unless FACESTUDIO_REQUIRE_BROWSER=1 (CI sets it), where that is a failure.
 """
@@ -244,3 +244,116 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots / "2-generate-session.png"))
     context.close()
+
+
+def test_faces_are_picked_by_clicking_and_training_starts_from_a_saved_identity(page, studio, faces_dir, tmp_path):
+    """Identity: click a face of a group photo, the similarity matrix, save; Inpaint: the template once, click a
+    face, the same spot becomes the mask editor; Train: from the saved identity, quick-test preset, the status in
+    words and the line beside Cancel following the job; Models: the defaults' download button with its size."""
+    from playwright.sync_api import expect
+
+    shots = screenshots_dir()
+    second = tmp_path / "me2.jpg"
+    shutil.copy(faces_dir / "obama2.jpg", second)
+    group = tmp_path / "group.png"
+    boxes = two_people(faces_dir, group, studio)
+
+    # Identity: a group photo and a portrait; the plain overlay, the similarity matrix, and a click on the second
+    # face of the group picks it (the portrait is of the same person as that face).
+    page.locator("#identity-photos input[type=file]").set_input_files([str(group), str(second)])
+    page.locator("#identity-analyze").click()
+    expect(page.locator("#identity-overlays .grid-wrap img")).to_have_count(2, timeout=60_000)
+    expect(page.locator("#identity-status")).to_contain_text("2 of 2 photo(s) usable")
+    expect(page.locator("#identity-matrix")).to_contain_text("1: me2.jpg")
+    expect(page.locator("#identity-regions")).to_be_hidden()  # regions behind the toggle
+    faces_used = page.locator("#identity-faces-used textarea, #identity-faces-used input").first
+    expect(faces_used).to_have_value("0, 0")
+    click_image_at(page, "#identity-picker img", boxes[1])
+    expect(faces_used).to_have_value("1, 0", timeout=60_000)
+    expect(page.locator("#identity-status")).to_contain_text("2 of 2 photo(s) usable", timeout=60_000)
+    expect(page.locator("#identity-matrix")).to_contain_text("✓")
+    page.locator("#identity-name textarea, #identity-name input").first.fill("Browser Person")
+    page.locator("#identity-save").click()
+    expect(page.locator("#identity-status")).to_contain_text("Saved **Browser Person**".replace("**", ""),
+                                                             timeout=60_000)
+    page.screenshot(path=str(shots / "1-identity-picked.png"), full_page=True)
+
+    # Inpaint: one canvas; the template's faces numbered, a click on the second picks it.
+    open_tab(page, "Inpaint")
+    page.locator("#inpaint-template input[type=file]").set_input_files([str(group)])
+    expect(page.locator("#inpaint-numbered img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#inpaint-template")).to_be_hidden()  # the template is shown once
+    expect(page.locator("#inpaint-picked")).to_contain_text("Face 0 of 2")
+    click_image_at(page, "#inpaint-numbered img", boxes[1])
+    expect(page.locator("#inpaint-picked")).to_contain_text("Face 1 of 2", timeout=30_000)
+    page.screenshot(path=str(shots / "3-inpaint-picked.png"), full_page=True)
+    page.locator("#inpaint-mask").get_by_text("Painted on the canvas").click()
+    expect(page.locator("#inpaint-editor")).to_be_visible()
+    expect(page.locator("#inpaint-numbered")).to_be_hidden()
+    page.screenshot(path=str(shots / "3-inpaint-paint.png"), full_page=True)
+
+    # Train: the saved identity, the quick-test preset (then longer, to cancel it while it runs); readable status,
+    # the line beside Cancel follows the state.
+    open_tab(page, "Train")
+    page.locator("#train-identity input").fill("Browser Person")
+    page.get_by_role("option", name="Browser Person").click()
+    page.locator("#train-preset").get_by_text("Quick test (40 steps").click()
+    steps = page.locator("#train-steps input")
+    expect(steps).to_have_value("40")
+    steps.fill("400")
+    page.get_by_text("More settings").click()
+    page.locator("#train-resolution input").fill("64")
+    page.locator("#train-start").click()
+    expect(page.locator("#train-message")).to_contain_text("Queued job", timeout=120_000)
+    progress = page.locator("#train-progress")
+    expect(progress).not_to_contain_text("No job selected")
+    expect(progress).to_contain_text("running · step", timeout=240_000)
+    expect(progress).to_contain_text("started ")
+    expect(progress).to_contain_text("warm-up 40 step(s)")
+    expect(page.locator("#train-job-message")).to_contain_text("is running. Cancel stops it")
+    expect(page.locator("#train-loss canvas, #train-loss svg").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#train-details").get_by_text("Job status")).to_be_hidden()  # raw JSON folded
+    page.screenshot(path=str(shots / "4-train-from-identity.png"), full_page=True)
+    page.locator("#train-cancel").click()
+    expect(progress).to_contain_text("cancelled", timeout=240_000)
+    expect(page.locator("#train-job-message")).to_contain_text("Resume continues it", timeout=10_000)
+    page.screenshot(path=str(shots / "4-train-from-identity-cancelled.png"), full_page=True)
+
+    open_tab(page, "Models")
+    expect(page.locator("#models-download-defaults")).to_contain_text("Download the defaults (3.5 GB)")
+    expect(page.locator("#models-machine")).to_contain_text("Started with:")
+    page.screenshot(path=str(shots / "5-models-in-use.png"), full_page=True)
+
+
+def two_people(faces_dir, target, studio) -> list[list[float]]:
+    """A photo of two people side by side (Biden larger, so face 0; Obama face 1), and their boxes as the studio's
+    analyzer finds them."""
+    from PIL import Image
+
+    from facestudio.face import load_image
+
+    canvas = Image.new("RGB", (1000, 600), (120, 130, 140))
+    x = 10
+    for name, height in (("biden.jpg", 590), ("obama.jpg", 380)):
+        person = Image.open(faces_dir / name).convert("RGB")
+        if name == "biden.jpg":  # his head and shoulders
+            person = person.crop((0, 0, person.width, int(person.width * 1.2)))
+        person.thumbnail((480, height))
+        canvas.paste(person, (x, canvas.height - person.height))
+        x += person.width + 20
+    canvas.save(target)
+    faces = studio.ctx.manager.analyzer().analyze(load_image(target)).faces
+    assert len(faces) == 2 and faces[0].center[0] < faces[1].center[0], "Biden (left) is the larger face"
+    return [[float(v) for v in face.bbox] for face in faces]
+
+
+def click_image_at(page, selector: str, box: list[float]) -> None:
+    """Click the centre of `box` (image pixels) on an image drawn with object-fit: contain."""
+    image = page.locator(selector).first
+    image.wait_for()
+    shown = image.bounding_box()
+    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    scale = min(shown["width"] / natural[0], shown["height"] / natural[1])
+    left = shown["x"] + (shown["width"] - natural[0] * scale) / 2
+    top = shown["y"] + (shown["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + (box[0] + box[2]) / 2 * scale, top + (box[1] + box[3]) / 2 * scale)
