@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from facestudio.engine.identities import inspect_photos, parse_face_indexes
+from facestudio.engine.identities import SUBJECT_HINT, inspect_photos, parse_face_indexes
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, gpu_work, user_errors
 from facestudio.ui.context import StudioContext
@@ -132,7 +132,8 @@ def build_identity_tab(ctx: StudioContext) -> IdentityTab:
         skipped = len(check.photos) - len(check.usable)
         note = f" ({skipped} photo(s) without a face left out)" if skipped else ""
         words = f", subject words “{identity.subject}”" if identity.subject else ""
-        return (f"Saved **{identity.name}** with {len(identity.photos)} photo(s){words}{note}.",
+        hint = "" if identity.subject else f" {SUBJECT_HINT}"
+        return (f"Saved **{identity.name}** with {len(identity.photos)} photo(s){words}{note}.{hint}",
                 gr.update(choices=identity_choices(ctx, ws), value=identity.name))
 
     @user_errors

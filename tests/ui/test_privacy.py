@@ -176,6 +176,7 @@ def test_a_damaged_identity_or_job_breaks_nothing_for_the_others(client, photo, 
     (job / "status.json").write_text('{"state": "running", "pid": "abc", "loss": "abc"}')
     status, saved = client.predict([photo("obama.jpg")], "", "Still Works", True, api_name="/save_identity")
     assert "Saved **Still Works**" in status and "broken" not in str(saved["choices"])
+    assert "Type the subject words" in status  # no words and no gender/age model here: the user is told
     text, data, *_ = client.predict(job.name, api_name="/train_status")
     assert data["status"]["state"] == "failed" and "status.json is damaged" in text
     message, saved, _ = client.predict("broken", api_name="/delete_identity")
