@@ -31,9 +31,11 @@ import torch
 from PIL import Image
 
 from facestudio import __version__
+from facestudio.engine.clip_score import clip_scores
 from facestudio.engine.compositing import CropBox, crop_around_mask, paste_back, working_size
 from facestudio.engine.devices import out_of_memory_guard
 from facestudio.engine.hub import DownloadCallback, DownloadPlan
+from facestudio.engine.likeness import StrengthComparison, StrengthPoint, recommend_strength
 from facestudio.engine.manager import AdaptedBaseModel, LoadedFile, ModelManager, SDPipeline
 from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
@@ -53,6 +55,7 @@ from facestudio.engine.requests import (
     GenerateRequest,
     InpaintRequest,
     ModelChoice,
+    check_strengths,
 )
 from facestudio.engine.schedulers import SCHEDULERS, make_scheduler
 from facestudio.errors import FaceNotFoundError, InvalidRequestError
@@ -66,8 +69,6 @@ logger = logging.getLogger(__name__)
 
 # Random seeds leave room for `seed + i` of the largest batch.
 MAX_IMAGES_GUARD = 64
-# "Compare strengths" renders at most this many strengths side by side.
-MAX_COMPARED_STRENGTHS = 8
 
 
 @dataclass(frozen=True)
@@ -246,20 +247,40 @@ class Engine:
         """The same seed at several face strengths, one image each, in the order given.
 
         Everything but FACT's `s` is shared (references, face tokens, prompt embeddings, seed), so the images show
-        the trade-off between likeness and following the prompt; each carries its identity similarity.
+        the trade-off between likeness and following the prompt; each carries its identity similarity. The face
+        fix and best of N are off here: they would hide what the strength alone does.
         """
-        strengths = [float(s) for s in strengths]
-        if not 2 <= len(strengths) <= MAX_COMPARED_STRENGTHS:
-            raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(strengths)}.",
-                                      field="strengths")
-        for value in strengths:
-            if not math.isfinite(value) or not 0.0 <= value <= 2.0:
-                raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.",
-                                          field="strengths")
-        request = dataclasses.replace(request, num_images=1).checked()
+        strengths = check_strengths(strengths)
+        request = dataclasses.replace(request, num_images=1, face_fix="off", best_of=1, keep=1).checked()
         seed = self._seed(request)
         variants = [dataclasses.replace(request, seed=seed, face_strength=s) for s in strengths]
         return self._run(request, variants, out_dir, _Callbacks(on_step, should_stop, on_download))
+
+    def compare_likeness(self, request: GenerateRequest, strengths: Sequence[float] | str, *,
+                         out_dir: Path | None = None, clip_model: str | None = None,
+                         on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
+                         on_download: DownloadCallback | None = None
+                         ) -> tuple[GenerationResult, StrengthComparison]:
+        """`compare_strengths` plus each image's CLIP score against the prompt and a recommended strength
+        (`likeness.recommend_strength`). The CLIP model (default `clip-vit-l14`) is loaded first, so a missing
+        one fails before any image is made."""
+        strengths = check_strengths(strengths)
+        dataclasses.replace(request, num_images=1, face_fix="off", best_of=1, keep=1).checked()
+        with self.manager.gpu_lock:
+            scorer, clip_file = self.manager.clip_scorer(clip_model, on_download)
+        result = self.compare_strengths(request, strengths, out_dir=out_dir, on_step=on_step,
+                                        should_stop=should_stop, on_download=on_download)
+        with self.manager.gpu_lock:
+            scores = clip_scores([made.image for made in result.images], request.prompt, scorer)
+        threshold = float(self.manager.analyzer().embedder.threshold)
+        points = tuple(
+            StrengthPoint(strength, None if made.similarity is None else round(made.similarity.similarity, 4),
+                          made.similarity is not None and made.similarity.similarity >= threshold, score,
+                          made.path.name if made.path is not None else "")
+            for strength, made, score in zip(strengths, result.images, scores, strict=False))
+        recommended, reason = recommend_strength(points, threshold)
+        return result, StrengthComparison(request.prompt, int(result.seed or 0), threshold, points, recommended,
+                                          reason, clip_file.spec)
 
     def regenerate(self, png: str | Path, *, faces: list[str] | None = None, out_dir: Path | None = None,
                    on_step: StepCallback | None = None, should_stop: StopCheck | None = None,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facestudio.errors import UnknownModelError
 
-KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora")
+KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora", "clip")
 HUBS = ("huggingface", "modelscope")
 _HUB_PREFIXES = {"hf:": "huggingface", "huggingface:": "huggingface", "modelscope:": "modelscope", "ms:": "modelscope"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

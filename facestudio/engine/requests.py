@@ -321,6 +321,34 @@ def field_bounds(request_class: type[GenerateRequest], name: str) -> tuple[float
     return spec.metadata[_BOUNDS]
 
 
+#: "Compare strengths" renders at most this many strengths side by side.
+MAX_COMPARED_STRENGTHS = 8
+
+
+def check_strengths(strengths: Any) -> list[float]:
+    """The face strengths of a comparison as floats: 2 to `MAX_COMPARED_STRENGTHS` numbers from 0 to 2, or
+    `InvalidRequestError` (field `strengths`). A string is read as comma-separated numbers."""
+    if isinstance(strengths, str):
+        parts = [part.strip() for part in strengths.replace(";", ",").split(",") if part.strip()]
+    else:
+        parts = list(strengths)
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {part!r}.",
+                                      field="strengths") from None
+        if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+            raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.",
+                                      field="strengths")
+        values.append(value)
+    if not 2 <= len(values) <= MAX_COMPARED_STRENGTHS:
+        raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(values)}.",
+                                  field="strengths")
+    return values
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

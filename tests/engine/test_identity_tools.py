@@ -35,8 +35,12 @@ def group_photo(faces_dir, size: tuple[int, int], names=("obama.jpg", "biden.jpg
 
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory, faces_dir):
+    return small_references(tmp_path_factory.mktemp("refs"), faces_dir)
+
+
+def small_references(folder, faces_dir):
     """Small copies of the reference photos (analysing the full-size ones would dominate these tests' time)."""
-    folder = tmp_path_factory.mktemp("refs")
+    folder.mkdir(parents=True, exist_ok=True)
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
         photo = Image.open(faces_dir / name).convert("RGB")
         if name == "biden.jpg":
