@@ -437,7 +437,8 @@ def run_fix_faces(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         _announce_downloads(engine, request, args)
-        result = engine.fix_faces(request, args.face_index or None, out_dir=args.out, on_step=progress.step,
+        result = engine.fix_faces(request, list(dict.fromkeys(args.face_index)) or None, out_dir=args.out,
+                                  on_step=progress.step,
                                   on_download=progress.download)
     finally:
         progress.close()

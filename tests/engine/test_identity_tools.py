@@ -247,3 +247,19 @@ def test_old_records_regenerate_without_a_face_fix():
     data = {"request": {k: v for k, v in request.to_dict().items() if k not in ("face_fix", "best_of", "keep")},
             "seed": 1, "width": 512, "height": 512, "models": {}}
     assert GenerationRecord.from_dict(data).request.face_fix == "off"
+
+
+def test_several_people_with_the_release_recipe(engine, tiny_request, tiny_studio, group, refs):
+    source = Image.open(group).convert("RGB")
+    models = dataclasses.replace(tiny_request().models, canny_controlnet=str(tiny_studio.controlnet))
+    request = several(tiny_request, group, refs, "obama2.jpg", "biden.jpg", recipe="release", denoise=0.6,
+                      face_strength=0.55, models=models)
+    image = engine.inpaint(request).images[0]
+    difference = changed(image.image, source)
+    faces = engine.manager.analyzer().analyze(source).faces
+    x0, y0, x1, y1 = (int(v) for v in faces[2].bbox)
+    assert not difference[y0:y1, x0:x1].any(), "the face not listed stays bit-identical"
+    for stage in image.record.stages:
+        assert stage["stages"] and stage["stages"][0]["stage"]
+        x0, y0, x1, y1 = (int(v) for v in stage["face_bbox"])
+        assert difference[y0:y1, x0:x1].mean() > 0.3
