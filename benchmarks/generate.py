@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import tempfile
@@ -175,7 +176,9 @@ def identity_tool_rows(engine: Engine, request: GenerateRequest, folder: Path, r
     canvas.paste(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (photo.width + 30, 20))
     canvas.save(template)
     plain = dataclasses.replace(request, face_fix="off")
-    fix = InpaintRequest(faces=request.faces, image=str(template), recipe="single", steps=request.steps,
+    # As the text-to-image face fix does: a schedule long enough that denoise 0.4 runs at least one step.
+    fix_steps = max(request.steps, math.ceil(1 / request.face_fix_denoise))
+    fix = InpaintRequest(faces=request.faces, image=str(template), recipe="single", steps=fix_steps,
                          width=request.width, height=request.height, seed=1, models=request.models,
                          denoise=request.face_fix_denoise, face_strength=FACE_FIX_STRENGTH)
     faces = len(engine.manager.analyzer().analyze(canvas).faces)

@@ -220,15 +220,15 @@ class Engine:
         variants = [dataclasses.replace(single, seed=seed + i) for i in range(request.best_of)]
         made = self._run(single, variants, None, callbacks)
         ranked = rank_candidates(made.images, scorer)
-        rank_of = {id(image): rank for rank, (image, _) in enumerate(ranked)}
-        scores = {id(image): score for image, score in ranked}
-        candidates = tuple({"seed": image.seed, "score": None if scores[id(image)] is None
-                            else round(float(scores[id(image)]), 4),  # type: ignore[arg-type]
-                            "rank": rank_of[id(image)] + 1, "kept": rank_of[id(image)] < request.keep}
-                           for image in made.images)
+        place = {id(image): (rank, score) for rank, (image, score) in enumerate(ranked)}
+        candidates = []
+        for image in made.images:  # in seed order
+            rank, score = place[id(image)]
+            candidates.append({"seed": image.seed, "score": None if score is None else round(float(score), 4),
+                               "rank": rank + 1, "kept": rank < request.keep})
         result = GenerationResult(warnings=made.warnings, cancelled=made.cancelled)
         for image, _ in ranked[:request.keep]:
-            image.record = dataclasses.replace(image.record, candidates=candidates)
+            image.record = dataclasses.replace(image.record, candidates=tuple(candidates))
             if out_dir is not None:
                 image.path = image.record.to_png(image.image, _output_path(out_dir, request.mode, image.seed))
             result.images.append(image)
