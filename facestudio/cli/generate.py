@@ -138,7 +138,7 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
     inpaint.add_argument("--assign", action="append", default=[], metavar="I=REF[,REF...]|I=identity:NAME",
                          help="several people: face I of the template gets this person (photos, or a saved "
                               "identity); repeat per face; faces not listed stay unchanged (recipe default: single)")
-    inpaint.set_defaults(handler=run_inpaint, recipe=None)
+    inpaint.set_defaults(handler=run_inpaint, recipe=_DefaultRecipe(field_default(InpaintRequest, "recipe")))
 
     fix = commands.add_parser(
         "fix-faces", help="repaint faces of an existing image with the identity of the reference photos",
@@ -179,6 +179,11 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                                  description="List the model registry with download sizes and cache state.")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(handler=run_models)
+
+
+class _DefaultRecipe(str):
+    """`inpaint`'s recipe when `--recipe` is not given (equal to the field's default), so that `--assign` can
+    default to `single` while one face keeps the field's default."""
 
 
 def add_identity_tool_flags(parser: argparse.ArgumentParser, request_class) -> None:
@@ -380,8 +385,9 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from facestudio.engine.requests import MASK_REGIONS, field_default
 
     assignments = _assignments(args)
-    if args.recipe is None:  # several people default to the fast one-pass recipe
-        args.recipe = "single" if assignments else field_default(InpaintRequest, "recipe")
+    if assignments and isinstance(args.recipe, _DefaultRecipe):  # several people default to the one-pass recipe
+        args.recipe = "single"
+    args.recipe = str(args.recipe)
     fields = _request_fields(args)
     if args.prompt or args.subject:  # else the request's own default prompt
         fields["prompt"] = with_subject(args.prompt or field_default(InpaintRequest, "prompt"), args.subject)
