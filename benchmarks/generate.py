@@ -17,15 +17,23 @@ Goals on a CUDA GPU at 512x512, 30 steps, fp16: FACT <= 1.5x bare per image, pea
 calls with two SD1.5-size random ControlNets) vs `single` (one), on a template made of the reference photo, and
 seconds per text-to-image image with each recipe's sampling at the same `--steps`.
 
+`--identity-tools` adds, in the same run, what the identity tools cost against a plain image (face fix off):
+the face fix per fixed face (`fix-faces` on a template with the reference photo twice, at denoise 0.4 and
+strength 0.55: the same one-pass crop inpainting the text-to-image face fix runs; random weights draw no faces of
+their own) and best of N per candidate (`--best-of N`, its total divided by N). `--tiny` swaps the SD1.5-size
+random models for the test suite's tiny ones: a smoke run of the script, not a measurement.
+
 Example:
     python benchmarks/generate.py --device cuda --size 512 --steps 30
     python benchmarks/generate.py --device cpu --size 256 --steps 4     # what fits a laptop CPU
+    python benchmarks/generate.py --device cuda --identity-tools --best-of 4
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import tempfile
@@ -149,6 +157,48 @@ def recipe_rows(engine: Engine, request: GenerateRequest, folder: Path, repeats:
             ("text-to-image s/image", median["generate", "single"], median["generate", "release"])]
 
 
+def identity_tool_rows(engine: Engine, request: GenerateRequest, folder: Path, repeats: int,
+                       best_of: int) -> list[tuple[str, float, int]]:
+    """(label, seconds, units) medians of `repeats`: a plain image, the face fix per fixed face, best of N per
+    candidate."""
+    import dataclasses
+
+    from PIL import Image
+
+    from facestudio.engine import InpaintRequest
+    from facestudio.engine.requests import FACE_FIX_STRENGTH
+
+    template = folder / "two-faces.png"
+    photo = Image.open(request.faces[0]).convert("RGB")
+    photo.thumbnail((512, 512))
+    canvas = Image.new("RGB", (photo.width * 2 + 40, photo.height + 40), (90, 90, 90))
+    canvas.paste(photo, (10, 20))
+    canvas.paste(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (photo.width + 30, 20))
+    canvas.save(template)
+    plain = dataclasses.replace(request, face_fix="off")
+    # As the text-to-image face fix does: a schedule long enough that denoise 0.4 runs at least one step.
+    fix_steps = max(request.steps, math.ceil(1 / request.face_fix_denoise))
+    fix = InpaintRequest(faces=request.faces, image=str(template), recipe="single", steps=fix_steps,
+                         width=request.width, height=request.height, seed=1, models=request.models,
+                         denoise=request.face_fix_denoise, face_strength=FACE_FIX_STRENGTH)
+    faces = len(engine.manager.analyzer().analyze(canvas).faces)
+    jobs = {
+        "plain": (lambda: engine.generate(plain), 1),
+        "fix": (lambda: engine.fix_faces(fix), max(faces, 1)),
+        "best": (lambda: engine.generate(dataclasses.replace(plain, best_of=best_of, keep=1)), best_of),
+    }
+    seconds: dict[str, list[float]] = {key: [] for key in jobs}
+    for _ in range(repeats):
+        for key, (job, _units) in jobs.items():
+            start = time.perf_counter()
+            job()
+            seconds[key].append(time.perf_counter() - start)
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    return [("plain image (face fix off)", median["plain"], 1),
+            (f"face fix, per fixed face ({faces})", median["fix"] / max(faces, 1), faces),
+            (f"best of {best_of}, per candidate", median["best"] / best_of, best_of)]
+
+
 class PeakMemory:
     """Peak device memory (CUDA) or peak process RSS (CPU, sampled every 5 ms) during a block."""
 
@@ -208,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "facestudio-bench-sd15")
     parser.add_argument("--face", type=Path, default=REPO.parent / "shared" / "faces" / "obama.jpg")
     parser.add_argument("--recipes", action="store_true", help="also time the release vs single recipes")
+    parser.add_argument("--identity-tools", action="store_true",
+                        help="also time the face fix per fixed face and best of N per candidate against a plain image")
+    parser.add_argument("--best-of", type=int, default=3, help="N of --identity-tools' best of N (default 3)")
+    parser.add_argument("--tiny", action="store_true", help="the test suite's tiny models: a smoke run only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -215,12 +269,21 @@ def main(argv: list[str] | None = None) -> int:
     gpu = placement.device.type == "cuda"
     size = args.size or (512 if gpu else 256)
     steps = args.steps or (30 if gpu else 4)
-    build_models(args.work_dir)
+    if args.tiny:
+        from tests.engine.tiny_models import build_tiny_studio
+
+        tiny = args.work_dir / "tiny"
+        if not (tiny / "lora.safetensors").exists():
+            build_tiny_studio(tiny)
+        base, adapter, encoder = tiny / "base", tiny / "fact.safetensors", tiny / "transface.safetensors"
+    else:
+        build_models(args.work_dir)
+        base, adapter = args.work_dir / "base", args.work_dir / "fact.safetensors"
+        encoder = args.work_dir / "transface.safetensors"
     manager = ModelManager(EngineSettings(home=args.work_dir / "home", placement=placement, offline=True,
-                                          single_file_config=str(args.work_dir / "base")))
+                                          single_file_config=str(base)))
     engine = Engine(manager)
-    models = ModelChoice(str(args.work_dir / "base"), str(args.work_dir / "fact.safetensors"),
-                         str(args.work_dir / "transface.safetensors"))
+    models = ModelChoice(str(base), str(adapter), str(encoder))
     request = GenerateRequest(faces=[str(args.face)], prompt="a portrait photo of a person, natural light",
                               seed=1, steps=steps, width=size, height=size, models=models)
 
@@ -287,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:<28}{single:>12.2f}{release:>12.2f}{release / single:>10.2f}x")
         print("(inpaint: release = stage 1 + stage 2 + drift correction + refinement; text-to-image: the same "
               "engine path, release sampling PNDM/CFG 7 vs DPM++ 2M Karras at the same steps)")
+    if args.identity_tools:
+        rows = identity_tool_rows(engine, request, args.work_dir, args.repeats, args.best_of)
+        plain_seconds = rows[0][1]
+        print(f"\n{'identity tools (same run)':<36}{'s':>10}{'x plain':>10}")
+        for label, seconds, _units in rows:
+            print(f"{label:<36}{seconds:>10.2f}{seconds / plain_seconds:>9.2f}x")
+        print("(face fix: fix-faces at denoise 0.4, s = 0.55 on a template with the reference twice, whole request "
+              "divided by the faces found; best of N: the whole request divided by N; plain: face fix off)")
     return 0
 
 

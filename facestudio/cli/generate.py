@@ -8,6 +8,7 @@ one sentence and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -116,6 +117,7 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                                "files the studio keeps are found in FACESTUDIO_HOME; --face replaces reference photos "
                                "kept elsewhere, --base-model/--adapter/--face-encoder/--controlnet models kept "
                                "elsewhere)")
+    add_identity_tool_flags(generate, GenerateRequest)
     generate.set_defaults(handler=run_generate)
 
     inpaint = commands.add_parser(
@@ -135,7 +137,36 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                          help="grow the automatic mask by PX pixels (default: 8%% of the face size)")
     inpaint.add_argument("--mask-feather", type=int, default=None, metavar="PX",
                          help="soften the automatic mask's edge over PX pixels (default: 6%% of the face size)")
-    inpaint.set_defaults(handler=run_inpaint)
+    inpaint.add_argument("--assign", action="append", default=[], metavar="I=REF[,REF...]|I=identity:NAME",
+                         help="several people: face I of the template gets this person (photos, or a saved "
+                              "identity); repeat per face; faces not listed stay unchanged (recipe default: single)")
+    inpaint.set_defaults(handler=run_inpaint, recipe=_DefaultRecipe(field_default(InpaintRequest, "recipe")))
+
+    fix = commands.add_parser(
+        "fix-faces", help="repaint faces of an existing image with the identity of the reference photos",
+        description="The face fix on any image: each chosen face (default: every face found) is inpainted again on "
+                    "a crop with FACT and the reference photos; each result line gives every face's identity score "
+                    "before and after.")
+    sampling(fix, InpaintRequest, prompt_required=False)
+    fix.add_argument("--image", required=True, metavar="IMG", help="the image whose faces to fix")
+    fix.add_argument("--face-index", type=int, action="append", default=[], metavar="I",
+                     help="a face to fix (0 = largest); repeat for several; default: every face found")
+    fix.add_argument("--denoise", type=float, default=field_default(GenerateRequest, "face_fix_denoise"),
+                     metavar="X", help="how strongly each face is redrawn, 0-1 (default "
+                                       f"{field_default(GenerateRequest, 'face_fix_denoise'):g})")
+    fix.set_defaults(handler=run_fix_faces, recipe="single")
+
+    compare = commands.add_parser(
+        "compare", help="one seed at several face strengths: identity score, CLIP score, a recommended strength",
+        description="Render one seed at each face strength and score every image for likeness (identity score) "
+                    "and prompt-following (CLIP score, model clip-vit-l14, downloaded when first needed). Writes "
+                    "the images, a grid, a plot of identity against CLIP score and a JSON with the numbers.")
+    sampling(compare, GenerateRequest, prompt_required=True)
+    compare.add_argument("--strengths", required=True, metavar="S,S,...",
+                         help="2 to 8 face strengths from 0 to 2, e.g. 0,0.25,0.5,0.75,1")
+    compare.add_argument("--clip-model", default=None, metavar="ID|PATH",
+                         help=f"CLIP model of the prompt-following score (default {registry.default_for('clip')})")
+    compare.set_defaults(handler=run_compare)
 
     download = commands.add_parser(
         "download", help="fetch models into the cache (sizes shown first)",
@@ -150,6 +181,30 @@ def add_generation_commands(commands, add_backend_options: Callable[[argparse.Ar
                                  description="List the model registry with download sizes and cache state.")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(handler=run_models)
+
+
+class _DefaultRecipe(str):
+    """`inpaint`'s recipe when `--recipe` is not given (equal to the field's default), so that `--assign` can
+    default to `single` while one face keeps the field's default."""
+
+
+def add_identity_tool_flags(parser: argparse.ArgumentParser, request_class) -> None:
+    """`generate`'s best of N and face fix flags (defaults and bounds from the request's fields)."""
+    from facestudio.engine.requests import FACE_FIX_MODES, FACE_FIX_STRENGTH, field_bounds, field_default
+
+    low, high = field_bounds(request_class, "best_of")
+    parser.add_argument("--best-of", type=int, default=field_default(request_class, "best_of"), metavar="N",
+                        help=f"make N candidates (seeds seed..seed+N-1, {low}-{high}) and keep the most alike by "
+                             "identity score (default 1)")
+    parser.add_argument("--keep", type=int, default=field_default(request_class, "keep"), metavar="K",
+                        help="with --best-of: how many of the best candidates to save (default 1)")
+    parser.add_argument("--face-fix", default=field_default(request_class, "face_fix"), metavar="|".join(FACE_FIX_MODES),
+                        help="after text-to-image, repaint faces with FACT on a crop: auto (faces under 40%% of the "
+                             "shorter side), on (every face), off (default auto)")
+    parser.add_argument("--face-fix-denoise", type=float, default=field_default(request_class, "face_fix_denoise"),
+                        metavar="X", help="how strongly the face fix redraws each face, 0-1 (default "
+                                          f"{field_default(request_class, 'face_fix_denoise'):g}; face strength "
+                                          f"{FACE_FIX_STRENGTH:g})")
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -234,12 +289,12 @@ class _Progress:
         self._key = None
 
 
-def _announce_downloads(engine, request, args) -> None:
+def _announce_downloads(engine, request, args, extra=()) -> None:
     from facestudio.engine import format_bytes
 
     if getattr(args, "no_download", False) or engine.manager.hub.offline:
         return
-    plans = engine.needed_downloads(request)
+    plans = engine.needed_downloads(request) + engine.manager.needed_downloads(list(extra))
     if plans:
         total = sum(plan.missing_bytes for plan in plans)
         print(f"Downloading {len(plans)} model(s), {format_bytes(total)} in all, into "
@@ -257,11 +312,30 @@ def _report(result, out_dir: Path) -> int:
         else:
             verdict = "same person" if image.similarity.same_person else "below the same-person threshold"
             likeness = f"similarity {image.similarity.similarity:.3f} ({verdict})"
-        print(f"{image.path}  seed {image.seed}  {likeness}")
+        print(f"{image.path}  seed {image.seed}  {likeness}{_identity_tools_summary(image.record)}")
     if result.cancelled:
         print(f"stopped: {len(result.images)} image(s) finished.", file=sys.stderr)
         return 130
     return 0
+
+
+def _score(value) -> str:
+    return "no face" if value is None else f"{value:.3f}"
+
+
+def _identity_tools_summary(record) -> str:
+    """Best of N (rank and score of this image among its candidates), and each repainted face's identity score
+    before and after (face fix, several people, fix-faces)."""
+    parts = []
+    if record.candidates:
+        entry = next((c for c in record.candidates if c.get("seed") == record.seed), None)
+        if entry is not None:
+            parts.append(f"rank {entry['rank']} of {len(record.candidates)} (score {_score(entry.get('score'))})")
+    faces = [s for s in record.stages if s.get("stage") in ("face-fix", "face")]
+    for number, stage in enumerate(faces):
+        label = f"face {stage['face_index']}" if "face_index" in stage else f"fixed face {number + 1}"
+        parts.append(f"{label} {_score(stage.get('similarity_before'))} -> {_score(stage.get('similarity_after'))}")
+    return "".join(f"  {part}" for part in parts)
 
 
 def _run(method: str, request, args) -> int:
@@ -307,6 +381,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
         single, release = recipe_defaults(GenerateRequest, "single"), recipe_defaults(GenerateRequest, "release")
         fields.update({name: value for name, value in release.items() if fields[name] == single[name]})
+    fields.update(best_of=args.best_of, keep=args.keep, face_fix=args.face_fix,
+                  face_fix_denoise=args.face_fix_denoise)
     request = GenerateRequest(prompt=with_subject(args.prompt, args.subject), **fields).checked()
     return _run("generate", request, args)
 
@@ -316,14 +392,120 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from facestudio.engine.identities import with_subject
     from facestudio.engine.requests import MASK_REGIONS, field_default
 
+    assignments = _assignments(args)
+    if assignments and isinstance(args.recipe, _DefaultRecipe):  # several people default to the one-pass recipe
+        args.recipe = "single"
+    args.recipe = str(args.recipe)
     fields = _request_fields(args)
     if args.prompt or args.subject:  # else the request's own default prompt
         fields["prompt"] = with_subject(args.prompt or field_default(InpaintRequest, "prompt"), args.subject)
     if args.mask not in MASK_REGIONS and not Path(args.mask).is_file():
         raise InvalidRequestError(f"--mask {args.mask!r} is not auto, face, head or an existing mask image.")
+    if assignments and args.face:
+        raise InvalidRequestError("Give each face its person with --assign, or one person with --face, not both.",
+                                  field="assignments")
     request = InpaintRequest(image=args.image, mask=args.mask, face_index=args.face_index, denoise=args.denoise,
-                             mask_dilate_px=args.mask_dilate, mask_feather_px=args.mask_feather, **fields).checked()
+                             mask_dilate_px=args.mask_dilate, mask_feather_px=args.mask_feather,
+                             assignments=assignments, **fields).checked()
     return _run("inpaint", request, args)
+
+
+def _assignments(args: argparse.Namespace) -> tuple:
+    """`--assign I=REF[,REF...]` and `--assign I=identity:NAME` as `FaceAssignment`s (a saved identity's photos)."""
+    from facestudio.engine.identities import IdentityStore
+    from facestudio.engine.requests import FaceAssignment
+
+    assignments = []
+    for text in args.assign:
+        index, sep, value = text.partition("=")
+        if not sep or not index.strip().isdigit() or not value.strip():
+            raise InvalidRequestError(f"--assign {text!r} must look like I=photo.jpg[,photo2.jpg] or "
+                                      "I=identity:NAME (I = the face number, 0 = largest).")
+        value = value.strip()
+        if value.startswith("identity:"):
+            identity = IdentityStore(args.settings.home, args.settings.max_pixels).get(value[len("identity:"):])
+            assignments.append(FaceAssignment(int(index), tuple(str(p) for p in identity.photos), identity.name))
+        else:
+            photos = tuple(part.strip() for part in value.split(",") if part.strip())
+            assignments.append(FaceAssignment(int(index), photos))
+    return tuple(assignments)
+
+
+def run_fix_faces(args: argparse.Namespace) -> int:
+    from facestudio.engine import InpaintRequest
+    from facestudio.engine.identities import with_subject
+    from facestudio.engine.requests import field_default
+
+    if not args.face:
+        raise InvalidRequestError("Give at least one reference photo with --face.")
+    fields = _request_fields(args)
+    if args.prompt or args.subject:
+        fields["prompt"] = with_subject(args.prompt or field_default(InpaintRequest, "prompt"), args.subject)
+    for index in args.face_index:
+        if not 0 <= index <= 1000:
+            raise InvalidRequestError(f"--face-index must be a whole number from 0 to 1000; got {index}.")
+    request = InpaintRequest(image=args.image, denoise=args.denoise, **fields)
+    # The shared checks, before any model loads (the assignments are made per face found, inside the engine).
+    dataclasses.replace(request, face_index=0).checked()
+    engine = _engine(args)
+    progress = _Progress()
+    try:
+        _announce_downloads(engine, request, args)
+        result = engine.fix_faces(request, list(dict.fromkeys(args.face_index)) or None, out_dir=args.out,
+                                  on_step=progress.step,
+                                  on_download=progress.download)
+    finally:
+        progress.close()
+    return _report(result, args.out)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from facestudio.engine import GenerateRequest
+    from facestudio.engine.identities import with_subject
+    from facestudio.engine.requests import check_strengths
+
+    strengths = check_strengths(args.strengths)
+    if not args.face:
+        raise InvalidRequestError("Give at least one reference photo with --face.")
+    if not args.prompt:
+        raise InvalidRequestError("Give a --prompt: the CLIP score measures how well each image follows it.")
+    request = GenerateRequest(prompt=with_subject(args.prompt, args.subject), **_request_fields(args))
+    dataclasses.replace(request, num_images=1).checked()
+    engine = _engine(args)
+    progress = _Progress()
+    try:
+        _announce_downloads(engine, request, args,
+                            extra=[engine.manager.source("clip", args.clip_model)])
+        result, comparison = engine.compare_likeness(request, strengths, out_dir=args.out,
+                                                     clip_model=args.clip_model, on_step=progress.step,
+                                                     on_download=progress.download)
+    finally:
+        progress.close()
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.cancelled:
+        print(f"stopped: {len(result.images)} image(s) finished.", file=sys.stderr)
+        return 130
+    from facestudio.engine.likeness import comparison_grid, comparison_plot
+    from facestudio.files import write_atomic
+
+    stem = result.images[0].path.stem if result.images and result.images[0].path else f"compare-{comparison.seed}"
+    grid = args.out / f"{stem}-grid.png"
+    comparison_grid([made.image for made in result.images], comparison.points).save(grid)
+    plot = args.out / f"{stem}-plot.png"
+    comparison_plot(comparison).save(plot)
+    numbers = args.out / f"{stem}-compare.json"
+    write_atomic(numbers, json.dumps(comparison.to_dict(), indent=2).encode())
+    for point, made in zip(comparison.points, result.images, strict=False):
+        identity = "no face found" if point.identity is None else (
+            f"identity {point.identity:.3f} ({'same person' if point.same_person else 'below the threshold'})")
+        print(f"{made.path}  strength {point.strength:g}  {identity}  CLIP {point.clip_score:.2f}")
+    if comparison.recommended is None:
+        print(f"recommended strength: none ({comparison.reason})")
+    else:
+        print(f"recommended strength: {comparison.recommended:g} ({comparison.reason})")
+    print(f"grid {grid}\nplot {plot}\nnumbers {numbers}")
+    return 0
 
 
 def run_download(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ EXIT_INTERNAL = 3
 
 #: Fields whose flag is not `--` + the field's name with dashes (errors name a request's field by its flag here).
 FLAG_OF_FIELD = {"faces": "--face", "face_cfg": "--no-face-cfg", "mask_dilate_px": "--mask-dilate",
-                 "mask_feather_px": "--mask-feather"}
+                 "mask_feather_px": "--mask-feather", "assignments": "--assign"}
 
 
 def flag_of(field: str | None) -> str | None:

@@ -31,9 +31,11 @@ import torch
 from PIL import Image
 
 from facestudio import __version__
+from facestudio.engine.clip_score import clip_scores
 from facestudio.engine.compositing import CropBox, crop_around_mask, paste_back, working_size
 from facestudio.engine.devices import out_of_memory_guard
 from facestudio.engine.hub import DownloadCallback, DownloadPlan
+from facestudio.engine.likeness import StrengthComparison, StrengthPoint, recommend_strength
 from facestudio.engine.manager import AdaptedBaseModel, LoadedFile, ModelManager, SDPipeline
 from facestudio.engine.metadata import FileDigest, GenerationRecord
 from facestudio.engine.references import ReferenceFaces, prepare_references, result_similarity
@@ -45,12 +47,22 @@ from facestudio.engine.release import (
     release_template,
     run_release_stages,
 )
-from facestudio.engine.requests import MAX_SEED, GenerateRequest, InpaintRequest, ModelChoice, reference_max_side
+from facestudio.engine.requests import (
+    FACE_FIX_AUTO_SHARE,
+    FACE_FIX_STRENGTH,
+    MAX_SEED,
+    FaceAssignment,
+    GenerateRequest,
+    InpaintRequest,
+    ModelChoice,
+    check_strengths,
+    reference_max_side,
+)
 from facestudio.engine.schedulers import SCHEDULERS, make_scheduler
-from facestudio.errors import InvalidRequestError
+from facestudio.errors import FaceNotFoundError, InvalidRequestError
 from facestudio.face import load_image
 from facestudio.face.align import to_unit_range
-from facestudio.face.identity import Similarity
+from facestudio.face.identity import Similarity, compare
 from facestudio.face.types import Face
 from facestudio.fact import FaceConditionedEmbeds, TransFace, face_conditioning
 
@@ -58,8 +70,6 @@ logger = logging.getLogger(__name__)
 
 # Random seeds leave room for `seed + i` of the largest batch.
 MAX_IMAGES_GUARD = 64
-# "Compare strengths" renders at most this many strengths side by side.
-MAX_COMPARED_STRENGTHS = 8
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class StepProgress:
 
 StepCallback = Callable[[StepProgress], None]
 StopCheck = Callable[[], bool]
+#: How a best-of-N candidate is scored: higher is more alike; `None` (no face found) ranks last.
+CandidateScorer = Callable[["GeneratedImage"], "float | None"]
 
 
 @dataclass
@@ -132,6 +144,7 @@ class _Loaded:
     files: dict[str, LoadedFile | None]
     request: GenerateRequest
     pose_pipe: SDPipeline | None = None  # the release recipe's stage-1 pipeline (OpenPose text-to-image)
+    fix_pipe: SDPipeline | None = None  # text-to-image's face fix: the one-pass inpainting pipeline
 
     @property
     def models(self) -> dict[str, dict[str, str] | None]:
@@ -187,11 +200,40 @@ class Engine:
     # ------------------------------------------------------------------------------------------------ entry points
 
     def generate(self, request: GenerateRequest, *, out_dir: Path | None = None, on_step: StepCallback | None = None,
-                 should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None
-                 ) -> GenerationResult:
-        """Text-to-image with the identity of the reference photos; saves PNGs into `out_dir` when given."""
+                 should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None,
+                 scorer: CandidateScorer | None = None) -> GenerationResult:
+        """Text-to-image with the identity of the reference photos; saves PNGs into `out_dir` when given.
+
+        With `request.best_of` N > 1, N candidates (seeds seed..seed+N-1) are made and ranked by `scorer` (default:
+        the identity score), and the best `request.keep` are returned (and saved), best first.
+        """
         request = request.checked()
-        return self._run(request, self._variants(request), out_dir, _Callbacks(on_step, should_stop, on_download))
+        callbacks = _Callbacks(on_step, should_stop, on_download)
+        if request.best_of > 1:
+            return self._best_of(request, out_dir, callbacks, scorer or identity_score)
+        return self._run(request, self._variants(request), out_dir, callbacks)
+
+    def _best_of(self, request: GenerateRequest, out_dir: Path | None, callbacks: _Callbacks,
+                 scorer: CandidateScorer) -> GenerationResult:
+        """Every candidate is made unsaved, then the kept ones are written, each recording all candidates."""
+        seed = self._seed(dataclasses.replace(request, num_images=request.best_of))
+        single = dataclasses.replace(request, best_of=1, keep=1)  # what makes each kept image again, alone
+        variants = [dataclasses.replace(single, seed=seed + i) for i in range(request.best_of)]
+        made = self._run(single, variants, None, callbacks)
+        ranked = rank_candidates(made.images, scorer)
+        place = {id(image): (rank, score) for rank, (image, score) in enumerate(ranked)}
+        candidates = []
+        for image in made.images:  # in seed order
+            rank, score = place[id(image)]
+            candidates.append({"seed": image.seed, "score": None if score is None else round(float(score), 4),
+                               "rank": rank + 1, "kept": rank < request.keep})
+        result = GenerationResult(warnings=made.warnings, cancelled=made.cancelled)
+        for image, _ in ranked[:request.keep]:
+            image.record = dataclasses.replace(image.record, candidates=tuple(candidates))
+            if out_dir is not None:
+                image.path = image.record.to_png(image.image, _output_path(out_dir, request.mode, image.seed))
+            result.images.append(image)
+        return result
 
     def inpaint(self, request: InpaintRequest, *, out_dir: Path | None = None, on_step: StepCallback | None = None,
                 should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None
@@ -206,20 +248,40 @@ class Engine:
         """The same seed at several face strengths, one image each, in the order given.
 
         Everything but FACT's `s` is shared (references, face tokens, prompt embeddings, seed), so the images show
-        the trade-off between likeness and following the prompt; each carries its identity similarity.
+        the trade-off between likeness and following the prompt; each carries its identity similarity. The face
+        fix and best of N are off here: they would hide what the strength alone does.
         """
-        strengths = [float(s) for s in strengths]
-        if not 2 <= len(strengths) <= MAX_COMPARED_STRENGTHS:
-            raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(strengths)}.",
-                                      field="strengths")
-        for value in strengths:
-            if not math.isfinite(value) or not 0.0 <= value <= 2.0:
-                raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.",
-                                          field="strengths")
-        request = dataclasses.replace(request, num_images=1).checked()
+        strengths = check_strengths(strengths)
+        request = dataclasses.replace(request, num_images=1, face_fix="off", best_of=1, keep=1).checked()
         seed = self._seed(request)
         variants = [dataclasses.replace(request, seed=seed, face_strength=s) for s in strengths]
         return self._run(request, variants, out_dir, _Callbacks(on_step, should_stop, on_download))
+
+    def compare_likeness(self, request: GenerateRequest, strengths: Sequence[float] | str, *,
+                         out_dir: Path | None = None, clip_model: str | None = None,
+                         on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
+                         on_download: DownloadCallback | None = None
+                         ) -> tuple[GenerationResult, StrengthComparison]:
+        """`compare_strengths` plus each image's CLIP score against the prompt and a recommended strength
+        (`likeness.recommend_strength`). The CLIP model (default `clip-vit-l14`) is loaded first, so a missing
+        one fails before any image is made."""
+        strengths = check_strengths(strengths)
+        dataclasses.replace(request, num_images=1, face_fix="off", best_of=1, keep=1).checked()
+        with self.manager.gpu_lock:
+            scorer, clip_file = self.manager.clip_scorer(clip_model, on_download)
+        result = self.compare_strengths(request, strengths, out_dir=out_dir, on_step=on_step,
+                                        should_stop=should_stop, on_download=on_download)
+        with self.manager.gpu_lock:
+            scores = clip_scores([made.image for made in result.images], request.prompt, scorer)
+        threshold = float(self.manager.analyzer().embedder.threshold)
+        points = tuple(
+            StrengthPoint(strength, None if made.similarity is None else round(made.similarity.similarity, 4),
+                          made.similarity is not None and made.similarity.similarity >= threshold, score,
+                          made.path.name if made.path is not None else "")
+            for strength, made, score in zip(strengths, result.images, scores, strict=False))
+        recommended, reason = recommend_strength(points, threshold)
+        return result, StrengthComparison(request.prompt, int(result.seed or 0), threshold, points, recommended,
+                                          reason, clip_file.spec)
 
     def regenerate(self, png: str | Path, *, faces: list[str] | None = None, models: ModelChoice | None = None,
                    out_dir: Path | None = None, on_step: StepCallback | None = None,
@@ -246,6 +308,11 @@ class Engine:
             request = dataclasses.replace(request, models=dataclasses.replace(
                 request.models, **{key: value for key, value in given.items() if value is not None}))
         self._check_unchanged(request.faces, expected, name)
+        if isinstance(request, InpaintRequest) and request.assignments:
+            faces_stages = [stage for stage in record.stages if stage.get("stage") == "face"]
+            for assignment, stage in zip(request.assignments, faces_stages, strict=False):
+                self._check_unchanged(assignment.faces, [str(r.get("sha256")) for r in stage.get("references", [])],
+                                      name)
         for digest, path in ((record.template, getattr(request, "image", None)),
                              (record.mask_file, getattr(request, "mask", None)), (record.pose_image, request.pose)):
             if digest is not None and path is not None:
@@ -284,6 +351,8 @@ class Engine:
 
     def _run(self, request: GenerateRequest, variants: list[GenerateRequest], out_dir: Path | None,
              callbacks: _Callbacks, expected_models: dict | None = None) -> GenerationResult:
+        if isinstance(request, InpaintRequest) and request.assignments:
+            return self._run_assignments(request, variants, out_dir, callbacks, expected_models)
         if isinstance(request, InpaintRequest) and request.recipe == "release":
             return self._run_release(request, variants, out_dir, callbacks, expected_models)
         manager = self.manager
@@ -320,6 +389,7 @@ class Engine:
         kind = ("inpaint" if inpainting else "txt2img") + ("+pose" if controlnet is not None else "")
         with out_of_memory_guard(manager.placement, self._doing(request)):
             pipe = manager.pipeline(model, kind, controlnet)
+            fix_pipe = manager.pipeline(model, "inpaint") if not inpainting and request.face_fix != "off" else None
         files: dict[str, LoadedFile | None] = {
             "base_model": model.base, "fact_adapter": model.adapter_file, "face_encoder": encoder_file,
             "controlnet": controlnet_file, "lora": lora_file}
@@ -328,7 +398,7 @@ class Engine:
         as_run = dataclasses.replace(request, models=ModelChoice(
             base_model=model.base.spec, adapter=model.adapter_file.spec, face_encoder=encoder_file.spec,
             controlnet=controlnet_file.spec if controlnet_file else request.models.controlnet))
-        return _Loaded(model, pipe, encoder, controlnet is not None, files, as_run)
+        return _Loaded(model, pipe, encoder, controlnet is not None, files, as_run, fix_pipe=fix_pipe)
 
     @staticmethod
     def _doing(request: GenerateRequest) -> str:
@@ -344,8 +414,8 @@ class Engine:
         face = None
         if request.mask_region is not None:
             face = analyzer.select_face(analysis, request.face_index, name)
-            parsing = analyzer.parse(template, face)
-            alpha = parsing.inpaint_mask(request.mask_region, request.mask_dilate_px, request.mask_feather_px)
+            alpha = self._face_alpha(template, face, request.mask_region, request.mask_dilate_px,
+                                     request.mask_feather_px)
         else:
             alpha = _load_mask(request.mask, template.size, self.manager.settings.max_pixels)
             height, width = alpha.shape
@@ -355,6 +425,23 @@ class Engine:
                 face = covered[0]
         box = crop_around_mask(alpha, request.width / request.height)
         return _Template(template, face, alpha, box)
+
+    def _face_alpha(self, image: Image.Image, face: Face, region: str, dilate_px: int | None,
+                    feather_px: int | None, others: Sequence[Face] = ()) -> np.ndarray:
+        """The automatic blend mask of one face (`float32[H, W]`), zero on the boxes of `others` (outside this
+        face's own box), so painting one face never touches another."""
+        parsing = self.manager.analyzer().parse(image, face)
+        alpha = parsing.inpaint_mask(region, dilate_px, feather_px)
+        if others:
+            height, width = alpha.shape
+            own = np.zeros_like(alpha, dtype=bool)
+            x0, y0, x1, y1 = _pixel_box(face.bbox, width, height)
+            own[y0:y1, x0:x1] = True
+            for other in others:
+                x0, y0, x1, y1 = _pixel_box(other.bbox, width, height)
+                block = alpha[y0:y1, x0:x1]
+                block[~own[y0:y1, x0:x1]] = 0.0
+        return alpha
 
     def _encode(self, loaded: _Loaded, references: ReferenceFaces, template: _Template | None) -> _Encoded:
         """Stage 3: face tokens and prompt embeddings (both CFG branches), and the pipeline's fixed inputs."""
@@ -367,17 +454,13 @@ class Engine:
         steps_run = request.steps
         crop_box = size = None
         if template is not None and isinstance(request, InpaintRequest):
-            box = template.box
-            width, height = working_size(box, request.width, request.height)
-            crop = template.image.crop(box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
-            crop_mask = Image.fromarray(((template.alpha[box.top : box.bottom, box.left : box.right] > 0) * 255)
-                                        .astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
-            inputs.update(image=crop, mask_image=crop_mask, strength=request.denoise)
-            steps_run = max(1, min(int(request.steps * request.denoise), request.steps))
+            crop_inputs, steps_run, (width, height) = _crop_inputs(template.image, template.alpha, template.box,
+                                                                   request)
+            inputs.update(crop_inputs)
             digests["template"] = self._digest(request.image)
             if request.mask_region is None:
                 digests["mask_file"] = self._digest(request.mask)
-            crop_box, size = box.as_tuple(), (width, height)
+            crop_box, size = template.box.as_tuple(), (width, height)
         if request.pose is not None:
             inputs["control_image" if template is not None else "image"] = self._pose_image(
                 request.pose, request.pose_mode, width, height)
@@ -442,6 +525,118 @@ class Engine:
                     if out_dir is not None:
                         generated.path = record.to_png(final, _output_path(out_dir, variant.mode, record.seed),
                                                        home=manager.settings.home)
+                    result.images.append(generated)
+        return result
+
+    # ------------------------------------------------------------------------------------- several people
+
+    def fix_faces(self, request: InpaintRequest, face_indexes: Sequence[int] | None = None, *,
+                  out_dir: Path | None = None, on_step: StepCallback | None = None,
+                  should_stop: StopCheck | None = None, on_download: DownloadCallback | None = None
+                  ) -> GenerationResult:
+        """The face fix on an existing image: faces `face_indexes` (default: every face found) inpainted again
+        with the identity of `request.faces`. The result is an inpainting with one assignment per face, so its PNG
+        regenerates like any other; each face's score before and after is in `record.stages`."""
+        if not request.image:
+            raise InvalidRequestError("Give the image whose faces to fix.", field="image")
+        if not request.faces:
+            raise InvalidRequestError("Give at least one reference photo of the face.", field="faces")
+        if face_indexes is None or len(face_indexes) == 0:
+            name = Path(request.image).name
+            image = load_image(request.image, name=name, max_pixels=self.manager.settings.max_pixels)
+            count = len(self.manager.analyzer().analyze(image).faces)
+            if count == 0:
+                raise FaceNotFoundError(f"No face found in {name}; there is nothing to fix.")
+            face_indexes = list(range(count))
+        assignments = tuple(FaceAssignment(int(i), request.faces) for i in face_indexes)
+        return self.inpaint(dataclasses.replace(request, assignments=assignments), out_dir=out_dir,
+                            on_step=on_step, should_stop=should_stop, on_download=on_download)
+
+    def _run_assignments(self, request: InpaintRequest, variants: list[GenerateRequest], out_dir: Path | None,
+                         callbacks: _Callbacks, expected_models: dict | None) -> GenerationResult:
+        """Several people in one template: each assigned face painted with its own person, one after another on
+        the same image (faces chosen and masked on the untouched template; each mask is zero on every other face,
+        so faces not listed stay bit-identical). One image per variant, every assignment in its record."""
+        manager = self.manager
+        analyzer = manager.analyzer()
+        result = GenerationResult()
+        # 1. Inputs: every person's photos and every face's mask, before any model loads.
+        people = []
+        for assignment in request.assignments:
+            people.append(prepare_references(analyzer, list(assignment.faces), manager.hashes,
+                                             manager.settings.max_pixels))
+            result.warnings.extend(people[-1].warnings)
+        name = Path(request.image).name
+        source = load_image(request.image, name=name, max_pixels=manager.settings.max_pixels)
+        analysis = analyzer.analyze(source)
+        templates = []
+        for assignment in request.assignments:
+            face = analyzer.select_face(analysis, assignment.face_index, name)
+            alpha = self._face_alpha(source, face, request.mask_region or "face", request.mask_dilate_px,
+                                     request.mask_feather_px, [f for f in analysis.faces if f is not face])
+            if not (alpha > 0).any():
+                raise FaceNotFoundError(f"Face {assignment.face_index} of {name} has no face region the parser "
+                                        "could find; choose another face.")
+            templates.append(_Template(source, face, alpha, crop_around_mask(alpha, request.width / request.height)))
+        release = request.recipe == "release"
+        side = min(request.width, request.height)
+        digests = {"template": self._digest(request.image)}
+        cfg = RELEASE_CFG if release else request.cfg
+        with manager.gpu_lock:
+            loaded = (self._load_release(request, callbacks.on_download) if release
+                      else self._load(request, True, callbacks.on_download))
+            result.warnings.extend(_model_differences(expected_models, loaded.models))
+            with out_of_memory_guard(manager.placement, self._doing(request)):
+                conditionings = [self._conditioning(loaded, refs, cfg) for refs in people]
+                encoded = _Encoded(conditionings[0], {}, request.steps, digests)
+                variants = [dataclasses.replace(v, models=loaded.request.models) for v in variants]
+                for index, variant in enumerate(variants):
+                    assert isinstance(variant, InpaintRequest)
+                    if callbacks.stop_requested():
+                        result.cancelled = True
+                        break
+                    image: Image.Image | None = source
+                    stages: list[dict[str, Any]] = []
+                    for assignment, refs, template, conditioning in zip(request.assignments, people, templates,
+                                                                        conditionings, strict=True):
+                        assert image is not None
+                        stage: dict[str, Any] = {
+                            "stage": "face", "face_index": assignment.face_index, "identity": assignment.identity,
+                            "references": [{"name": n, "sha256": h} for n, h in zip(refs.names, refs.sha256,
+                                                                                   strict=True)],
+                            "face_bbox": [round(float(v), 1) for v in template.face.bbox]}  # type: ignore[union-attr]
+                        if release:
+                            made = self._release_image(
+                                variant, loaded, conditioning,
+                                release_template(analyzer, image, assignment.face_index, name, side, analysis),
+                                index, len(variants), callbacks)
+                            image = None if made is None else made[0]
+                            stage["stages"] = [] if made is None else made[1]
+                        else:
+                            image = self._paint_face(image, template, variant, loaded, conditioning, index,
+                                                     len(variants), callbacks)
+                            stage["crop_box"] = list(template.box.as_tuple())
+                        if image is None:
+                            break
+                        stages.append(stage)
+                    if image is None:
+                        result.cancelled = True
+                        break
+                    after = analyzer.analyze(image).faces
+                    for stage, refs, template in zip(stages, people, templates, strict=True):
+                        assert template.face is not None
+                        stage["similarity_before"] = _face_score(analyzer, source, template.face,
+                                                                 refs.mean_embedding)
+                        near = _nearest(after, template.face.bbox)
+                        stage["similarity_after"] = (None if near is None
+                                                     else _face_score(analyzer, image, near, refs.mean_embedding))
+                    similarity = result_similarity(analyzer, image, people[0], near=templates[0].face)
+                    record = dataclasses.replace(
+                        self._record(variant, loaded, encoded, people[0], templates[0], index, image, similarity),
+                        references=(), stages=tuple(stages))
+                    generated = GeneratedImage(image, record.seed, similarity, record)
+                    if out_dir is not None:
+                        generated.path = record.to_png(image, _output_path(out_dir, variant.mode, record.seed))
                     result.images.append(generated)
         return result
 
@@ -546,14 +741,76 @@ class Engine:
                 break
             if template is not None:
                 image = paste_back(template.image, image, template.alpha, template.box)
+            stages: list[dict[str, Any]] = []
+            if loaded.fix_pipe is not None:
+                fixed = self._face_fix(request, image, loaded, encoded, references, index, len(variants), callbacks)
+                if fixed is None:
+                    result.cancelled = True
+                    break
+                image, stages = fixed
             similarity = result_similarity(analyzer, image, references,
                                            near=template.face if template is not None else None)
             record = self._record(request, loaded, encoded, references, template, index, image, similarity)
+            if stages:
+                record = dataclasses.replace(record, stages=tuple(stages))
             generated = GeneratedImage(image, record.seed, similarity, record)
             if out_dir is not None:
                 generated.path = record.to_png(image, _output_path(out_dir, request.mode, record.seed),
                                                home=self.manager.settings.home)
             result.images.append(generated)
+
+    def _paint_face(self, image: Image.Image, template: _Template, request: InpaintRequest, loaded: _Loaded,
+                    conditioning: FaceConditionedEmbeds, index: int, total: int,
+                    callbacks: _Callbacks) -> Image.Image | None:
+        """The one-pass crop inpainting (recipe `single`) of one face of `image`: crop around `template`'s mask at
+        the working resolution, one pipeline call, paste back with the feathered mask. `None` when stopped."""
+        inputs, steps_run, size = _crop_inputs(image, template.alpha, template.box, request)
+        inputs.update(width=size[0], height=size[1])
+        encoded = _Encoded(conditioning, inputs, steps_run, {}, template.box.as_tuple(), size)
+        painted, stopped = self._denoise(request, loaded, encoded, index, total, callbacks)
+        if stopped:
+            return None
+        return paste_back(image, painted, template.alpha, template.box)
+
+    def _face_fix(self, request: GenerateRequest, image: Image.Image, loaded: _Loaded, encoded: _Encoded,
+                  references: ReferenceFaces, index: int, total: int,
+                  callbacks: _Callbacks) -> tuple[Image.Image, list[dict[str, Any]]] | None:
+        """Text-to-image's second pass: each face to fix (`faces_to_fix`) inpainted again on its crop with the same
+        references and prompt. Returns the image and the record's stages (none when no face needed it)."""
+        analyzer = self.manager.analyzer()
+        found = analyzer.analyze(image).faces
+        faces = faces_to_fix(found, image.size, request.face_fix)
+        if not faces:
+            return image, []
+        assert loaded.fix_pipe is not None
+        fix_request = face_fix_request(request)
+        fix_loaded = dataclasses.replace(loaded, pipe=loaded.fix_pipe, uses_controlnet=False, request=fix_request)
+        stages: list[dict[str, Any]] = [{
+            "stage": "text-to-image", "steps": request.steps, "scheduler": request.scheduler, "cfg": request.cfg,
+            "face_strength": request.face_strength}]
+        before = image
+        for face in faces:
+            alpha = self._face_alpha(before, face, "face", None, None, [f for f in found if f is not face])
+            if not (alpha > 0).any():
+                continue
+            template = _Template(before, face, alpha, crop_around_mask(alpha, request.width / request.height))
+            painted = self._paint_face(image, template, fix_request, fix_loaded, encoded.conditioning, index, total,
+                                       callbacks)
+            if painted is None:
+                return None
+            image = painted
+            stages.append({"stage": "face-fix", "face_bbox": [round(float(v), 1) for v in face.bbox],
+                           "crop_box": list(template.box.as_tuple()), "denoise": fix_request.denoise,
+                           "face_strength": fix_request.face_strength,
+                           "similarity_before": _face_score(analyzer, before, face, references.mean_embedding)})
+        if len(stages) == 1:
+            return before, []
+        after = analyzer.analyze(image).faces
+        for stage in stages[1:]:
+            near = _nearest(after, np.asarray(stage["face_bbox"], np.float64))
+            stage["similarity_after"] = (None if near is None
+                                         else _face_score(analyzer, image, near, references.mean_embedding))
+        return image, stages
 
     def _denoise(self, request: GenerateRequest, loaded: _Loaded, encoded: _Encoded, index: int, total: int,
                  callbacks: _Callbacks) -> tuple[Image.Image, bool]:
@@ -619,6 +876,71 @@ class Engine:
             facestudio_version=__version__, diffusers_version=diffusers.__version__, torch_version=torch.__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
+
+
+def faces_to_fix(faces: Sequence[Face], size: tuple[int, int], mode: str) -> list[Face]:
+    """The faces the face fix repaints: every face (`on`), those whose box is under `FACE_FIX_AUTO_SHARE` of the
+    image's shorter side (`auto`: where text-to-image loses the likeness), none (`off`)."""
+    if mode == "off":
+        return []
+    if mode == "on":
+        return list(faces)
+    limit = FACE_FIX_AUTO_SHARE * min(size)
+    return [face for face in faces if max(face.width, face.height) < limit]
+
+
+def face_fix_request(request: GenerateRequest) -> InpaintRequest:
+    """The face fix's inpainting settings: the text-to-image request's references, prompt, seed and sampling, the
+    one-pass recipe, `face_fix_denoise` and FACT's inpainting strength (`FACE_FIX_STRENGTH`). The schedule is long
+    enough that the denoise runs at least one step."""
+    return InpaintRequest(
+        faces=request.faces, prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+        steps=max(request.steps, math.ceil(1.0 / request.face_fix_denoise)), cfg=request.cfg, width=request.width, height=request.height,
+        face_strength=FACE_FIX_STRENGTH, face_cfg=request.face_cfg, scheduler=request.scheduler, lora=request.lora,
+        lora_scale=request.lora_scale, models=request.models, recipe="single", image="(text-to-image)",
+        denoise=request.face_fix_denoise)
+
+
+def _crop_inputs(image: Image.Image, alpha: np.ndarray, box: CropBox,
+                 request: InpaintRequest) -> tuple[dict[str, Any], int, tuple[int, int]]:
+    """The inpainting pipeline's crop, mask and strength at the working resolution; the steps it runs."""
+    width, height = working_size(box, request.width, request.height)
+    crop = image.crop(box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
+    crop_mask = Image.fromarray(((alpha[box.top : box.bottom, box.left : box.right] > 0) * 255)
+                                .astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
+    steps_run = max(1, min(int(request.steps * request.denoise), request.steps))
+    return {"image": crop, "mask_image": crop_mask, "strength": request.denoise}, steps_run, (width, height)
+
+
+def _pixel_box(bbox: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    return (min(max(math.floor(x0), 0), width), min(max(math.floor(y0), 0), height),
+            min(max(math.ceil(x1), 0), width), min(max(math.ceil(y1), 0), height))
+
+
+def _nearest(faces: Sequence[Face], bbox: np.ndarray) -> Face | None:
+    """The face whose centre is nearest the centre of `bbox`, if it lies inside that box."""
+    center = np.array([(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2])
+    inside = [f for f in faces if bbox[0] <= f.center[0] <= bbox[2] and bbox[1] <= f.center[1] <= bbox[3]]
+    return min(inside, key=lambda f: float(np.linalg.norm(f.center - center))) if inside else None
+
+
+def _face_score(analyzer: Any, image: Image.Image, face: Face, embedding: np.ndarray) -> float:
+    """The identity similarity of one face of `image` to a person's mean embedding, rounded for the record."""
+    return round(compare(analyzer.embedder, analyzer.embed(image, face), embedding).similarity, 4)
+
+
+def identity_score(image: GeneratedImage) -> float | None:
+    """The default best-of-N score: the identity similarity to the references (`None` when no face was found)."""
+    return None if image.similarity is None else float(image.similarity.similarity)
+
+
+def rank_candidates(images: Sequence[GeneratedImage], scorer: CandidateScorer
+                    ) -> list[tuple[GeneratedImage, float | None]]:
+    """`images` with their scores, best first; unscored ones (no face) last; ties keep seed order."""
+    scored = [(image, scorer(image)) for image in images]
+    order = sorted(range(len(scored)), key=lambda i: (scored[i][1] is None, -(scored[i][1] or 0.0), i))
+    return [scored[i] for i in order]
 
 
 def _load_mask(path: str, size: tuple[int, int], max_pixels: int) -> np.ndarray:

@@ -32,6 +32,7 @@ _REQUIRED_PARTS = {
     "base_model": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
     "controlnet": ("config.json",),
     "pipeline_config": ("model_index.json", "tokenizer"),
+    "clip": ("config.json", "preprocessor_config.json", "model.safetensors"),
 }
 
 

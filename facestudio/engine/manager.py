@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import StableDiffusionInpaintPipeline
 
+    from facestudio.engine.clip_score import ClipScorer
     from facestudio.face import FaceAnalyzer
     from facestudio.face.openpose_face import FaceKeypointModel, HandModel
     from facestudio.face.pose import PoseEstimator
@@ -160,6 +161,7 @@ class ModelManager:
         self._base_key: tuple[str, str] | None = None
         self._face_encoders: dict[str, tuple[TransFace, LoadedFile]] = {}
         self._controlnets: dict[str, tuple[ControlNetModel, LoadedFile]] = {}
+        self._clip_scorers: dict[str, tuple[ClipScorer, LoadedFile]] = {}
         self._analyzer: FaceAnalyzer | None = None
         self._pose_estimator: PoseEstimator | None = None
         self._face_keypoints: FaceKeypointModel | None = None
@@ -411,6 +413,17 @@ class ModelManager:
 
         return self._cached_load(self._controlnets, source, load, progress)
 
+    def clip_scorer(self, spec: str | Path | None = None,
+                    progress: DownloadCallback | None = None) -> tuple[ClipScorer, LoadedFile]:
+        """(ClipScorer, LoadedFile): the CLIP model of the prompt-following score (default `clip-vit-l14`), loaded
+        (and downloaded) only when a score is asked for, in float32 on the studio's device."""
+        from facestudio.engine.clip_score import ClipScorer
+
+        def load(path: Path) -> ClipScorer:
+            return ClipScorer.from_pretrained(path, self.placement.device)
+
+        return self._cached_load(self._clip_scorers, self.source("clip", spec), load, progress)
+
     def _cached_load(self, cache: dict[str, tuple[_Model, LoadedFile]], source: ModelSource,
                      load: Callable[[Path], _Model], progress: DownloadCallback | None) -> tuple[_Model, LoadedFile]:
         """The one path for side models: cache hit, else locate (download), load once, remember."""
@@ -472,14 +485,15 @@ class ModelManager:
                 names.append(f"lora:{self._base.lora.spec}")
         names += [f"face_encoder:{key}" for key in self._face_encoders]
         names += [f"controlnet:{key}" for key in self._controlnets]
+        names += [f"clip:{key}" for key in self._clip_scorers]
         if self._analyzer is not None:
             names.append("face_analyzer")
         return names
 
     def unload(self, what: str = "all") -> list[str]:
-        """Free models: `all`, `base_model`, `face_encoder`, `controlnet` or `face_analyzer`. Waits for a running
+        """Free models: `all`, `base_model`, `face_encoder`, `controlnet`, `clip` or `face_analyzer`. Waits for a running
         generation to finish first. Returns what was unloaded."""
-        choices = ("all", "base_model", "face_encoder", "controlnet", "face_analyzer")
+        choices = ("all", "base_model", "face_encoder", "controlnet", "clip", "face_analyzer")
         if what not in choices:
             raise ValueError(f"`what` must be one of {choices}; got {what!r}.")
         with self.gpu_lock, self._load_lock:
@@ -490,6 +504,8 @@ class ModelManager:
                 self._face_encoders.clear()
             if what in ("all", "controlnet"):
                 self._controlnets.clear()
+            if what in ("all", "clip"):
+                self._clip_scorers.clear()
             if what in ("all", "face_analyzer") and self._analyzer is not None:
                 self._analyzer.close()
                 self._analyzer = None

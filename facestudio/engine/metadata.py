@@ -67,7 +67,10 @@ class GenerationRecord:
 
     Inpainting adds the template, the mask file (when the mask was a file), the crop box and working size, and the
     template face that was replaced; a pose adds its photo. A multi-stage recipe (`release` inpainting) lists each
-    stage's settings in `stages`.
+    stage's settings in `stages`; so do the face fix after text-to-image (one `face-fix` stage per fixed face) and
+    several people in one template (one `face` stage per assigned face, with its references' SHA-256 and the
+    identity score before and after). A best-of-N image lists every candidate (`seed`, `score`, `rank`, `kept`)
+    in `candidates`.
     """
 
     request: GenerateRequest
@@ -87,6 +90,7 @@ class GenerationRecord:
     working_size: tuple[int, int] | None = None
     template_face_bbox: tuple[float, ...] | None = None
     stages: tuple[dict[str, Any], ...] = ()
+    candidates: tuple[dict[str, Any], ...] = ()
     facestudio_version: str = ""
     diffusers_version: str = ""
     torch_version: str = ""
@@ -98,6 +102,7 @@ class GenerationRecord:
         object.__setattr__(self, "models", {kind: self.models.get(kind) for kind in MODEL_KINDS})
         object.__setattr__(self, "references", tuple(dict(entry) for entry in self.references))
         object.__setattr__(self, "stages", tuple(dict(entry) for entry in self.stages))
+        object.__setattr__(self, "candidates", tuple(dict(entry) for entry in self.candidates))
 
     @property
     def seed(self) -> int:
@@ -143,6 +148,8 @@ class GenerationRecord:
                 data[name] = list(value)
         if self.stages:
             data["stages"] = [dict(entry) for entry in self.stages]
+        if self.candidates:
+            data["candidates"] = [dict(entry) for entry in self.candidates]
         return data
 
     @classmethod
@@ -154,6 +161,8 @@ class GenerationRecord:
             request_data = dict(data["request"])
             # Records from before recipes existed were all made by the one-pass pipelines.
             request_data.setdefault("recipe", "single")
+            # Records from before the face fix existed had none: regenerating them must not add one.
+            request_data.setdefault("face_fix", "off")
             request_class = InpaintRequest if request_data.get("mode") == "inpaint" else GenerateRequest
             request = request_class.from_dict({**request_data, "seed": int(data["seed"]), "num_images": 1})
             similarity = data.get("similarity")
@@ -176,6 +185,7 @@ class GenerationRecord:
                 working_size=_tuple(data.get("working_size"), int),
                 template_face_bbox=_tuple(data.get("template_face_bbox"), float),
                 stages=tuple(data.get("stages") or ()),
+                candidates=tuple(data.get("candidates") or ()),
                 facestudio_version=str(data.get("facestudio_version", "")),
                 diffusers_version=str(data.get("diffusers_version", "")),
                 torch_version=str(data.get("torch_version", "")),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facestudio.errors import UnknownModelError
 
-KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora")
+KINDS = ("base_model", "fact_adapter", "face_encoder", "controlnet", "pipeline_config", "lora", "clip")
 #: What each role of `models.json`'s "roles" must be: the release's edge ControlNet, its default style LoRA.
 ROLE_KINDS = {"canny_controlnet": "controlnet", "style_lora": "lora"}
 HUBS = ("huggingface", "modelscope")

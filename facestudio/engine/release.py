@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from facestudio.face import FaceAnalyzer
     from facestudio.face.openpose_face import FaceKeypointModel, HandModel
     from facestudio.face.pose import PoseEstimator
-    from facestudio.face.types import Face
+    from facestudio.face.types import Face, ImageAnalysis
 
 #: The release's numbers (FACT.md §6).
 FACE_SHARE = 0.7  # the face box spans 70% of the crop's side
@@ -198,8 +198,10 @@ class ReleaseTemplate:
 
 
 def release_template(analyzer: FaceAnalyzer, image: Image.Image, face_index: int, name: str,
-                     side: int) -> ReleaseTemplate:
-    analysis = analyzer.analyze(image)
+                     side: int, analysis: ImageAnalysis | None = None) -> ReleaseTemplate:
+    """`analysis` (default: of `image`) says where the faces are: several people in one template paint one face
+    after another, each chosen among the faces of the untouched template."""
+    analysis = analysis if analysis is not None else analyzer.analyze(image)
     face = analyzer.select_face(analysis, face_index, name)
     parsing = analyzer.parse(image, face)
     crop = SquareCrop.around(face.bbox, side)

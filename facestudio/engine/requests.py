@@ -28,6 +28,14 @@ POSE_MODES = ("auto", "photo", "skeleton")
 MASK_REGIONS = ("auto", "face", "head")
 #: `release`: the FACT release's pipelines (FACT.md §6); `single`: the studio's one-pass pipelines.
 RECIPES = ("release", "single")
+#: Face fix after text-to-image: `auto` fixes faces whose box is under `FACE_FIX_AUTO_SHARE` of the image's shorter
+#: side (small faces, full-body shots: where text-to-image loses the likeness), `on` every face, `off` none.
+FACE_FIX_MODES = ("auto", "on", "off")
+FACE_FIX_AUTO_SHARE = 0.4
+#: The face fix's FACT strength: the release's inpainting strength (FACT.md §6).
+FACE_FIX_STRENGTH = 0.55
+MAX_BEST_OF = 16
+MAX_ASSIGNMENTS = 16
 
 _BOUNDS = "bounds"
 _R = TypeVar("_R", bound="GenerateRequest")
@@ -71,6 +79,10 @@ class GenerateRequest:
         pose, pose_mode, pose_strength: an OpenPose ControlNet conditioned on a photo's pose (or a skeleton image).
         recipe: `single` (the studio's one pipeline call per image) or `release` (the FACT release's pipeline,
             FACT.md §6; its text-to-image defaults are `RELEASE_TEXT_TO_IMAGE`, the "FaceChain release" preset).
+        best_of, keep: make `best_of` candidates (seeds seed..seed+best_of-1), keep the `keep` most alike (by
+            identity score; a candidate without a face ranks last). With `best_of` > 1, `num_images` must be 1.
+        face_fix: `auto` (faces under 40% of the shorter side), `on` (every face) or `off`: after text-to-image, each
+            such face is inpainted again on a crop with FACT (strength `FACE_FIX_STRENGTH`) at `face_fix_denoise`.
     """
 
     faces: tuple[str, ...]
@@ -93,6 +105,10 @@ class GenerateRequest:
     pose_strength: float = _bounded(1.0, 0.0, 2.0)
     models: ModelChoice = field(default_factory=ModelChoice)
     recipe: str = "single"
+    best_of: int = _bounded(1, 1, MAX_BEST_OF)
+    keep: int = _bounded(1, 1, MAX_BEST_OF)
+    face_fix: str = "auto"
+    face_fix_denoise: float = _bounded(0.4, 0.01, 1.0)
 
     mode: ClassVar[str] = "generate"
 
@@ -129,6 +145,16 @@ class GenerateRequest:
         if self.pose_mode not in POSE_MODES:
             raise InvalidRequestError(f"`pose_mode` must be one of {', '.join(POSE_MODES)}; got {self.pose_mode!r}.",
                                       field="pose_mode")
+        if self.face_fix not in FACE_FIX_MODES:
+            raise InvalidRequestError(f"`face_fix` must be one of {', '.join(FACE_FIX_MODES)}; got "
+                                      f"{self.face_fix!r}.", field="face_fix")
+        if self.keep > self.best_of:
+            raise InvalidRequestError(f"`keep` must be at most `best_of` ({self.best_of}); got {self.keep}.",
+                                      field="keep")
+        if self.best_of > 1 and self.num_images != 1:
+            raise InvalidRequestError(f"`best_of` {self.best_of} makes its own candidates; leave `num_images` at 1 "
+                                      f"and say how many to save with `keep` (got {self.num_images} images).",
+                                      field="best_of")
         return dataclasses.replace(self, scheduler=scheduler_key(self.scheduler))
 
     @property
@@ -146,7 +172,30 @@ class GenerateRequest:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["models"] = ModelChoice.from_dict(data.get("models"))
+        if "assignments" in values:
+            values["assignments"] = tuple(FaceAssignment.from_dict(entry) for entry in values["assignments"] or ())
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class FaceAssignment:
+    """One face of a template and the person painted into it: reference photos, and the saved identity they came
+    from (for the record; `faces` are what is used)."""
+
+    face_index: int
+    faces: tuple[str, ...]
+    identity: str = ""
+
+    def __post_init__(self) -> None:
+        faces = (self.faces,) if isinstance(self.faces, str) else self.faces
+        object.__setattr__(self, "faces", tuple(str(face) for face in faces or ()))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FaceAssignment:
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"A face assignment must be an object; got {type(data).__name__}.",
+                                      field="assignments")
+        return cls(int(data["face_index"]), tuple(data.get("faces") or ()), str(data.get("identity") or ""))
 
 
 @dataclass(frozen=True)
@@ -173,8 +222,15 @@ class InpaintRequest(GenerateRequest):
     mask_feather_px: int | None = _bounded(None, 0, 512)
     prompt: str = "a photo of a person, high quality, detailed face"
     recipe: str = "release"
+    face_fix: str = "off"  # inpainting already works on the face's crop
+    assignments: tuple[FaceAssignment, ...] = ()
 
     mode: ClassVar[str] = "inpaint"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "assignments", tuple(
+            a if isinstance(a, FaceAssignment) else FaceAssignment.from_dict(a) for a in self.assignments or ()))
 
     def checked(self: _I) -> _I:
         if self.recipe not in RECIPES:
@@ -182,10 +238,45 @@ class InpaintRequest(GenerateRequest):
                                       field="recipe")
         if not self.image:
             raise InvalidRequestError("Give the template photo to paint the face into.", field="image")
+        if self.recipe == "single" and _is_number(self.steps) and _is_number(self.denoise) \
+                and 0 < self.denoise <= 1 and int(self.steps * self.denoise) < 1:
+            raise InvalidRequestError(f"`denoise` {self.denoise:g} runs no step of {self.steps}; raise `denoise` or "
+                                      f"`steps` (at least {math.ceil(1 / self.denoise)}).", field="denoise")
+        if self.assignments:
+            return self._checked_assignments()
         if self.recipe == "release" and self.mask not in ("auto", "face"):
             raise InvalidRequestError(f"`mask` {self.mask!r} needs the single recipe; the release recipe masks the "
                                       "face by its own rule.", field="mask")
         return super().checked()
+
+    def _checked_assignments(self: _I) -> _I:
+        """Several people: each assigned face gets its own photos; the shared settings are checked as usual."""
+        seen: set[int] = set()
+        for assignment in self.assignments:
+            index = assignment.face_index
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 1000:
+                raise InvalidRequestError(f"`assignments` face numbers must be whole numbers from 0 to 1000; got "
+                                          f"{index!r}.", field="assignments")
+            if index in seen:
+                raise InvalidRequestError(f"`assignments` names face {index} twice; give each face one person.",
+                                          field="assignments")
+            seen.add(index)
+            if not assignment.faces:
+                raise InvalidRequestError(f"`assignments` gives face {index} no reference photo.",
+                                          field="assignments")
+            if len(assignment.faces) > MAX_REFERENCE_PHOTOS:
+                raise InvalidRequestError(f"`assignments` gives face {index} {len(assignment.faces)} photos; at most "
+                                          f"{MAX_REFERENCE_PHOTOS} per person.", field="assignments")
+        if self.mask not in ("auto", "face", "head"):
+            raise InvalidRequestError("Several people need an automatic `mask` (auto, face or head), one per face.",
+                                      field="mask")
+        if len(self.assignments) > MAX_ASSIGNMENTS:
+            raise InvalidRequestError(f"`assignments` lists {len(self.assignments)} faces; at most {MAX_ASSIGNMENTS}.",
+                                      field="assignments")
+        # The shared checks want reference photos; the first person's stand in (each face uses its own).
+        first = dataclasses.replace(self, faces=self.assignments[0].faces, assignments=())
+        checked = GenerateRequest.checked(first)
+        return dataclasses.replace(checked, faces=self.faces, assignments=self.assignments)
 
     @property
     def mask_region(self) -> str | None:
@@ -238,6 +329,38 @@ def field_bounds(request_class: type[GenerateRequest], name: str) -> tuple[float
     """The allowed (low, high) of a bounded request field."""
     spec = {f.name: f for f in dataclasses.fields(request_class)}[name]
     return spec.metadata[_BOUNDS]
+
+
+#: "Compare strengths" renders at most this many strengths side by side.
+MAX_COMPARED_STRENGTHS = 8
+
+
+def check_strengths(strengths: Any) -> list[float]:
+    """The face strengths of a comparison as floats: 2 to `MAX_COMPARED_STRENGTHS` numbers from 0 to 2, or
+    `InvalidRequestError` (field `strengths`). A string is read as comma-separated numbers."""
+    if isinstance(strengths, str):
+        parts = [part.strip() for part in strengths.replace(";", ",").split(",") if part.strip()]
+    else:
+        parts = list(strengths)
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {part!r}.",
+                                      field="strengths") from None
+        if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+            raise InvalidRequestError(f"Each face strength must be a number from 0 to 2; got {value:g}.",
+                                      field="strengths")
+        values.append(value)
+    if not 2 <= len(values) <= MAX_COMPARED_STRENGTHS:
+        raise InvalidRequestError(f"Compare 2 to {MAX_COMPARED_STRENGTHS} face strengths; got {len(values)}.",
+                                  field="strengths")
+    return values
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_bounds(name: str, value: Any, low: float, high: float, *, optional: bool) -> None:

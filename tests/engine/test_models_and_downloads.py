@@ -19,7 +19,7 @@ def registry() -> ModelRegistry:
 
 def test_registry_lists_the_release_models_and_pairs_each_base_with_its_adapter(registry):
     assert registry.defaults == {"base_model": "majicmix", "face_encoder": "transface-s", "controlnet": "openpose",
-                                 "pipeline_config": "sd15-config"}
+                                 "pipeline_config": "sd15-config", "clip": "clip-vit-l14"}
     pairs = {r.key: r.adapter for r in registry.of_kind("base_model")}
     assert pairs == {"majicmix": "fact-majicmix", "film": "fact-film"}
     assert registry.get("fact-film").file == "adapter_film_mask_large_new_reg001_faceshuffle_00290001.ckpt"

@@ -198,3 +198,25 @@ def build_tiny_studio(root: Path) -> TinyStudio:
     write_tiny_controlnet(unet, studio.controlnet)
     write_tiny_lora(unet, studio.lora)
     return studio
+
+
+def write_tiny_clip(folder: Path) -> Path:
+    """A tiny random CLIP (text and vision towers of width 16, 32px images) with its processor, saved with
+    `save_pretrained` like a hub snapshot: what `ClipScorer.from_pretrained` and the `clip` model kind load."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    write_tiny_tokenizer(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    config = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 530, "max_position_embeddings": 77, "bos_token_id": 519, "eos_token_id": 520,
+                     "pad_token_id": 520},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=8,
+    )
+    torch.manual_seed(5)
+    CLIPModel(config).eval().save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
