@@ -10,7 +10,7 @@ Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.
 `torchrun --nproc_per_node N -m facestudio.training.train_fact DATASET --out RUN` (or `accelerate launch`): every
 sample's random draws follow from the seed and its global position (`data.sample_generator`), so N processes with
 batch B train like one process with batch N x B. The frozen encoders' outputs are computed once per dataset and
-model (`encodings.py`), not at every step. `--resume RUN` continues from the last
+model (`encodings.py`), not at every step, and the encoders stay unloaded during the steps (`FrozenEncoders`). `--resume RUN` continues from the last
 checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
 `TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
 """
@@ -25,7 +25,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,20 +74,62 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
 # -- models ------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainingModels:
-    """The frozen models, the adapter being trained, and what the run needs to know about them."""
+@dataclass(frozen=True)
+class LoadedEncoders:
+    """The frozen encoders while they are loaded (see `FrozenEncoders.loaded`)."""
 
     vae: nn.Module
     text_encoder: nn.Module
-    tokenizer: Any
-    unet: nn.Module
     face_encoder: nn.Module
+
+
+class FrozenEncoders:
+    """The VAE, the text encoder and TransFace of a run, resident only inside `loaded()`.
+
+    Training steps read their outputs from the dataset's encodings (`encodings.py`), so keeping them loaded would
+    only hold memory (about 1 GB in float32 at SD1.5 size, beside a UNet of 3.4 GB): they are loaded to encode the
+    items the cache lacks and to draw samples, and released (off the device and out of memory) right after.
+    """
+
+    def __init__(self, load: Callable[[], LoadedEncoders], release: Callable[[], None]):
+        self._load, self._release = load, release
+        self._current: LoadedEncoders | None = None
+        #: How many times they were loaded (a run with a filled cache and no samples loads them never).
+        self.loads = 0
+
+    @property
+    def resident(self) -> bool:
+        return self._current is not None
+
+    @contextmanager
+    def loaded(self) -> Iterator[LoadedEncoders]:
+        if self._current is not None:  # nested use keeps the outer load
+            yield self._current
+            return
+        self._current = self._load()
+        self.loads += 1
+        try:
+            yield self._current
+        finally:
+            self._current = None
+            self._release()
+
+
+@dataclass
+class TrainingModels:
+    """The frozen UNet, the adapter being trained, the frozen encoders (loaded on demand) and what the run needs to
+    know about them."""
+
+    unet: nn.Module
+    tokenizer: Any
+    encoders: FrozenEncoders
     adapter: FACTAdapter
     noise_scheduler: Any
     scheduler_config: dict
     base_label: str
     init_label: str
+    #: The VAE's latent scale, read from its config (the VAE itself is not loaded during steps).
+    vae_scaling_factor: float = 0.18215
     #: SHA-256 of the base model and the face encoder files: the key of the dataset's cached encodings.
     model_hashes: tuple[str, ...] = ()
 
@@ -101,11 +144,13 @@ def model_manager(settings: StudioSettings):
 
 def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.dtype,
                 manager: ModelManager | None = None) -> TrainingModels:
-    """Locate (downloading if needed) and load the base model, face encoder and starting adapter; without a
-    `manager`, one over the default settings (`StudioSettings()`) is made."""
+    """Locate (downloading if needed) and load the base model's UNet and the starting adapter; the VAE, text encoder
+    and TransFace are loaded only inside `models.encoders.loaded()`. Without a `manager`, one over the default
+    settings (`StudioSettings()`) is made."""
     import diffusers
-    from diffusers import DDPMScheduler
+    from diffusers import AutoencoderKL, DDPMScheduler
 
+    from facestudio.engine.devices import free_accelerator_memory
     from facestudio.engine.manager import load_base_pipeline
     from facestudio.fact import FACTAdapter, ResamplerConfig
 
@@ -113,16 +158,28 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
     base_source = manager.source("base_model", config.base_model)
     base_path, config_path = manager.locate_base(base_source)
     diffusers.utils.logging.disable_progress_bar()  # the run reports its own progress
-    pipe = load_base_pipeline(base_path, weight_dtype, config_path)
-    vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
-    for model in (vae, text_encoder, unet):
-        model.requires_grad_(False).eval().to(device)
+    pipe = load_base_pipeline(base_path, weight_dtype, config_path, without=("vae", "text_encoder"))
+    unet = pipe.unet.requires_grad_(False).eval().to(device)
+    vae_config = AutoencoderKL.load_config(str(config_path or base_path), subfolder="vae")
+    # Loaded once here to check that it fits the adapter (and for its hash), then released until needed.
     face_encoder, face_file = manager.face_encoder(config.face_encoder)
-    face_encoder = face_encoder.to(device).float().eval().requires_grad_(False)
+    face_dim = face_encoder.config.embed_dim
+    del face_encoder
+    manager.unload("face_encoder")
+
+    def load_encoders() -> LoadedEncoders:
+        parts = load_base_pipeline(base_path, weight_dtype, config_path, without=("unet",))
+        transface, _ = manager.face_encoder(config.face_encoder)
+        return LoadedEncoders(parts.vae.requires_grad_(False).eval().to(device),
+                              parts.text_encoder.requires_grad_(False).eval().to(device),
+                              transface.to(device).float().eval().requires_grad_(False))
+
+    def release_encoders() -> None:
+        manager.unload("face_encoder")
+        free_accelerator_memory()
 
     if config.init == INIT_SCRATCH:
-        resampler = ResamplerConfig(embedding_dim=face_encoder.config.embed_dim,
-                                    output_dim=unet.config.cross_attention_dim)
+        resampler = ResamplerConfig(embedding_dim=face_dim, output_dim=unet.config.cross_attention_dim)
         torch.manual_seed(config.seed)
         adapter = FACTAdapter.for_unet(unet, resampler, device=device, dtype=torch.float32,
                                        pass_through_other_layers=True)
@@ -132,13 +189,14 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
         adapter = FACTAdapter.from_checkpoint(manager.locate(init_source), unet, device=device, dtype=torch.float32,
                                               pass_through_other_layers=True)
         init_label = init_source.label
-    if adapter.local_fac_prj.config.embedding_dim != face_encoder.config.embed_dim:
+    if adapter.local_fac_prj.config.embedding_dim != face_dim:
         raise TrainingError(f"The adapter {init_label} takes {adapter.local_fac_prj.config.embedding_dim}-wide face "
-                            f"features but the face encoder gives {face_encoder.config.embed_dim}; they do not fit.")
+                            f"features but the face encoder gives {face_dim}; they do not fit.")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     model_hashes = (manager.hashes.of(base_path), face_file.sha256)
-    return TrainingModels(vae, text_encoder, pipe.tokenizer, unet, face_encoder, adapter, noise_scheduler,
-                          dict(pipe.scheduler.config), base_source.label, init_label, model_hashes)
+    return TrainingModels(unet, pipe.tokenizer, FrozenEncoders(load_encoders, release_encoders), adapter,
+                          noise_scheduler, dict(pipe.scheduler.config), base_source.label, init_label,
+                          float(vae_config.get("scaling_factor", 0.18215)), model_hashes)
 
 
 class TrainingModule(nn.Module):
@@ -338,21 +396,24 @@ class FACTTrainer:
         return encodings
 
     def _encode_dataset(self) -> Encodings:
+        """Load the frozen encoders, encode every item, release them again."""
         models, device = self.models, self.accelerator.device
+        with models.encoders.loaded() as encoders:
+            vae, text_encoder, face_encoder = encoders.vae, encoders.text_encoder, encoders.face_encoder
 
-        def vae_encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            distribution = models.vae.encode(pixels.to(device, self.weight_dtype)).latent_dist
-            return distribution.mean, distribution.std
+            def vae_encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                distribution = vae.encode(pixels.to(device, self.weight_dtype)).latent_dist
+                return distribution.mean, distribution.std
 
-        def face_encode(references: torch.Tensor) -> torch.Tensor:
-            return models.face_encoder(references.to(device, torch.float32))
+            def face_encode(references: torch.Tensor) -> torch.Tensor:
+                return face_encoder(references.to(device, torch.float32))
 
-        def text_encode(captions: list[str]) -> torch.Tensor:
-            tokens = models.tokenizer(captions, padding="max_length", truncation=True,
-                                      max_length=models.tokenizer.model_max_length, return_tensors="pt")
-            return models.text_encoder(tokens.input_ids.to(device))[0]
+            def text_encode(captions: list[str]) -> torch.Tensor:
+                tokens = models.tokenizer(captions, padding="max_length", truncation=True,
+                                          max_length=models.tokenizer.model_max_length, return_tensors="pt")
+                return text_encoder(tokens.input_ids.to(device))[0]
 
-        return encode_dataset(self.data, vae_encode, face_encode, text_encode)
+            return encode_dataset(self.data, vae_encode, face_encode, text_encode)
 
     # -- one step ---------------------------------------------------------------------------------------------------
 
@@ -370,7 +431,7 @@ class FACTTrainer:
         draws = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g),
                   torch.randint(0, timestep_count, (1,), generator=g), torch.rand(1, generator=g)) for g in generators]
         latent_noise = torch.stack([d[0] for d in draws]).to(device, dtype)
-        latents = (mean + std * latent_noise) * models.vae.config.scaling_factor
+        latents = (mean + std * latent_noise) * models.vae_scaling_factor
         noise = torch.stack([d[1] for d in draws]).to(device, latents.dtype)
         timesteps = torch.cat([d[2] for d in draws]).to(device)
         drop = (torch.cat([d[3] for d in draws]) < drop_prob).to(device)
@@ -523,8 +584,9 @@ class FACTTrainer:
 
         first = self.data.items[0]
         reference = self.data.batch([0], 0.0, [torch.Generator()]).references
-        with self.accelerator.autocast():
-            images = render_samples(self.models, reference, first.caption, self.config, self.accelerator.device)
+        with self.models.encoders.loaded() as encoders, self.accelerator.autocast():
+            images = render_samples(self.models, encoders, reference, first.caption, self.config,
+                                    self.accelerator.device)
         self.run.samples_dir.mkdir(parents=True, exist_ok=True)
         for seed, image in zip(self.config.sample_seeds, images, strict=True):
             write_atomic(self.run.samples_dir / f"step-{self.step:06d}_seed-{seed}.png", _png_bytes(image))
@@ -580,8 +642,8 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 
 
 def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over the adapter's parameters: fused kernels on CUDA, the multi-tensor (foreach) path elsewhere, or
-    bitsandbytes' 8-bit AdamW (`optimizer` adamw8bit, CUDA only)."""
+    """AdamW over the adapter's parameters: fused kernels on CUDA and the CPU, the multi-tensor (foreach) path
+    elsewhere, or bitsandbytes' 8-bit AdamW (`optimizer` adamw8bit, CUDA only)."""
     if config.optimizer == "adamw8bit":
         if device.type != "cuda":
             raise TrainingError("`optimizer` adamw8bit needs a CUDA GPU (bitsandbytes); use adamw on this device.",
@@ -592,7 +654,9 @@ def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torc
             raise TrainingError("`optimizer` adamw8bit needs the bitsandbytes package (pip install bitsandbytes).",
                                 field="optimizer") from err
         return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # Fused kernels (CUDA, and the CPU since torch 2.4) update in place; the foreach path allocates temporaries the
+    # size of all the moments (about 1 GB more peak memory over FACT's 255.5M parameters).
+    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fast)
 
 
