@@ -45,11 +45,13 @@ from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, re
 from facestudio.training.data import sample_generator
 from facestudio.training.encodings import FOLDER as ENCODINGS_FOLDER
 from facestudio.training.encodings import Encodings, cache_key, encode_dataset, load_encodings, save_encodings
+from facestudio.training.holdout import HoldoutSplit, choose_holdout, read_split, write_split
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 if TYPE_CHECKING:  # torch-heavy; imported where the models load
     from facestudio.engine.manager import EngineSettings, ModelManager
     from facestudio.fact import FACTAdapter
+    from facestudio.training.dataset import DatasetManifest
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +283,9 @@ class FACTTrainer:
         accelerator = self.accelerator
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
                                                                               torch.float32)
-        self.data = TrainingData(load_manifest(Path(config.dataset)), config.resolution)
+        manifest = load_manifest(Path(config.dataset))
+        self.split = self._holdout_split(manifest, accelerator.is_main_process)
+        self.data = TrainingData(manifest, config.resolution, exclude=frozenset(self.split.images))
         self.models = load_models(config, accelerator.device, self.weight_dtype, self._manager)
         models = self.models
         if config.gradient_checkpointing:
@@ -309,6 +313,23 @@ class FACTTrainer:
             self._restore(*latest)
         elif accelerator.is_main_process:  # a fresh start (or a kill before the first checkpoint): no old metrics
             self.run.truncate_metrics(0)
+
+    def _holdout_split(self, manifest: DatasetManifest, main: bool) -> HoldoutSplit:
+        """The photos this run keeps out of training: the recorded split of a resumed run, else chosen from the
+        settings (and recorded by the main process)."""
+        known = {item.image for item in manifest.items}
+        recorded = read_split(self.run.root)
+        if recorded is not None and set(recorded.images) <= known:
+            return recorded
+        split = choose_holdout(manifest.items, self.config.holdout, self.config.seed)
+        if recorded is not None:
+            logger.warning("The recorded held-out photos are no longer all in %s; holding out %s instead.",
+                           manifest.root, ", ".join(split.images) or "none")
+        if main:
+            write_split(self.run.root, split)
+        if split.images:
+            logger.info("Holding out %d photo(s) for evaluation: %s", len(split.images), ", ".join(split.images))
+        return split
 
     def _restore(self, step: int, path: Path) -> None:
         state, adapter_state, optimizer_state, rng = load_checkpoint(path, self.accelerator.process_index)
@@ -379,7 +400,7 @@ class FACTTrainer:
 
         config, accelerator, models = self.config, self.accelerator, self.models
         key = cache_key(models.model_hashes, config.resolution, self.weight_dtype,
-                        Path(config.dataset) / MANIFEST_NAME)
+                        Path(config.dataset) / MANIFEST_NAME, excluded=self.split.images)
         path = Path(config.dataset) / ENCODINGS_FOLDER / f"{key}.safetensors"
         encodings = None
         if accelerator.is_main_process:
