@@ -867,7 +867,8 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None,
             if stopped is not None:
                 return stopped
         trainer.setup()
-        return trainer.train()
+        status = trainer.train()
+        device = trainer.accelerator.device.type
     except BaseException as err:
         message = str(err) if isinstance(err, FaceStudioError) else f"{type(err).__name__}: {err}"
         if isinstance(err, KeyboardInterrupt):
@@ -880,6 +881,26 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None,
     finally:
         restore()
         trainer.close()
+    if main and status.state == RunState.DONE:
+        engine_settings = trainer.manager_settings()
+        del trainer  # the training models go before the evaluation loads the engine's
+        _evaluate_quietly(run, config, engine_settings, device)
+    return status
+
+
+def _evaluate_quietly(run: RunFolder, config: TrainConfig, engine_settings: EngineSettings, device: str) -> None:
+    """Compare the trained adapter with the starting one on the held-out photos (RUN/evaluation.json). The adapter
+    is the run's deliverable: an evaluation that fails leaves the run done, with a warning in its log."""
+    import gc
+
+    from facestudio.training.evaluation import evaluate_run, evaluation_engine_settings
+
+    gc.collect()
+    try:
+        evaluate_run(run, config, evaluation_engine_settings(engine_settings, device))
+    except Exception as err:  # any failure here must not undo a finished training (see the docstring)
+        logger.warning("The evaluation of %s failed (%s: %s); the trained adapter is fine and can be evaluated "
+                       "with `python -m facestudio evaluate`.", run.root, type(err).__name__, err)
 
 
 def _is_main_rank() -> bool:
