@@ -13,8 +13,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from facestudio.errors import InvalidRequestError
+from facestudio.errors import FaceStudioError, InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, Job, RunStage, RunStatus, TrainConfig
+from facestudio.jobs.runner import visible_gpu_count
 from facestudio.text import format_duration
 from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS
 from facestudio.ui.common import GPU, number, user_errors
@@ -25,6 +26,8 @@ REFRESH_SECONDS = 2.0
 JOB_COLUMNS = ["id", "name", "state", "step", "loss", "ETA", "adapter"]
 REPORT_COLUMNS = ["photo", "kept", "reason"]
 SCRATCH = "scratch"
+#: The most training processes the tab offers (one per GPU).
+MAX_PROCESSES = 64
 #: The Train tab's numbers: (lowest, highest, whole). `TrainConfig.check` has the finer rules (a multiple of 64, ...);
 #: this is the one check that turns whatever a client sent into a number, naming the control.
 TRAIN_NUMBERS = {
@@ -91,6 +94,10 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
         one_person(ctx, photos)
     base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
     init = ctx.checked_choice(init, lambda: init_choices(ctx), "initial adapter") or "default"
+    processes = int(number(settings.pop("processes", 1), "processes", 1, MAX_PROCESSES, whole=True))
+    if processes > 1 and ":" in ctx.options.device:
+        raise InvalidRequestError(f"The studio trains on {ctx.options.device}, one GPU; start it with --device cuda "
+                                  "to train on several.", field="processes")
     typed = {key: (number(value, key, *TRAIN_NUMBERS[key][:2], whole=TRAIN_NUMBERS[key][2])
                    if key in TRAIN_NUMBERS else value is True) for key, value in settings.items()}
     config = TrainConfig(dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder,
@@ -98,7 +105,7 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     folder = (folder or "").strip() or None
     if folder is not None and not Path(folder).expanduser().is_absolute():
         folder = str(ctx.home / folder)  # the page asks for a folder relative to FACESTUDIO_HOME
-    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder)
+    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder, processes=processes)
     ctx.runner.wake()
     return job
 
@@ -114,6 +121,29 @@ def one_person(ctx: StudioContext, photos: list[Path]) -> None:
         raise InvalidRequestError(f"Train on photos of one person: {check.warnings[0]}")
 
 
+def likeness_line(ctx: StudioContext, job_id: str | None) -> str:
+    """"likeness on held-out photos: before x -> after y" from the job's evaluation.json (written when a run that
+    held photos out ends); empty before that."""
+    from facestudio.training.evaluation import read_evaluation
+
+    if not job_id:
+        return ""
+    try:
+        evaluation = read_evaluation(ctx.jobs.get(job_id).folder.root)
+    except FaceStudioError:  # a job removed meanwhile: the status line says so, this line stays empty
+        return ""
+    if evaluation is None:
+        return ""
+
+    def mean(key: str) -> str:
+        row = evaluation.get(key)
+        value = row.get("identity", {}).get("mean") if isinstance(row, dict) else None
+        return f"{value:.3f}" if isinstance(value, int | float) else "–"
+
+    against = "held-out" if evaluation.get("against") == "held-out" else "training"
+    return f"likeness on {against} photos: before {mean('before')} → after {mean('after')}"
+
+
 def init_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     """Where training starts: the released adapter of the base model, another adapter, or from scratch."""
     choices = [("released adapter of the base model", "default")]
@@ -126,11 +156,11 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
 
     @user_errors
     def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
-              resolution, batch_size, checkpoint_every, sample_every):
+              resolution, batch_size, checkpoint_every, sample_every, processes=1):
         job = queue_training(ctx, files, folder, name, base_model, init, steps=steps, lr=lr, fair_weight=fair_weight,
                              drop_prob=drop_prob, shuffle_prob=shuffle_prob, curriculum=curriculum,
                              resolution=resolution, batch_size=batch_size, checkpoint_every=checkpoint_every,
-                             sample_every=sample_every)
+                             sample_every=sample_every, processes=processes)
         message = (f"Queued job **{job.id}**: it checks and crops the photos first (the photo check below fills in "
                    "as it goes), then trains.")
         return message, gr.update(choices=job_choices(ctx), value=job.id), jobs_table(ctx)
@@ -224,6 +254,9 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                              precision=0)
                 sample_every = gr.Number(label="Samples every N steps (0: none)", value=defaults.sample_every,
                                          precision=0)
+                gpus = visible_gpu_count()  # the option exists only where there is more than one GPU to train on
+                processes = gr.Slider(1, max(2, gpus), value=1, step=1, label="Processes (one per GPU)",
+                                      visible=gpus > 1, elem_id="train-processes")
             start_button = gr.Button("Start training", variant="primary", elem_id="train-start")
             message = gr.Markdown(elem_id="train-message")
             report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
@@ -235,6 +268,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="train-cancel", scale=1)
                 resume_button = gr.Button("Resume", elem_id="train-resume", scale=1)
             progress_text = gr.Markdown(elem_id="train-progress")
+            likeness_text = gr.Markdown(elem_id="train-likeness")
             loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=240, elem_id="train-loss")
             samples = gr.Gallery(label="Samples", columns=4, height=200, elem_id="train-samples", object_fit="contain")
             job_json = gr.JSON(label="Job status", open=False)
@@ -245,11 +279,15 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     # In the GPU queue: the click checks that the photos show one person with the shared face analyzer (the Identity
     # tab's check), then copies them and queues the job; the job itself prepares and trains.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
-                               shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every],
+                               shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every,
+                               processes],
                        [message, job, table], api_name="train_start", preprocess=False, concurrency_id=GPU)
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
     cancel_button.click(cancel, job, message, api_name="train_cancel", queue=False)
     resume_button.click(resume, job, message, api_name="train_resume", queue=False)
+    for event in (timer.tick, job.change):
+        event(lambda job_id: likeness_line(ctx, job_id), job, likeness_text, api_visibility="private",
+              show_progress="hidden", queue=False)
     init.focus(lambda: gr.update(choices=init_choices(ctx)), None, init, api_visibility="private")
     return TrainTab(job=job, refresh=[refresh_jobs, [job, table]])
