@@ -10,9 +10,11 @@ Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.
 `torchrun --nproc_per_node N -m facestudio.training.train_fact DATASET --out RUN` (or `accelerate launch`): every
 sample's random draws follow from the seed and its global position (`data.sample_generator`), so N processes with
 batch B train like one process with batch N x B. The frozen encoders' outputs are computed once per dataset and
-model (`encodings.py`), not at every step, and the encoders stay unloaded during the steps (`FrozenEncoders`). `--resume RUN` continues from the last
-checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
-`TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
+model (`encodings.py`), not at every step, and the encoders stay unloaded during the steps (`FrozenEncoders`).
+`--resume RUN` continues from the last checkpoint and reaches the same weights as an uninterrupted run. A run that
+starts from photos (a studio job, `TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in
+this same process. A finished run that held photos out (`holdout.py`) compares its adapter with the one it started
+from on them (`evaluation.py`, RUN/evaluation.json).
 """
 
 from __future__ import annotations
@@ -868,7 +870,9 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None,
                 return stopped
         trainer.setup()
         status = trainer.train()
-        device = trainer.accelerator.device.type
+        device = str(trainer.accelerator.device)
+        if device == "cuda":  # the GPU the run trained on (`claim_device` made it current), for the evaluation
+            device = f"cuda:{torch.cuda.current_device()}"
     except BaseException as err:
         message = str(err) if isinstance(err, FaceStudioError) else f"{type(err).__name__}: {err}"
         if isinstance(err, KeyboardInterrupt):
