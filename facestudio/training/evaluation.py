@@ -278,7 +278,7 @@ def read_evaluation(run_root: Path) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("after"), dict):
             raise ValueError("no result for the trained adapter")
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         logger.warning("Ignoring the damaged %s (%s).", path.name, err)
         return None
     return data

@@ -68,11 +68,15 @@ def read_split(run_root: Path) -> HoldoutSplit | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        holdout = data["holdout"]
-        images = tuple(str(name) for name in data["images"])
-        if holdout is not None and not isinstance(holdout, int):
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise ValueError("it lists no images")
+        holdout = data.get("holdout")
+        if not all(isinstance(name, str) for name in data["images"]):
+            raise ValueError("an image is not a name")
+        if holdout is not None and (not isinstance(holdout, int) or isinstance(holdout, bool)):
             raise ValueError(f"holdout is {holdout!r}")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        images = tuple(data["images"])
+    except (OSError, ValueError, RecursionError) as err:
         logger.warning("Ignoring the damaged %s (%s).", path.name, err)
         return None
     return HoldoutSplit(holdout, images)

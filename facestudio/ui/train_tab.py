@@ -137,8 +137,9 @@ def likeness_line(ctx: StudioContext, job_id: str | None) -> str:
 
     def mean(key: str) -> str:
         row = evaluation.get(key)
-        value = row.get("identity", {}).get("mean") if isinstance(row, dict) else None
-        return f"{value:.3f}" if isinstance(value, int | float) else "–"
+        identity = row.get("identity") if isinstance(row, dict) else None
+        value = identity.get("mean") if isinstance(identity, dict) else None
+        return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
 
     against = "held-out" if evaluation.get("against") == "held-out" else "training"
     return f"likeness on {against} photos: before {mean('before')} → after {mean('after')}"

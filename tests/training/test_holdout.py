@@ -82,3 +82,17 @@ def test_holdout_must_be_a_whole_number(value):
 
     with pytest.raises((SystemExit, TrainingError)):
         parse_args(["DATA", "--out", "RUN", "--holdout", value])
+
+
+def test_damaged_split_and_evaluation_files_read_as_missing(tmp_path):
+    from facestudio.training.evaluation import EVALUATION_FILE, read_evaluation
+
+    every_json_type = ["null", "true", "0", "1.5", '"text"', "[]", "[1, 2]", "{}", '{"images": [1]}',
+                       '{"images": ["a"], "holdout": "x"}', '{"images": ["a"], "holdout": true}', "", "{not json",
+                       "\x00", "[" * 5000 + "]" * 5000]
+    for text in every_json_type:
+        (tmp_path / HOLDOUT_FILE).write_text(text)
+        (tmp_path / EVALUATION_FILE).write_text(text)
+        assert read_split(tmp_path) is None and read_evaluation(tmp_path) is None
+    (tmp_path / HOLDOUT_FILE).write_text('{"holdout": null, "images": ["images/a.png"]}')
+    assert read_split(tmp_path).images == ("images/a.png",)
