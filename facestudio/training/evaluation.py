@@ -259,13 +259,12 @@ def evaluate_run(run: RunFolder, config: TrainConfig, engine_settings: EngineSet
               "size": settings.size, "before": by_label.get("before"), "after": by_label["after"],
               "seconds": round(time.perf_counter() - started, 1)}
     write_atomic(run.root / EVALUATION_FILE, json.dumps(report, indent=2).encode("utf-8"))
-    logger.info("Likeness on held-out photos: before %s -> after %s", _mean(report["before"]),
-                _mean(report["after"]))
+    before_mean, after_mean = likeness_before_after(report)
+    logger.info("Likeness on held-out photos: before %s -> after %s", _shown(before_mean), _shown(after_mean))
     return report
 
 
-def _mean(row: dict | None) -> str:
-    value = None if row is None else row["identity"]["mean"]
+def _shown(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -282,6 +281,18 @@ def read_evaluation(run_root: Path) -> dict | None:
         logger.warning("Ignoring the damaged %s (%s).", path.name, err)
         return None
     return data
+
+
+def likeness_before_after(evaluation: dict) -> tuple[float | None, float | None]:
+    """The mean identity score (before, after) of a run's evaluation, None where missing (no "before" for a
+    scratch run, no face drawn) or not a number (a hand-edited file)."""
+    def mean(key: str) -> float | None:
+        row = evaluation.get(key)
+        identity = row.get("identity") if isinstance(row, dict) else None
+        value = identity.get("mean") if isinstance(identity, dict) else None
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    return mean("before"), mean("after")
 
 
 def evaluation_engine_settings(settings: EngineSettings, device: str) -> EngineSettings:

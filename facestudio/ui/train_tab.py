@@ -124,7 +124,7 @@ def one_person(ctx: StudioContext, photos: list[Path]) -> None:
 def likeness_line(ctx: StudioContext, job_id: str | None) -> str:
     """"likeness on held-out photos: before x -> after y" from the job's evaluation.json (written when a run that
     held photos out ends); empty before that."""
-    from facestudio.training.evaluation import read_evaluation
+    from facestudio.training.evaluation import likeness_before_after, read_evaluation
 
     if not job_id:
         return ""
@@ -135,14 +135,9 @@ def likeness_line(ctx: StudioContext, job_id: str | None) -> str:
     if evaluation is None:
         return ""
 
-    def mean(key: str) -> str:
-        row = evaluation.get(key)
-        identity = row.get("identity") if isinstance(row, dict) else None
-        value = identity.get("mean") if isinstance(identity, dict) else None
-        return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
-
+    before, after = ("–" if value is None else f"{value:.3f}" for value in likeness_before_after(evaluation))
     against = "held-out" if evaluation.get("against") == "held-out" else "training"
-    return f"likeness on {against} photos: before {mean('before')} → after {mean('after')}"
+    return f"likeness on {against} photos: before {before} → after {after}"
 
 
 def init_choices(ctx: StudioContext) -> list[tuple[str, str]]:
