@@ -103,6 +103,10 @@ def build_parser(settings: StudioSettings | None = None) -> argparse.ArgumentPar
     add_job_commands(commands)
     add_studio_command(commands)
     add_preset_commands(commands)
+
+    from facestudio.cli.evaluate import add_evaluate_command
+
+    add_evaluate_command(commands, _add_backend_options)
     return parser
 
 

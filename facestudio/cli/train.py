@@ -130,10 +130,22 @@ def run_train(args: argparse.Namespace) -> int:
     if status.state == RunState.DONE:
         print(f"done: {train_args.run.adapter_path}  (python -m facestudio generate --adapter "
               f"{train_args.run.adapter_path} ...)")
+        _print_likeness(train_args.run.root)
         return 0
     print(f"{status.state} at step {status.step}/{status.total}; continue with "
           f"`python -m facestudio train --resume {train_args.run.root}`")
     return 0 if status.state == RunState.CANCELLED else 1
+
+
+def _print_likeness(run_root: Path) -> None:
+    """The run's evaluation (RUN/evaluation.json, when it held photos out), as the Train tab shows it."""
+    from facestudio.training.evaluation import EVALUATION_FILE, likeness_before_after, read_evaluation
+
+    evaluation = read_evaluation(run_root)
+    if evaluation is None:
+        return
+    before, after = ("-" if value is None else f"{value:.3f}" for value in likeness_before_after(evaluation))
+    print(f"likeness on held-out photos: before {before} -> after {after} ({run_root / EVALUATION_FILE})")
 
 
 def _submit_job(args: argparse.Namespace) -> int:

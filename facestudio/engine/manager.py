@@ -520,18 +520,26 @@ class ModelManager:
             return sorted(before - set(self.loaded()))
 
 
-def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None) -> StableDiffusionPipeline:
-    """A `StableDiffusionPipeline` from a diffusers folder or a single-file checkpoint, without the safety checker."""
+def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None,
+                       without: tuple[str, ...] = ()) -> StableDiffusionPipeline:
+    """A `StableDiffusionPipeline` from a diffusers folder or a single-file checkpoint, without the safety checker.
+
+    `without` names components (`unet`, `vae`, `text_encoder`) left unloaded (None): training keeps only the UNet
+    resident and loads the VAE and text encoder alone when it needs them.
+    """
     from diffusers import StableDiffusionPipeline
 
+    skipped: dict[str, None] = {name: None for name in without}
     try:
         if path.is_file():
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), config=str(config_path), local_files_only=True, dtype=dtype,
-                safety_checker=None, requires_safety_checker=False,
+                safety_checker=None, requires_safety_checker=False, **skipped,
             )
             # diffusers leaves weights the file lacks on the meta device instead of failing; refuse them here.
             for name in ("unet", "vae", "text_encoder"):
+                if name in skipped:
+                    continue
                 empty = [n for n, p in getattr(pipe, name).named_parameters() if p.is_meta]
                 if empty:
                     raise CheckpointError(f"{path.name} is not a complete Stable Diffusion 1.5 checkpoint: the {name} "
@@ -541,7 +549,7 @@ def load_base_pipeline(path: Path, dtype: torch.dtype, config_path: Path | None)
             raise CheckpointError(f"{str(path)!r} is not a diffusers Stable Diffusion folder (it has no unet/ folder).")
         return StableDiffusionPipeline.from_pretrained(
             str(path), dtype=dtype, local_files_only=True, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False,
+            requires_safety_checker=False, **skipped,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"Cannot load the Stable Diffusion 1.5 model {str(path)!r}: {err}") from err

@@ -31,10 +31,10 @@ def inside_home(home: Path, path: str | Path) -> Path:
 
 
 def submit_photo_job(store: JobStore, config: TrainConfig, name: str, *, photos: list[Path] | None = None,
-                     folder: str | Path | None = None, owner: str | None = None) -> Job:
+                     folder: str | Path | None = None, owner: str | None = None, processes: int = 1) -> Job:
     """Queue a job that prepares uploaded `photos` (one person) or a `folder` inside the store's home, then trains
-    with `config` (its `dataset` is the job's own), as `owner`'s job (`Job.owner`). Only files are checked and
-    copied here.
+    with `config` (its `dataset` is the job's own), as `owner`'s job (`Job.owner`), on `processes` processes
+    (torchrun, one per GPU). Only files are checked and copied here.
 
     Raises:
         `DatasetError`: no photos, too many, a non-photo file, or a folder outside the home (or holding its jobs).
@@ -51,7 +51,7 @@ def submit_photo_job(store: JobStore, config: TrainConfig, name: str, *, photos:
                                f"{Path(store.home) / 'photos' / 'alex'}).")
         if not any(path.suffix.lower() in PHOTO_SUFFIXES for path in source.rglob("*") if path.is_file()):
             raise DatasetError(f"{folder} holds no photos ({', '.join(PHOTO_SUFFIXES)}).")
-        return store.submit_training(config, name, photo_folder=source, owner=owner)
+        return store.submit_training(config, name, photo_folder=source, owner=owner, processes=processes)
     if not photos:
         raise DatasetError("Upload photos of the person (or give a folder of photos inside the studio's folder).")
     if len(photos) > MAX_TRAINING_PHOTOS:
@@ -59,4 +59,4 @@ def submit_photo_job(store: JobStore, config: TrainConfig, name: str, *, photos:
     for photo in photos:
         if Path(photo).suffix.lower() not in PHOTO_SUFFIXES:
             raise DatasetError(f"{Path(photo).name} is not a photo ({', '.join(PHOTO_SUFFIXES)}).")
-    return store.submit_training(config, name, photos=[Path(photo) for photo in photos], owner=owner)
+    return store.submit_training(config, name, photos=[Path(photo) for photo in photos], owner=owner, processes=processes)

@@ -52,6 +52,22 @@ def trainer_pythonpath() -> str | None:
     return None if parent in searched else str(parent)
 
 
+def visible_gpu_count() -> int:
+    """CUDA GPUs a job could train on, one process each. Without loading torch when the studio has not yet (its
+    start-up stays fast): the NVIDIA driver's list of GPUs, limited by CUDA_VISIBLE_DEVICES."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    try:
+        count = len([entry for entry in Path("/proc/driver/nvidia/gpus").iterdir() if entry.is_dir()])
+    except OSError:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([part for part in visible.split(",") if part.strip() and part.strip() != "-1"]))
+    return count
+
+
 def trainer_command(run_root: Path, processes: int = 1) -> list[str]:
     """The trainer, continuing (or starting) the run in `run_root` (see `facestudio.training.train_fact`); on
     several processes through torchrun (one machine, `--standalone`: it picks a free rendezvous port)."""

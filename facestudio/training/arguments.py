@@ -67,6 +67,8 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("--gradient-checkpointing", _on_off, "on: recompute UNet activations in the backward pass (less memory)"),
     ("--device", str, "auto (a GPU if there is one), cpu, mps, cuda or cuda:N (that GPU)"),
     ("--optimizer", str, "adamw, or adamw8bit (bitsandbytes' 8-bit AdamW; CUDA only, less optimizer memory)"),
+    ("--holdout", int, "photos of each person kept out of training to evaluate the adapter on (0: none; "
+                       "unset: 1 of each person with at least 4 photos)"),
 )
 
 
@@ -89,6 +91,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else (
             ("on" if default else "off") if isinstance(default, bool) else default)
+        if default is None:
+            shown = "auto"
         parser.add_argument(flag, type=kind, default=None, metavar=_METAVARS.get(flag, _TYPE_METAVARS.get(kind, "NAME")),
                             help=f"{text} (default {shown})")
     parser.add_argument("--cpu", action="store_const", const="cpu", dest="device", help="same as --device cpu")

@@ -37,6 +37,7 @@ MAX_KEEP_CHECKPOINTS = 100
 #: The learning-rate warm-up takes at most this fraction of the run's steps: a 40-step quick test with the default 50
 #: warm-up steps would otherwise end before its learning rate reached `lr`.
 MAX_WARMUP_FRACTION = 0.1
+MAX_HOLDOUT = 100
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class TrainConfig:
         device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
             device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
         optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, CUDA only: less optimizer memory on a GPU).
+        holdout (`int`, *optional*): photos of each person kept out of training to evaluate the adapter on
+            (`holdout.py`); None: 1 of each person with at least 4 photos; 0: none. Runs written before this
+            setting existed read as 0 (they trained on every photo).
     """
 
     dataset: str
@@ -109,6 +113,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     device: str = "auto"
     optimizer: str = "adamw"
+    holdout: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
@@ -158,6 +163,8 @@ class TrainConfig:
              f"a whole number from 1 to {MAX_SAMPLE_STEPS}")
         need(finite(self.sample_strength) and self.sample_strength >= 0, "sample_strength", self.sample_strength,
              ">= 0")
+        need(self.holdout is None or whole(self.holdout, 0, MAX_HOLDOUT), "holdout", self.holdout,
+             f"a whole number from 0 to {MAX_HOLDOUT}")
         need(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
              f"one of {', '.join(MIXED_PRECISION)}")
@@ -199,6 +206,8 @@ class TrainConfig:
         if "cpu" in data and "device" not in data:  # written before `device` replaced the `cpu` switch
             data = {**data, "device": "cpu" if data["cpu"] else "auto"}
         data = {key: value for key, value in data.items() if key != "cpu"}
+        if "holdout" not in data:  # written before `holdout` existed: that run trains on every photo
+            data = {**data, "holdout": 0}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"format", "format_version"})
         if unknown:

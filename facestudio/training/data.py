@@ -48,12 +48,16 @@ class Batch:
 class TrainingData:
     """A prepared dataset (see `prepare_dataset`), loaded at `resolution`."""
 
-    def __init__(self, manifest: DatasetManifest, resolution: int):
+    def __init__(self, manifest: DatasetManifest, resolution: int, exclude: frozenset[str] = frozenset()):
+        """`exclude`: the image paths of items held out of training (`holdout.py`); they are never drawn, neither
+        as targets nor as references."""
         if not manifest.items:
             raise DatasetError(f"The dataset {manifest.root} has no photos; prepare it again with more photos.")
         self.manifest = manifest
         self.resolution = resolution
-        self.items = manifest.items
+        self.items = tuple(item for item in manifest.items if item.image not in exclude)
+        if not self.items:
+            raise DatasetError(f"Every photo of {manifest.root} is held out; lower --holdout.")
         by_identity: dict[str, list[int]] = {}
         for index, item in enumerate(self.items):
             by_identity.setdefault(item.identity, []).append(index)

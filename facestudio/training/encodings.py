@@ -50,12 +50,16 @@ class Encodings:
         return {k: v.float().contiguous() for k, v in tensors.items()}, {"captions": json.dumps(captions)}
 
 
-def cache_key(model_hashes: Sequence[str], resolution: int, dtype: torch.dtype, manifest_file: Path) -> str:
-    """The name of a dataset's encodings for these models, resolution and precision (and this manifest)."""
+def cache_key(model_hashes: Sequence[str], resolution: int, dtype: torch.dtype, manifest_file: Path,
+              excluded: Sequence[str] = ()) -> str:
+    """The name of a dataset's encodings for these models, resolution and precision (and this manifest, without
+    the `excluded` items a run holds out: the encodings cover the training items only)."""
     digest = hashlib.sha256(f"v{FORMAT_VERSION}|{resolution}|{dtype}|".encode())
     for model_hash in model_hashes:
         digest.update(f"{model_hash}|".encode())
     digest.update(manifest_file.read_bytes())
+    if excluded:  # (absent for a run that trains on every photo, so its key is the one it always was)
+        digest.update(("|excluded|" + "|".join(sorted(excluded))).encode())
     return digest.hexdigest()[:32]
 
 

@@ -10,16 +10,18 @@ from PIL import Image
 SAMPLE_GUIDANCE = 7.0
 
 
-def render_samples(models, reference: torch.Tensor, prompt: str, config, device: torch.device) -> list[Image.Image]:
+def render_samples(models, encoders, reference: torch.Tensor, prompt: str, config,
+                   device: torch.device) -> list[Image.Image]:
     """One image per `config.sample_seeds`, at the training resolution, face strength `config.sample_strength`,
-    with the "no face" tokens in the negative branch (face CFG on, as the release does)."""
+    with the "no face" tokens in the negative branch (face CFG on, as the release does). `encoders` holds the
+    loaded VAE, text encoder and TransFace (`FrozenEncoders.loaded()`)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     from facestudio.fact import face_conditioning
 
     adapter = models.adapter
     pipe = StableDiffusionPipeline(
-        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
+        vae=encoders.vae, text_encoder=encoders.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
         scheduler=DPMSolverMultistepScheduler.from_config(models.scheduler_config, use_karras_sigmas=True),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
@@ -30,7 +32,7 @@ def render_samples(models, reference: torch.Tensor, prompt: str, config, device:
     try:
         with torch.no_grad():
             text, negative = pipe.encode_prompt(prompt, device, 1, True, "")
-            conditioning = face_conditioning(adapter, text, models.face_encoder(reference.to(device, torch.float32)),
+            conditioning = face_conditioning(adapter, text, encoders.face_encoder(reference.to(device, torch.float32)),
                                              negative_prompt_embeds=negative, face_cfg=True)
             adapter.set_scale(config.sample_strength)
             images = []

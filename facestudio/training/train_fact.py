@@ -10,9 +10,11 @@ Run it as `python -m facestudio train DATASET --out RUN`, as a job (`facestudio.
 `torchrun --nproc_per_node N -m facestudio.training.train_fact DATASET --out RUN` (or `accelerate launch`): every
 sample's random draws follow from the seed and its global position (`data.sample_generator`), so N processes with
 batch B train like one process with batch N x B. The frozen encoders' outputs are computed once per dataset and
-model (`encodings.py`), not at every step. `--resume RUN` continues from the last
-checkpoint and reaches the same weights as an uninterrupted run. A run that starts from photos (a studio job,
-`TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in this same process.
+model (`encodings.py`), not at every step, and the encoders stay unloaded during the steps (`FrozenEncoders`).
+`--resume RUN` continues from the last checkpoint and reaches the same weights as an uninterrupted run. A run that
+starts from photos (a studio job, `TrainConfig.photos`) first prepares them into its dataset (`prepare_photos`), in
+this same process. A finished run that held photos out (`holdout.py`) compares its adapter with the one it started
+from on them (`evaluation.py`, RUN/evaluation.json).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,11 +47,13 @@ from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, re
 from facestudio.training.data import sample_generator
 from facestudio.training.encodings import FOLDER as ENCODINGS_FOLDER
 from facestudio.training.encodings import Encodings, cache_key, encode_dataset, load_encodings, save_encodings
+from facestudio.training.holdout import HoldoutSplit, choose_holdout, read_split, write_split
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
 if TYPE_CHECKING:  # torch-heavy; imported where the models load
     from facestudio.engine.manager import EngineSettings, ModelManager
     from facestudio.fact import FACTAdapter
+    from facestudio.training.dataset import DatasetManifest
 
 logger = logging.getLogger(__name__)
 
@@ -73,20 +78,62 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
 # -- models ------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainingModels:
-    """The frozen models, the adapter being trained, and what the run needs to know about them."""
+@dataclass(frozen=True)
+class LoadedEncoders:
+    """The frozen encoders while they are loaded (see `FrozenEncoders.loaded`)."""
 
     vae: nn.Module
     text_encoder: nn.Module
-    tokenizer: Any
-    unet: nn.Module
     face_encoder: nn.Module
+
+
+class FrozenEncoders:
+    """The VAE, the text encoder and TransFace of a run, resident only inside `loaded()`.
+
+    Training steps read their outputs from the dataset's encodings (`encodings.py`), so keeping them loaded would
+    only hold memory (about 1 GB in float32 at SD1.5 size, beside a UNet of 3.4 GB): they are loaded to encode the
+    items the cache lacks and to draw samples, and released (off the device and out of memory) right after.
+    """
+
+    def __init__(self, load: Callable[[], LoadedEncoders], release: Callable[[], None]):
+        self._load, self._release = load, release
+        self._current: LoadedEncoders | None = None
+        #: How many times they were loaded (a run with a filled cache and no samples loads them never).
+        self.loads = 0
+
+    @property
+    def resident(self) -> bool:
+        return self._current is not None
+
+    @contextmanager
+    def loaded(self) -> Iterator[LoadedEncoders]:
+        if self._current is not None:  # nested use keeps the outer load
+            yield self._current
+            return
+        self._current = self._load()
+        self.loads += 1
+        try:
+            yield self._current
+        finally:
+            self._current = None
+            self._release()
+
+
+@dataclass
+class TrainingModels:
+    """The frozen UNet, the adapter being trained, the frozen encoders (loaded on demand) and what the run needs to
+    know about them."""
+
+    unet: nn.Module
+    tokenizer: Any
+    encoders: FrozenEncoders
     adapter: FACTAdapter
     noise_scheduler: Any
     scheduler_config: dict
     base_label: str
     init_label: str
+    #: The VAE's latent scale, read from its config (the VAE itself is not loaded during steps).
+    vae_scaling_factor: float = 0.18215
     #: SHA-256 of the base model and the face encoder files: the key of the dataset's cached encodings.
     model_hashes: tuple[str, ...] = ()
 
@@ -101,11 +148,13 @@ def model_manager(settings: StudioSettings):
 
 def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.dtype,
                 manager: ModelManager | None = None) -> TrainingModels:
-    """Locate (downloading if needed) and load the base model, face encoder and starting adapter; without a
-    `manager`, one over the default settings (`StudioSettings()`) is made."""
+    """Locate (downloading if needed) and load the base model's UNet and the starting adapter; the VAE, text encoder
+    and TransFace are loaded only inside `models.encoders.loaded()`. Without a `manager`, one over the default
+    settings (`StudioSettings()`) is made."""
     import diffusers
-    from diffusers import DDPMScheduler
+    from diffusers import AutoencoderKL, DDPMScheduler
 
+    from facestudio.engine.devices import free_accelerator_memory
     from facestudio.engine.manager import load_base_pipeline
     from facestudio.fact import FACTAdapter, ResamplerConfig
 
@@ -113,16 +162,28 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
     base_source = manager.source("base_model", config.base_model)
     base_path, config_path = manager.locate_base(base_source)
     diffusers.utils.logging.disable_progress_bar()  # the run reports its own progress
-    pipe = load_base_pipeline(base_path, weight_dtype, config_path)
-    vae, text_encoder, unet = pipe.vae, pipe.text_encoder, pipe.unet
-    for model in (vae, text_encoder, unet):
-        model.requires_grad_(False).eval().to(device)
+    pipe = load_base_pipeline(base_path, weight_dtype, config_path, without=("vae", "text_encoder"))
+    unet = pipe.unet.requires_grad_(False).eval().to(device)
+    vae_config = AutoencoderKL.load_config(str(config_path or base_path), subfolder="vae")
+    # Loaded once here to check that it fits the adapter (and for its hash), then released until needed.
     face_encoder, face_file = manager.face_encoder(config.face_encoder)
-    face_encoder = face_encoder.to(device).float().eval().requires_grad_(False)
+    face_dim = face_encoder.config.embed_dim
+    del face_encoder
+    manager.unload("face_encoder")
+
+    def load_encoders() -> LoadedEncoders:
+        parts = load_base_pipeline(base_path, weight_dtype, config_path, without=("unet",))
+        transface, _ = manager.face_encoder(config.face_encoder)
+        return LoadedEncoders(parts.vae.requires_grad_(False).eval().to(device),
+                              parts.text_encoder.requires_grad_(False).eval().to(device),
+                              transface.to(device).float().eval().requires_grad_(False))
+
+    def release_encoders() -> None:
+        manager.unload("face_encoder")
+        free_accelerator_memory()
 
     if config.init == INIT_SCRATCH:
-        resampler = ResamplerConfig(embedding_dim=face_encoder.config.embed_dim,
-                                    output_dim=unet.config.cross_attention_dim)
+        resampler = ResamplerConfig(embedding_dim=face_dim, output_dim=unet.config.cross_attention_dim)
         torch.manual_seed(config.seed)
         adapter = FACTAdapter.for_unet(unet, resampler, device=device, dtype=torch.float32,
                                        pass_through_other_layers=True)
@@ -132,13 +193,14 @@ def load_models(config: TrainConfig, device: torch.device, weight_dtype: torch.d
         adapter = FACTAdapter.from_checkpoint(manager.locate(init_source), unet, device=device, dtype=torch.float32,
                                               pass_through_other_layers=True)
         init_label = init_source.label
-    if adapter.local_fac_prj.config.embedding_dim != face_encoder.config.embed_dim:
+    if adapter.local_fac_prj.config.embedding_dim != face_dim:
         raise TrainingError(f"The adapter {init_label} takes {adapter.local_fac_prj.config.embedding_dim}-wide face "
-                            f"features but the face encoder gives {face_encoder.config.embed_dim}; they do not fit.")
+                            f"features but the face encoder gives {face_dim}; they do not fit.")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     model_hashes = (manager.hashes.of(base_path), face_file.sha256)
-    return TrainingModels(vae, text_encoder, pipe.tokenizer, unet, face_encoder, adapter, noise_scheduler,
-                          dict(pipe.scheduler.config), base_source.label, init_label, model_hashes)
+    return TrainingModels(unet, pipe.tokenizer, FrozenEncoders(load_encoders, release_encoders), adapter,
+                          noise_scheduler, dict(pipe.scheduler.config), base_source.label, init_label,
+                          float(vae_config.get("scaling_factor", 0.18215)), model_hashes)
 
 
 class TrainingModule(nn.Module):
@@ -223,7 +285,9 @@ class FACTTrainer:
         accelerator = self.accelerator
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
                                                                               torch.float32)
-        self.data = TrainingData(load_manifest(Path(config.dataset)), config.resolution)
+        manifest = load_manifest(Path(config.dataset))
+        self.split = self._holdout_split(manifest, accelerator.is_main_process)
+        self.data = TrainingData(manifest, config.resolution, exclude=frozenset(self.split.images))
         self.models = load_models(config, accelerator.device, self.weight_dtype, self._manager)
         models = self.models
         if config.gradient_checkpointing:
@@ -251,6 +315,23 @@ class FACTTrainer:
             self._restore(*latest)
         elif accelerator.is_main_process:  # a fresh start (or a kill before the first checkpoint): no old metrics
             self.run.truncate_metrics(0)
+
+    def _holdout_split(self, manifest: DatasetManifest, main: bool) -> HoldoutSplit:
+        """The photos this run keeps out of training: the recorded split of a resumed run, else chosen from the
+        settings (and recorded by the main process)."""
+        known = {item.image for item in manifest.items}
+        recorded = read_split(self.run.root)
+        if recorded is not None and set(recorded.images) <= known:
+            return recorded
+        split = choose_holdout(manifest.items, self.config.holdout, self.config.seed)
+        if recorded is not None:
+            logger.warning("The recorded held-out photos are no longer all in %s; holding out %s instead.",
+                           manifest.root, ", ".join(split.images) or "none")
+        if main:
+            write_split(self.run.root, split)
+        if split.images:
+            logger.info("Holding out %d photo(s) for evaluation: %s", len(split.images), ", ".join(split.images))
+        return split
 
     def _restore(self, step: int, path: Path) -> None:
         state, adapter_state, optimizer_state, rng = load_checkpoint(path, self.accelerator.process_index)
@@ -321,7 +402,7 @@ class FACTTrainer:
 
         config, accelerator, models = self.config, self.accelerator, self.models
         key = cache_key(models.model_hashes, config.resolution, self.weight_dtype,
-                        Path(config.dataset) / MANIFEST_NAME)
+                        Path(config.dataset) / MANIFEST_NAME, excluded=self.split.images)
         path = Path(config.dataset) / ENCODINGS_FOLDER / f"{key}.safetensors"
         encodings = None
         if accelerator.is_main_process:
@@ -338,21 +419,24 @@ class FACTTrainer:
         return encodings
 
     def _encode_dataset(self) -> Encodings:
+        """Load the frozen encoders, encode every item, release them again."""
         models, device = self.models, self.accelerator.device
+        with models.encoders.loaded() as encoders:
+            vae, text_encoder, face_encoder = encoders.vae, encoders.text_encoder, encoders.face_encoder
 
-        def vae_encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            distribution = models.vae.encode(pixels.to(device, self.weight_dtype)).latent_dist
-            return distribution.mean, distribution.std
+            def vae_encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                distribution = vae.encode(pixels.to(device, self.weight_dtype)).latent_dist
+                return distribution.mean, distribution.std
 
-        def face_encode(references: torch.Tensor) -> torch.Tensor:
-            return models.face_encoder(references.to(device, torch.float32))
+            def face_encode(references: torch.Tensor) -> torch.Tensor:
+                return face_encoder(references.to(device, torch.float32))
 
-        def text_encode(captions: list[str]) -> torch.Tensor:
-            tokens = models.tokenizer(captions, padding="max_length", truncation=True,
-                                      max_length=models.tokenizer.model_max_length, return_tensors="pt")
-            return models.text_encoder(tokens.input_ids.to(device))[0]
+            def text_encode(captions: list[str]) -> torch.Tensor:
+                tokens = models.tokenizer(captions, padding="max_length", truncation=True,
+                                          max_length=models.tokenizer.model_max_length, return_tensors="pt")
+                return text_encoder(tokens.input_ids.to(device))[0]
 
-        return encode_dataset(self.data, vae_encode, face_encode, text_encode)
+            return encode_dataset(self.data, vae_encode, face_encode, text_encode)
 
     # -- one step ---------------------------------------------------------------------------------------------------
 
@@ -370,7 +454,7 @@ class FACTTrainer:
         draws = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g),
                   torch.randint(0, timestep_count, (1,), generator=g), torch.rand(1, generator=g)) for g in generators]
         latent_noise = torch.stack([d[0] for d in draws]).to(device, dtype)
-        latents = (mean + std * latent_noise) * models.vae.config.scaling_factor
+        latents = (mean + std * latent_noise) * models.vae_scaling_factor
         noise = torch.stack([d[1] for d in draws]).to(device, latents.dtype)
         timesteps = torch.cat([d[2] for d in draws]).to(device)
         drop = (torch.cat([d[3] for d in draws]) < drop_prob).to(device)
@@ -523,8 +607,9 @@ class FACTTrainer:
 
         first = self.data.items[0]
         reference = self.data.batch([0], 0.0, [torch.Generator()]).references
-        with self.accelerator.autocast():
-            images = render_samples(self.models, reference, first.caption, self.config, self.accelerator.device)
+        with self.models.encoders.loaded() as encoders, self.accelerator.autocast():
+            images = render_samples(self.models, encoders, reference, first.caption, self.config,
+                                    self.accelerator.device)
         self.run.samples_dir.mkdir(parents=True, exist_ok=True)
         for seed, image in zip(self.config.sample_seeds, images, strict=True):
             write_atomic(self.run.samples_dir / f"step-{self.step:06d}_seed-{seed}.png", _png_bytes(image))
@@ -580,8 +665,8 @@ def export_adapter(adapter, path: Path, base_label: str) -> Path:
 
 
 def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over the adapter's parameters: fused kernels on CUDA, the multi-tensor (foreach) path elsewhere, or
-    bitsandbytes' 8-bit AdamW (`optimizer` adamw8bit, CUDA only)."""
+    """AdamW over the adapter's parameters: fused kernels on CUDA and the CPU, the multi-tensor (foreach) path
+    elsewhere, or bitsandbytes' 8-bit AdamW (`optimizer` adamw8bit, CUDA only)."""
     if config.optimizer == "adamw8bit":
         if device.type != "cuda":
             raise TrainingError("`optimizer` adamw8bit needs a CUDA GPU (bitsandbytes); use adamw on this device.",
@@ -592,7 +677,9 @@ def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torc
             raise TrainingError("`optimizer` adamw8bit needs the bitsandbytes package (pip install bitsandbytes).",
                                 field="optimizer") from err
         return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # Fused kernels (CUDA, and the CPU since torch 2.4) update in place; the foreach path allocates temporaries the
+    # size of all the moments (about 1 GB more peak memory over FACT's 255.5M parameters).
+    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fast)
 
 
@@ -782,7 +869,10 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None,
             if stopped is not None:
                 return stopped
         trainer.setup()
-        return trainer.train()
+        status = trainer.train()
+        device = str(trainer.accelerator.device)
+        if device == "cuda":  # the GPU the run trained on (`claim_device` made it current), for the evaluation
+            device = f"cuda:{torch.cuda.current_device()}"
     except BaseException as err:
         message = str(err) if isinstance(err, FaceStudioError) else f"{type(err).__name__}: {err}"
         if isinstance(err, KeyboardInterrupt):
@@ -795,6 +885,26 @@ def run_training(args: TrainArgs, on_progress: ProgressCallback | None = None,
     finally:
         restore()
         trainer.close()
+    if main and status.state == RunState.DONE:
+        engine_settings = trainer.manager_settings()
+        del trainer  # the training models go before the evaluation loads the engine's
+        _evaluate_quietly(run, config, engine_settings, device)
+    return status
+
+
+def _evaluate_quietly(run: RunFolder, config: TrainConfig, engine_settings: EngineSettings, device: str) -> None:
+    """Compare the trained adapter with the starting one on the held-out photos (RUN/evaluation.json). The adapter
+    is the run's deliverable: an evaluation that fails leaves the run done, with a warning in its log."""
+    import gc
+
+    from facestudio.training.evaluation import evaluate_run, evaluation_engine_settings
+
+    gc.collect()
+    try:
+        evaluate_run(run, config, evaluation_engine_settings(engine_settings, device))
+    except Exception as err:  # any failure here must not undo a finished training (see the docstring)
+        logger.warning("The evaluation of %s failed (%s: %s); the trained adapter is fine and can be evaluated "
+                       "with `python -m facestudio evaluate`.", run.root, type(err).__name__, err)
 
 
 def _is_main_rank() -> bool:

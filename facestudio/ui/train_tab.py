@@ -15,8 +15,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from facestudio.errors import InvalidRequestError
+from facestudio.errors import FaceStudioError, InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, RESUMABLE_STATES, Job, RunStage, RunState, RunStatus, TrainConfig
+from facestudio.jobs.runner import visible_gpu_count
 from facestudio.text import format_duration
 from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS, MAX_WARMUP_FRACTION
 from facestudio.ui.common import GPU, number, user_errors
@@ -30,6 +31,8 @@ REFRESH_SECONDS = 2.0
 JOB_COLUMNS = ["id", "name", "state", "step", "loss", "ETA", "adapter"]
 REPORT_COLUMNS = ["photo", "kept", "reason"]
 SCRATCH = "scratch"
+#: The most training processes the tab offers (one per GPU).
+MAX_PROCESSES = 64
 #: The Train tab's numbers: (lowest, highest, whole). `TrainConfig.check` has the finer rules (a multiple of 64, ...);
 #: this is the one check that turns whatever a client sent into a number, naming the control.
 TRAIN_NUMBERS = {
@@ -119,6 +122,10 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
         one_person(ctx, photos)
     base = ctx.checked_choice(base_model, ctx.base_model_choices, "base model")
     init = ctx.checked_choice(init, lambda: init_choices(ctx, ws), "initial adapter") or "default"
+    processes = int(number(settings.pop("processes", 1), "processes", 1, MAX_PROCESSES, whole=True))
+    if processes > 1 and ":" in ctx.options.device:
+        raise InvalidRequestError(f"The studio trains on {ctx.options.device}, one GPU; start it with --device cuda "
+                                  "to train on several.", field="processes")
     typed = {key: (number(value, key, *TRAIN_NUMBERS[key][:2], whole=TRAIN_NUMBERS[key][2])
                    if key in TRAIN_NUMBERS else value is True) for key, value in settings.items()}
     config = TrainConfig(dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder,
@@ -126,7 +133,8 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     folder = (folder or "").strip() or None
     if folder is not None:  # the page asks for a folder relative to the workspace (FACESTUDIO_HOME when shared)
         folder = str(ws.folder(folder))
-    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder, owner=ws.owner)
+    job = submit_photo_job(ctx.jobs, config, name, photos=photos or None, folder=folder, owner=ws.owner,
+                           processes=processes)
     ctx.runner.wake()
     return job
 
@@ -140,6 +148,25 @@ def one_person(ctx: StudioContext, photos: list[Path]) -> None:
                            max_pixels=ctx.settings.max_pixels)
     if check.warnings:
         raise InvalidRequestError(f"Train on photos of one person: {check.warnings[0]}")
+
+
+def likeness_line(ctx: StudioContext, job_id: str | None, ws: Workspace | None = None) -> str:
+    """"likeness on held-out photos: before x -> after y" from the job's evaluation.json (written when a run that
+    held photos out ends); empty before that."""
+    from facestudio.training.evaluation import likeness_before_after, read_evaluation
+
+    if not job_id:
+        return ""
+    try:
+        evaluation = read_evaluation((ws or ctx.workspace()).job(ctx.jobs, job_id).folder.root)
+    except FaceStudioError:  # a job removed meanwhile (or another user's): the status line says so, this line stays empty
+        return ""
+    if evaluation is None:
+        return ""
+
+    before, after = ("–" if value is None else f"{value:.3f}" for value in likeness_before_after(evaluation))
+    against = "held-out" if evaluation.get("against") == "held-out" else "training"
+    return f"likeness on {against} photos: before {before} → after {after}"
 
 
 def init_choices(ctx: StudioContext, ws: Workspace | None = None) -> list[tuple[str, str]]:
@@ -222,13 +249,13 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     @user_errors
     def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
               resolution, batch_size, checkpoint_every, sample_every, identity=None, warmup_steps=None,
-              request: gr.Request = None):
+              processes=1, request: gr.Request = None):
         ws = ctx.workspace(request)
         extra = {} if warmup_steps is None or warmup_steps == "" else {"warmup_steps": warmup_steps}
         job = queue_training(ctx, files, folder, name, base_model, init, ws, identity=identity or None, steps=steps,
                              lr=lr, fair_weight=fair_weight, drop_prob=drop_prob, shuffle_prob=shuffle_prob,
                              curriculum=curriculum, resolution=resolution, batch_size=batch_size,
-                             checkpoint_every=checkpoint_every, sample_every=sample_every, **extra)
+                             checkpoint_every=checkpoint_every, sample_every=sample_every, processes=processes, **extra)
         message = (f"Queued job **{job.id}** at {local_time(job.created_at)}: it checks and crops the photos first "
                    "(the photo check below fills in as it goes), then trains.")
         return message, gr.update(choices=job_choices(ctx, ws), value=job.id), jobs_table(ctx, ws)
@@ -329,6 +356,9 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                                  precision=0)
                     sample_every = gr.Number(label="Samples every N steps (0: none)", value=defaults.sample_every,
                                              precision=0)
+                    gpus = visible_gpu_count()  # the option exists only where there is more than one GPU to train on
+                    processes = gr.Slider(1, max(2, gpus), value=1, step=1, label="Processes (one per GPU)",
+                                          visible=gpus > 1, elem_id="train-processes")
             report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
                                   interactive=False, wrap=True, column_widths=["40%", "20%", "40%"],
                                   elem_id="train-report")
@@ -340,6 +370,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                 resume_button = gr.Button("Resume", elem_id="train-resume", scale=1, min_width=90)
             job_message = gr.Markdown(elem_id="train-job-message")
             progress_text = gr.Markdown(NO_JOB, elem_id="train-progress")
+            likeness_text = gr.Markdown(elem_id="train-likeness")
             loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=220, elem_id="train-loss")
             samples = gr.Gallery(label="Samples", columns=4, height=160, elem_id="train-samples", object_fit="contain")
             with gr.Accordion("Details (the job's status as JSON)", open=False, elem_id="train-details"):
@@ -354,7 +385,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     # tab's check), then copies them and queues the job; the job itself prepares and trains.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
                                shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every,
-                               identity, warmup_steps],
+                               identity, warmup_steps, processes],
                        [message, job, table], api_name="train_start", preprocess=False, concurrency_id=GPU)
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)
@@ -362,6 +393,12 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     resume_button.click(resume, job, job_message, api_name="train_resume", queue=False)
     preset.change(use_preset, preset, [steps, resolution, batch_size, checkpoint_every, sample_every],
                   api_visibility="private", queue=False)
+
+    def likeness(job_id: str | None, request: gr.Request = None):
+        return likeness_line(ctx, job_id, ctx.workspace(request))
+
+    for event in (timer.tick, job.change):
+        event(likeness, job, likeness_text, api_visibility="private", show_progress="hidden", queue=False)
 
     def init_list(request: gr.Request = None):
         return gr.update(choices=init_choices(ctx, ctx.workspace(request)))

@@ -37,3 +37,35 @@ def train_argv(config) -> list[str]:
         "--sample-every", str(config.sample_every), "--sample-steps", str(config.sample_steps), "--seed",
         str(config.seed), "--cpu",
     ]
+
+
+@pytest.fixture(scope="session")
+def four_photo_dataset(tiny_dataset, tmp_path_factory) -> Path:
+    """The tiny dataset with obama at 4 photos (his two prepared photos, and each mirrored as another photo), so
+    the default holdout (1 of a person with >= 4 photos) applies; biden keeps his single photo."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("four-photos") / "dataset"
+    shutil.copytree(tiny_dataset, out, ignore=shutil.ignore_patterns(".encodings"))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    copies = []
+    for entry in manifest["items"]:
+        if entry["identity"] != "obama":
+            continue
+        copy = dict(entry, sha256=entry["sha256"][::-1], source=f"mirrored-{entry['source']}")
+        for key in ("image", "face_mask", "head_mask", "reference"):
+            name = Path(entry[key])
+            copy[key] = str(name.with_name(f"m{name.name}"))
+            Image.open(out / entry[key]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(out / copy[key])
+        width = Image.open(out / entry["image"]).width
+        x0, y0, x1, y1 = entry["bbox"]
+        copy["bbox"] = [round(width - x1, 2), y0, round(width - x0, 2), y1]
+        copy["kps"] = [[round(width - x, 2), y] for x, y in entry["kps"]]
+        copies.append(copy)
+    assert len(copies) == 2
+    manifest["items"] += copies
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return out

@@ -22,14 +22,23 @@ def make_trainer(run_root: Path, config, manager) -> FACTTrainer:
     return trainer
 
 
-def count_calls(*modules: torch.nn.Module) -> list[int]:
+def count_encoder_calls(monkeypatch) -> list[int]:
+    """Count every call of any VAE encoder, CLIP text encoder or TransFace, whichever instance (the trainer loads
+    them afresh each time it needs them)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    from facestudio.fact import TransFace
+
     calls = [0]
+    for owner, name in ((AutoencoderKL, "encode"), (CLIPTextModel, "forward"), (TransFace, "forward")):
+        original = getattr(owner, name)
 
-    def hook(*_args) -> None:
-        calls[0] += 1
+        def counted(self, *args, _original=original, **kwargs):
+            calls[0] += 1
+            return _original(self, *args, **kwargs)
 
-    for module in modules:
-        module.register_forward_pre_hook(hook)
+        monkeypatch.setattr(owner, name, counted)
     return calls
 
 
@@ -42,12 +51,14 @@ def own_dataset(tmp_path, tiny_dataset) -> Path:
 
 def test_training_steps_never_call_the_frozen_encoders_and_the_cache_follows_the_vae(tmp_path, train_config,
                                                                                       manager, own_dataset,
-                                                                                      tiny_studio):
+                                                                                      tiny_studio, monkeypatch):
     config = train_config(dataset=str(own_dataset), steps=2)
+    calls = count_encoder_calls(monkeypatch)
     trainer = make_trainer(tmp_path / "run", config, manager)
     try:
-        models = trainer.models
-        calls = count_calls(models.vae.encoder, models.text_encoder, models.face_encoder)
+        assert calls[0] > 0 and trainer.models.encoders.loads == 1  # the empty cache was filled once
+        assert not trainer.models.encoders.resident and manager.loaded() == []  # and released again
+        calls[0] = 0
         trainer.train_step()
         trainer.train_step()
         assert calls[0] == 0
@@ -57,9 +68,17 @@ def test_training_steps_never_call_the_frozen_encoders_and_the_cache_follows_the
     cached = sorted((own_dataset / FOLDER).iterdir())
     assert len(cached) == 1
 
-    # Another run on the same dataset and models reads the cache (same file, same numbers).
-    again = make_trainer(tmp_path / "again", config, manager)
-    again.close()
+    # Another run on the same dataset and models reads the cache (same file, same numbers): the encoders are
+    # loaded only to draw its samples, and released after them.
+    again = make_trainer(tmp_path / "again", config.replace(sample_every=1, sample_seeds=(0,)), manager)
+    try:
+        assert again.models.encoders.loads == 0
+        again.train_step()
+        again._samples()
+        assert again.models.encoders.loads == 1 and not again.models.encoders.resident
+        assert calls[0] > 0  # the samples did encode their prompt and reference
+    finally:
+        again.close()
     assert sorted((own_dataset / FOLDER).iterdir()) == cached
     assert torch.equal(again.encodings.latent_mean, first.latent_mean)
 
@@ -88,9 +107,11 @@ def test_only_the_adapter_receives_gradients(tmp_path, train_config, manager, ow
         trainer.recorder.end()
         models = trainer.models
         adapter_ids = {id(p) for p in models.adapter.parameters()}
-        for model in (models.vae, models.text_encoder, models.unet, models.face_encoder):
-            frozen = [p for p in model.parameters() if id(p) not in adapter_ids]
-            assert frozen and not any(p.requires_grad or p.grad is not None for p in frozen)
+        frozen = [p for p in models.unet.parameters() if id(p) not in adapter_ids]
+        assert frozen and not any(p.requires_grad or p.grad is not None for p in frozen)
+        with models.encoders.loaded() as encoders:  # frozen whenever they are loaded
+            for model in (encoders.vae, encoders.text_encoder, encoders.face_encoder):
+                assert not any(p.requires_grad for p in model.parameters())
         trained = [p for p in models.adapter.parameters() if p.requires_grad]
         assert trained and all(p.grad is not None for p in trained)
     finally:
@@ -103,4 +124,4 @@ def test_adamw8bit_needs_a_cuda_gpu(train_config):
         make_optimizer(train_config(optimizer="adamw8bit"), params, torch.device("cpu"))
     assert caught.value.field == "optimizer"
     optimizer = make_optimizer(train_config(), params, torch.device("cpu"))
-    assert optimizer.defaults["foreach"] is True
+    assert optimizer.defaults["fused"] is True  # in place: no temporaries the size of the moments
