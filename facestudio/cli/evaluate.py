@@ -44,6 +44,9 @@ def add_evaluate_command(commands, add_backend_options: Callable[[argparse.Argum
     evaluate.add_argument("--size", type=int, default=512, metavar="PX", help="image side (default 512)")
     evaluate.add_argument("--base-model", default=None, metavar="ID|PATH", help="base model (default: the default)")
     evaluate.add_argument("--face-encoder", default=None, metavar="ID|PATH", help="TransFace weights")
+    evaluate.add_argument("--clip-model", default=None, metavar="ID|PATH",
+                          help="CLIP model of the prompt-following score (default clip-vit-l14; scored only when it "
+                               "is on disk: evaluate never downloads it)")
     evaluate.add_argument("--json", action="store_true",
                           help='print [{"adapter", "identity": {"mean", "min", "max"}, "clip", "images", "faces"}]')
     add_device_options(evaluate)
@@ -92,7 +95,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     photos = evaluation_photos(manifest, held_out_images(args, manifest))
     settings = EvaluationSettings(prompts=read_prompts(args.prompts) if args.prompts else DEFAULT_PROMPTS,
                                   seeds=args.seeds, steps=args.steps, size=args.size, base_model=args.base_model,
-                                  face_encoder=args.face_encoder)
+                                  face_encoder=args.face_encoder, clip_model=args.clip_model)
     adapters = [None if a == "default" else a for a in args.adapter]
 
     def progress(label: str, done: int, total: int) -> None:

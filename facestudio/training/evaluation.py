@@ -91,6 +91,7 @@ class EvaluationSettings:
     face_strength: float = 0.5
     base_model: str | None = None
     face_encoder: str | None = None
+    clip_model: str | None = None  # the prompt-following score's CLIP (default: the registry's, when on disk)
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,20 @@ class AdapterScore:
                 "clip": rounded(self.clip), "images": self.images, "faces": self.faces}
 
 
-def prompt_following_score(images: Sequence[Image.Image], prompts: Sequence[str]) -> float | None:
-    """CLIP SCORE HOOK: the mean CLIP similarity of each image to its prompt, or None when no CLIP model is
-    available. Returns None for now: the CLIP score module (facestudio/engine/clip_score.py, issue 16) is wired in
-    here when it is merged; nothing else in this module needs to change."""
-    return None
+def prompt_following_score(engine: Engine, images: Sequence[Image.Image], prompts: Sequence[str],
+                           clip_model: str | None = None) -> float | None:
+    """The mean CLIP score (`facestudio.engine.clip_score`) of each image against its prompt, when the CLIP model
+    is on disk (a folder given as `clip_model`, or the registry's `clip-vit-l14` in the cache); None otherwise:
+    an evaluation never downloads 1.7 GB for a secondary number."""
+    from facestudio.engine.clip_score import clip_scores
+
+    manager = engine.manager
+    source = manager.source("clip", clip_model)
+    if not images or (source.record is not None and manager.hub.cached_path(source.record) is None):
+        return None
+    scorer, _ = manager.clip_scorer(clip_model)
+    values = [clip_scores([image], prompt, scorer)[0] for image, prompt in zip(images, prompts, strict=True)]
+    return float(np.mean(values))
 
 
 def identity_embedding(analyzer: FaceAnalyzer, photos: Sequence[Path]) -> np.ndarray | None:
@@ -197,7 +207,8 @@ def evaluate_adapters(engine: Engine, adapters: Sequence[str | None], photos: Ev
                         scores.append(score)
                     if on_image is not None:
                         on_image(label, len(images), total)
-        results.append(summarize(label, scores, len(images), prompt_following_score(images, prompts)))
+        clip = prompt_following_score(engine, images, prompts, settings.clip_model)
+        results.append(summarize(label, scores, len(images), clip))
     return results
 
 

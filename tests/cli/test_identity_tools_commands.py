@@ -47,9 +47,10 @@ def save_identity(home, name: str, photo) -> None:
 
 
 def test_inpaint_assigns_people_and_fix_faces_reports_scores(tiny_studio, faces_dir, tmp_path):
-    home = tmp_path / "home"
-    refs = small_references(tmp_path / "refs", faces_dir)
-    template = tmp_path / "group.png"
+    home = tmp_path / "home"  # the photos live in the studio's home, so the PNG names them and --from-png finds them
+    home.mkdir()
+    refs = small_references(home / "refs", faces_dir)
+    template = home / "group.png"
     group_photo(faces_dir, (900, 500)).save(template)
     save_identity(home, "Barack", refs / "obama2.jpg")
     small = ["--steps", "2", "--width", "256", "--height", "256", "--seed", "5", *model_flags(tiny_studio)]

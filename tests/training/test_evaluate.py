@@ -34,17 +34,21 @@ def test_evaluate_json_on_two_adapters(tmp_path, tiny_studio, four_photo_dataset
     shutil.copy(tiny_studio.adapter, second)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# one prompt\n\na portrait photo\n", encoding="utf-8")
+    from tests.engine.tiny_models import write_tiny_clip
+
+    clip = tmp_path / "clip"
+    write_tiny_clip(clip)
     code = main(["evaluate", "--dataset", str(four_photo_dataset), "--adapter", str(tiny_studio.adapter),
                  "--adapter", str(second), "--prompts", str(prompts), "--seeds", "1", "--steps", "2", "--size",
                  "256", "--base-model", str(tiny_studio.base), "--face-encoder", str(tiny_studio.face_encoder),
-                 "--device", "cpu", "--backend", "mediapipe", "--json"])
+                 "--device", "cpu", "--backend", "mediapipe", "--clip-model", str(clip), "--json"])
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["adapter"] for row in rows] == [str(tiny_studio.adapter), str(second)]
     for row in rows:
         assert set(row) >= {"adapter", "identity", "clip", "images"}
         assert set(row["identity"]) == {"mean", "min", "max"}
-        assert row["clip"] is None  # no CLIP model wired in yet
+        assert isinstance(row["clip"], float) and 0.0 <= row["clip"] <= 100.0  # the tiny CLIP's prompt score
         assert row["images"] == 1  # obama (the one person with a held-out photo) x 1 prompt x 1 seed
         if row["faces"] == 0:  # the tiny random models draw no face: nothing to score
             assert row["identity"] == {"mean": None, "min": None, "max": None}
@@ -64,6 +68,7 @@ def test_a_run_evaluates_its_adapter_against_the_start_and_a_failure_keeps_it_do
     assert report is not None and report["against"] == "held-out" and len(report["held_out"]) == 1
     assert report["before"]["adapter"] == "fact.safetensors" and report["after"]["adapter"] == "adapter.safetensors"
     assert report["before"]["images"] == report["after"]["images"] == 2  # 2 default prompts x 1 seed
+    assert report["before"]["clip"] is None  # no CLIP model on disk: not scored, never downloaded
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("out of memory")
