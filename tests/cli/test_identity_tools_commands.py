@@ -63,8 +63,8 @@ def test_inpaint_assigns_people_and_fix_faces_reports_scores(tiny_studio, faces_
     record = json.loads(Image.open(path).text["facestudio"])
     assert [(a["face_index"], a["identity"]) for a in record["request"]["assignments"]] == [(0, "Barack"), (2, "")]
     assert record["request"]["recipe"] == "single"
-    again = run_cli(home, "generate", "--from-png", path, "--out", str(tmp_path / "again"), "--backend",
-                    "mediapipe", "--device", "cpu")
+    again = run_cli(home, "generate", "--from-png", path, "--out", str(tmp_path / "again"),
+                    *model_flags(tiny_studio))  # the test models live outside the home: named again
     assert again.returncode == 0, again.stderr
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(again.stdout.split()[0])))
     fixed = run_cli(home, "fix-faces", "--image", str(template), "--face", str(refs / "obama2.jpg"),
