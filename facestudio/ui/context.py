@@ -238,6 +238,18 @@ class StudioContext:
                 choices.append((f"trained: {job.name} ({job.id})", str(job.folder.adapter_path)))
         return self.shown(choices)
 
+    def controlnet_choices(self, role: str) -> list[tuple[str, str]]:
+        """The ControlNets offered for `role` (`controlnet`: OpenPose, `canny_controlnet`: Canny edges): the default
+        (the empty value: the one the studio started with, else the registry's), every registry ControlNet and the
+        local ones."""
+        started = self.options.controlnet if role == "controlnet" else self.options.canny_controlnet
+        default = self.shown_path(started) if started else self.registry.default_for(role)
+        choices = [(f"default ({default})", "")]
+        for record in self.registry.of_kind("controlnet"):
+            choices.append((f"{record.key}: {record.title}", record.key))
+        choices += self.local_choices("controlnet")
+        return self.shown(choices)
+
     def local_choices(self, kind: str) -> list[tuple[str, str]]:
         """The models of `kind` a user dropped into FACESTUDIO_HOME/models/local/ (read again on every call, so a
         new file appears without a restart)."""

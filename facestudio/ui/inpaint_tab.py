@@ -52,6 +52,18 @@ def default(name: str):
     return field_default(InpaintRequest, name)
 
 
+def models_for(ctx: StudioContext, pose_controlnet: str | None, canny_controlnet: str | None):
+    """The studio's models with the ControlNets picked on the page (the empty choice keeps the studio's)."""
+    import dataclasses
+
+    models = ctx.default_models()
+    pose = ctx.checked_choice(pose_controlnet, lambda: ctx.controlnet_choices("controlnet"), "pose ControlNet")
+    canny = ctx.checked_choice(canny_controlnet, lambda: ctx.controlnet_choices("canny_controlnet"),
+                               "Canny ControlNet")
+    return dataclasses.replace(models, controlnet=pose or models.controlnet,
+                               canny_controlnet=canny or models.canny_controlnet)
+
+
 def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     @user_errors
     @gpu_work(60)
@@ -100,7 +112,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     @user_errors
     @gpu_work(180)
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
-                denoise, strength, steps, seed, randomize, recipe=None,
+                denoise, strength, steps, seed, randomize, recipe=None, pose_controlnet=None, canny_controlnet=None,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
         ws = ctx.workspace(request)
         template_path = ctx.uploaded_image(template, "template photo")
@@ -125,7 +137,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             seed=None if randomize or seed is None or seed == "" else checked(InpaintRequest, "seed", seed),
             mask_dilate_px=None if not dilate else checked(InpaintRequest, "mask_dilate_px", dilate),
             mask_feather_px=None if not feather else checked(InpaintRequest, "mask_feather_px", feather),
-            models=ctx.default_models(), recipe=str(recipe or default("recipe")))
+            models=models_for(ctx, pose_controlnet, canny_controlnet), recipe=str(recipe or default("recipe")))
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Inpainting", requested_steps=inpaint_request.steps,
                                 denoise=inpaint_request.denoise)
@@ -176,6 +188,11 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                 with gr.Row():
                     dilate = gr.Slider(0, 128, value=0, step=1, label="Grow mask (px, 0 = automatic)")
                     feather = gr.Slider(0, 128, value=0, step=1, label="Feather (px, 0 = automatic)")
+                with gr.Row():  # the release recipe's two ControlNets (the single recipe uses neither)
+                    pose_controlnet = gr.Dropdown(label="Pose ControlNet (release)", value="",
+                                                  choices=ctx.controlnet_choices("controlnet"))
+                    canny_controlnet = gr.Dropdown(label="Canny ControlNet (release)", value="",
+                                                   choices=ctx.controlnet_choices("canny_controlnet"))
         with gr.Column(scale=5):
             prompt = gr.Textbox(label="Prompt", value=default("prompt"), lines=2)
             with gr.Row():
@@ -221,7 +238,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                           gr.update(visible=False), [], ""), None,
                  [template, numbered, editor, change, boxes, picked], api_visibility="private", queue=False)
     go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
-                       denoise, strength, steps, seed, randomize, recipe], [slider, seed, info, download],
+                       denoise, strength, steps, seed, randomize, recipe, pose_controlnet, canny_controlnet],
+             [slider, seed, info, download],
              api_name="inpaint", concurrency_id=GPU, preprocess=False)
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))

@@ -30,6 +30,15 @@ def test_the_studio_uses_the_controlnets_it_was_started_with(tmp_path, monkeypat
     models = ctx.default_models()
     assert (models.controlnet, models.canny_controlnet) == ("my/pose", "my/canny")
     assert app.parse_args(["--pose-controlnet", "x"]).controlnet == "x"
+    # The Inpaint tab's choices: the empty one keeps the studio's, a registry ControlNet replaces it, others refused.
+    from facestudio.ui.inpaint_tab import models_for
+
+    assert ctx.controlnet_choices("controlnet")[0] == ("default (my/pose)", "")
+    assert {"canny", "openpose"} <= {value for _, value in ctx.controlnet_choices("canny_controlnet")}
+    picked = models_for(ctx, "", "openpose")
+    assert (picked.controlnet, picked.canny_controlnet) == ("my/pose", "openpose")
+    with pytest.raises(InvalidRequestError, match="not one of the offered Canny ControlNet choices"):
+        models_for(ctx, None, "/etc/passwd")
 
 
 def test_the_studio_gets_the_settings_it_is_given(tmp_path, monkeypatch):
