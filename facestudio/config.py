@@ -137,3 +137,11 @@ class StudioSettings:
         return {HOME_VARIABLE: str(self.home), **{name: offline for name in OFFLINE_VARIABLES},
                 MAX_PIXELS_VARIABLE: str(self.max_pixels), MAX_ZIP_BYTES_VARIABLE: str(self.max_zip_bytes),
                 INSIGHTFACE_ROOT_VARIABLE: str(self.insightface_root)}
+
+
+def hub_endpoint(hub: str) -> str:
+    """Where a hub's client sends its requests, read as the client reads it (`HF_ENDPOINT`, `MODELSCOPE_DOMAIN`):
+    the reachability probe before a download asks the same server."""
+    if hub == "huggingface":
+        return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn"

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -131,6 +131,17 @@ class _Template:
     face: Face | None
     alpha: np.ndarray
     box: CropBox
+
+
+_File = TypeVar("_File", bound="LoadedFile | None")
+
+
+def _named(loaded: _File, spec: str | None) -> _File:
+    """`loaded` under the name this request gave it: a model cached by an earlier request keeps that request's
+    name otherwise (the same file linked into the home and named from outside it), and the PNG must record ours."""
+    if loaded is None or not spec:
+        return loaded
+    return dataclasses.replace(loaded, spec=str(spec))
 
 
 @dataclass(frozen=True)
@@ -390,13 +401,17 @@ class Engine:
         with out_of_memory_guard(manager.placement, self._doing(request)):
             pipe = manager.pipeline(model, kind, controlnet)
             fix_pipe = manager.pipeline(model, "inpaint") if not inpainting and request.face_fix != "off" else None
+        base_file, adapter_file = _named(model.base, request.models.base_model), _named(model.adapter_file,
+                                                                                          request.models.adapter)
+        encoder_file = _named(encoder_file, request.models.face_encoder)
+        controlnet_file = _named(controlnet_file, request.models.controlnet)
         files: dict[str, LoadedFile | None] = {
-            "base_model": model.base, "fact_adapter": model.adapter_file, "face_encoder": encoder_file,
+            "base_model": base_file, "fact_adapter": adapter_file, "face_encoder": encoder_file,
             "controlnet": controlnet_file, "lora": lora_file}
         # The request as run names the models as they were resolved (a default becomes its registry name), which is
         # what its PNG records and `--from-png` loads again.
         as_run = dataclasses.replace(request, models=ModelChoice(
-            base_model=model.base.spec, adapter=model.adapter_file.spec, face_encoder=encoder_file.spec,
+            base_model=base_file.spec, adapter=adapter_file.spec, face_encoder=encoder_file.spec,
             controlnet=controlnet_file.spec if controlnet_file else request.models.controlnet))
         return _Loaded(model, pipe, encoder, controlnet is not None, files, as_run, fix_pipe=fix_pipe)
 
@@ -652,11 +667,15 @@ class Engine:
         with out_of_memory_guard(manager.placement, self._doing(request)):
             pose_pipe = manager.pipeline(model, "txt2img+pose", pose_net)
             pipe = manager.pipeline(model, "inpaint+pose+canny", [pose_net, canny_net])
+        base_file, adapter_file = _named(model.base, request.models.base_model), _named(model.adapter_file,
+                                                                                          request.models.adapter)
+        encoder_file = _named(encoder_file, request.models.face_encoder)
+        pose_file, canny_file = _named(pose_file, request.models.controlnet), _named(canny_file, canny_spec)
         files: dict[str, LoadedFile | None] = {
-            "base_model": model.base, "fact_adapter": model.adapter_file, "face_encoder": encoder_file,
+            "base_model": base_file, "fact_adapter": adapter_file, "face_encoder": encoder_file,
             "controlnet": pose_file, "canny_controlnet": canny_file, "lora": lora_file}
         as_run = dataclasses.replace(request, models=ModelChoice(
-            base_model=model.base.spec, adapter=model.adapter_file.spec, face_encoder=encoder_file.spec,
+            base_model=base_file.spec, adapter=adapter_file.spec, face_encoder=encoder_file.spec,
             controlnet=pose_file.spec, canny_controlnet=canny_file.spec))
         return _Loaded(model, pipe, encoder, True, files, as_run, pose_pipe)
 

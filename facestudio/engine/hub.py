@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +44,9 @@ def hub_address(hub: str) -> tuple[str, int]:
     for ModelScope (a host or a URL; defaults huggingface.co and www.modelscope.cn)."""
     from urllib.parse import urlsplit
 
-    if hub == "huggingface":
-        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    else:
-        endpoint = os.environ.get("MODELSCOPE_DOMAIN") or "www.modelscope.cn"
+    from facestudio.config import hub_endpoint
+
+    endpoint = hub_endpoint(hub)
     if "://" not in endpoint:
         endpoint = "https://" + endpoint
     parts = urlsplit(endpoint)

@@ -57,3 +57,16 @@ def tiny_request(tiny_studio, faces_dir):
 
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def into_home(engine, path) -> str:
+    """A copy of a test input inside the engine's home: a PNG names such files relative to the home (others by
+    their name only, no folder of the machine), so `regenerate` finds them again."""
+    import shutil
+
+    source = Path(path)
+    target = engine.manager.settings.home / "inputs" / source.parent.name / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copy(source, target)
+    return str(target)

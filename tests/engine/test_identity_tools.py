@@ -34,8 +34,8 @@ def group_photo(faces_dir, size: tuple[int, int], names=("obama.jpg", "biden.jpg
 
 
 @pytest.fixture(scope="module")
-def refs(tmp_path_factory, faces_dir):
-    return small_references(tmp_path_factory.mktemp("refs"), faces_dir)
+def refs(engine, faces_dir):  # in the engine's home: the PNGs name them relative to it, regenerate finds them
+    return small_references(engine.manager.settings.home / "refs", faces_dir)
 
 
 def small_references(folder, faces_dir):
@@ -51,8 +51,9 @@ def small_references(folder, faces_dir):
 
 
 @pytest.fixture(scope="module")
-def group(tmp_path_factory, faces_dir) -> str:
-    path = tmp_path_factory.mktemp("group") / "group.png"
+def group(engine, faces_dir) -> str:
+    path = engine.manager.settings.home / "group" / "group.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     group_photo(faces_dir, (900, 500)).save(path)
     return str(path)
 
@@ -98,7 +99,7 @@ def test_best_of_keeps_the_k_best_by_the_scorer_and_records_every_candidate(engi
         entry = next(c for c in record.candidates if c["seed"] == image.seed)
         assert entry["rank"] == rank and entry["score"] == pytest.approx(brightness(image), abs=1e-3)
     assert record.request.best_of == 1 and record.request.seed == result.images[0].seed
-    again = engine.regenerate(result.images[1].path).images[0]
+    again = engine.regenerate(result.images[1].path, models=request.models).images[0]
     assert np.array_equal(pixels(again.image), pixels(result.images[1].image))
 
 
@@ -174,7 +175,7 @@ def test_face_fix_repaints_small_faces_after_text_to_image_and_regenerates(engin
     assert not (difference & ~allowed).any(), "pixels outside the faces' masks must be the text-to-image result's"
     record = GenerationRecord.from_png(made.path)
     assert record.stages == stages and record.request.face_fix == "auto"
-    again = engine.regenerate(made.path).images[0]
+    again = engine.regenerate(made.path, models=request.models).images[0]  # the test models live outside
     assert np.array_equal(pixels(again.image), pixels(made.image))
 
 
@@ -227,7 +228,7 @@ def test_several_people_paint_their_faces_and_leave_the_others_bit_identical(eng
     assert np.abs(pixels(swapped.image) - pixels(image.image)).mean() > 0.01
     record = GenerationRecord.from_png(image.path)
     assert record.request.assignments == image.record.request.assignments
-    again = engine.regenerate(image.path).images[0]
+    again = engine.regenerate(image.path, models=tiny_request().models).images[0]
     assert np.array_equal(pixels(again.image), pixels(image.image))
 
 

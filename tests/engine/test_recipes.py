@@ -66,10 +66,12 @@ def release_request(tiny_request, template, canny, **overrides):
 
 
 def test_release_inpainting_changes_only_the_chosen_face(engine, tiny_request, group_photo, canny_nets, tmp_path):  # noqa: F811
-    template_path, boxes = group_photo
+    from tests.engine.conftest import into_home
+
+    template_path, boxes = into_home(engine, group_photo[0]), group_photo[1]
     template = Image.open(template_path).convert("RGB")
-    made = engine.inpaint(release_request(tiny_request, template_path, canny_nets[0], face_index=1, seed=5),
-                          out_dir=tmp_path).images[0]
+    request = release_request(tiny_request, template_path, canny_nets[0], face_index=1, seed=5)
+    made = engine.inpaint(request, out_dir=tmp_path).images[0]
     assert made.image.size == template.size
     record = made.record
     assert record.request.recipe == "release"
@@ -89,7 +91,7 @@ def test_release_inpainting_changes_only_the_chosen_face(engine, tiny_request, g
     ys, xs = np.nonzero(changed)
     assert left <= xs.min() and xs.max() < right and top <= ys.min() and ys.max() < bottom
 
-    again = engine.regenerate(made.path).images[0]
+    again = engine.regenerate(made.path, faces=list(request.faces), models=request.models).images[0]
     assert np.array_equal(pixels(made.image), pixels(again.image)), "regenerates bit for bit from its PNG"
 
     other_canny = engine.inpaint(release_request(tiny_request, template_path, canny_nets[1], face_index=1,
