@@ -324,3 +324,25 @@ def test_models_tab_offers_local_files_and_explains_offline_downloads(client, st
             as caught:
         client.predict(api_name="/download_defaults")
     assert "facestudio download" not in str(caught.value)  # no command that needs the network it does not have
+
+
+def test_generate_best_of_keeps_the_best_and_shows_the_ranking(client, photo, studio):
+    from facestudio.engine import read_png_record
+
+    gallery, _seed, info, *_ = client.predict(**generate_args(studio, photos=[photo("obama.jpg")], best_of=2, keep=1,
+                                                              face_fix="off"), api_name="/generate")
+    assert len(gallery) == 1
+    candidates = read_png_record(gallery[0]["image"])["candidates"]
+    assert sorted(c["seed"] for c in candidates) == [5, 6] and sum(c["kept"] for c in candidates) == 1
+    assert "**Best of 2**" in info and "seed 5" in info and "seed 6" in info and "· kept" in info
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"best_of": 99}, r"^Best of N must be a whole number from 1 to 16; got 99\.$"),
+    ({"face_fix": "sometimes"}, r"^Face fix must be one of auto, on, off; got 'sometimes'\.$"),
+])
+def test_identity_tool_settings_out_of_range_are_one_sentence(client, photo, studio, overrides, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(**generate_args(studio, photos=[photo("obama.jpg")], **overrides), api_name="/generate")
