@@ -346,3 +346,37 @@ def test_identity_tool_settings_out_of_range_are_one_sentence(client, photo, stu
 
     with pytest.raises(AppError, match=message):
         client.predict(**generate_args(studio, photos=[photo("obama.jpg")], **overrides), api_name="/generate")
+
+
+def test_inpaint_paints_several_people_and_keeps_the_faces_not_listed(client, photo, studio, faces_dir):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from facestudio.engine import read_png_record
+    from facestudio.face import load_image
+    from tests.engine.test_identity_tools import group_photo
+
+    template = studio.home / "group.png"
+    group_photo(faces_dir, (900, 500)).save(template)
+    client.predict([photo("obama2.jpg")], "", "Assign A", True, "", api_name="/save_identity")
+    client.predict([photo("biden.jpg")], "", "Assign B", True, "", api_name="/save_identity")
+    common = dict(identity=None, photos=None, template=handle_file(str(template)), face_index=0, mask_mode="face",
+                  editor=None, dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.75,
+                  strength=0.55, steps=2, seed=3, randomize=False, recipe="single")
+    table = {"headers": ["face", "identity"], "data": [[0, "Assign A"], [2, "Assign B"]], "metadata": None}
+    (_before, after), _seed, info, download = client.predict(**common, assignments=table, api_name="/inpaint")
+    assert "Painted: face 0 = Assign A, face 2 = Assign B" in info
+    record = read_png_record(download)
+    assert [(a["face_index"], a["identity"]) for a in record["request"]["assignments"]] == \
+        [(0, "Assign A"), (2, "Assign B")]
+    original, result = pixels(template), pixels(after)
+    changed = np.abs(result - original).max(axis=2) > 0
+    faces = studio.ctx.manager.analyzer().analyze(load_image(template, name="group.png")).faces
+    for index in (0, 2):  # the assigned faces change, the one not listed stays bit-identical
+        x0, y0, x1, y1 = (int(v) for v in faces[index].bbox)
+        assert changed[y0:y1, x0:x1].any()
+    x0, y0, x1, y1 = (int(v) for v in faces[1].bbox)
+    assert not changed[y0:y1, x0:x1].any()
+
+    with pytest.raises(AppError, match="There is no saved identity 'nobody'"):
+        client.predict(**common, assignments=dict(table, data=[[1, "nobody"]]), api_name="/inpaint")
