@@ -83,6 +83,16 @@ def assignment_rows(value) -> list[tuple[int, str]]:
     return pairs
 
 
+def added_assignment(current, face, name, names: list[str]) -> list[tuple[int, str]]:
+    """The list after "Add": `face` = `name` (one of the saved `names`), replacing what that face had."""
+    if face is None or face == "":
+        raise InvalidRequestError("Pick a face first: upload the template and click the face.")
+    if not name or name not in names:
+        raise InvalidRequestError("Choose one of the saved identities for the face.")
+    index = checked(InpaintRequest, "face_index", face)
+    return sorted([pair for pair in assignment_rows(current) if pair[0] != index] + [(index, str(name))])
+
+
 def assignment_table(pairs: list[tuple[int, str]]) -> pd.DataFrame:
     return pd.DataFrame([[face, name] for face, name in sorted(pairs)], columns=ASSIGNMENT_COLUMNS)
 
@@ -294,14 +304,9 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                  [template, numbered, editor, change, boxes, picked], api_visibility="private", queue=False)
     @user_errors
     def add_assignment(current, face, name, request: gr.Request = None):
-        """"face N = identity NAME" into the list (a face listed again gets the new identity)."""
-        if face is None or face == "":
-            raise InvalidRequestError("Pick a face first: upload the template and click the face.")
-        if not name or name not in identity_choices(ctx, ctx.workspace(request)):
-            raise InvalidRequestError("Choose one of the saved identities for the face.")
-        index = checked(InpaintRequest, "face_index", face)
-        pairs = [pair for pair in assignment_rows(current) if pair[0] != index] + [(index, str(name))]
-        return assignment_table(pairs), "single"
+        """"face N = identity NAME" into the list; the one-pass recipe for several people (still changeable)."""
+        names = identity_choices(ctx, ctx.workspace(request))
+        return assignment_table(added_assignment(current, face, name, names)), "single"
 
     def assign_identity_list(request: gr.Request = None):
         return gr.update(choices=identity_choices(ctx, ctx.workspace(request)))

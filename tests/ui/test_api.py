@@ -380,3 +380,21 @@ def test_inpaint_paints_several_people_and_keeps_the_faces_not_listed(client, ph
 
     with pytest.raises(AppError, match="There is no saved identity 'nobody'"):
         client.predict(**common, assignments=dict(table, data=[[1, "nobody"]]), api_name="/inpaint")
+
+
+def test_the_assignments_list_adds_replaces_and_refuses_in_one_sentence():
+    from facestudio.errors import InvalidRequestError
+    from facestudio.ui.inpaint_tab import added_assignment, assignment_rows, assignment_table
+
+    names = ["Alex", "Sam"]
+    pairs = added_assignment(None, 2, "Sam", names)
+    table = {"headers": ["face", "identity"], "data": assignment_table(pairs).values.tolist()}
+    assert added_assignment(table, 0, "Alex", names) == [(0, "Alex"), (2, "Sam")]
+    assert added_assignment(table, 2, "Alex", names) == [(2, "Alex")]  # a face listed again changes its person
+    assert assignment_rows({"data": [["", ""], [1, " Sam "]]}) == [(1, "Sam")]  # blank rows are left out
+    for current, face, name, message in ((None, None, "Alex", "Pick a face first"),
+                                         (None, 0, "Ghost", "Choose one of the saved identities"),
+                                         (None, -1, "Alex", "must be a whole number"),
+                                         ({"data": [[1, ""]]}, 0, "Alex", "names no saved identity")):
+        with pytest.raises(InvalidRequestError, match=message):
+            added_assignment(current, face, name, names)
