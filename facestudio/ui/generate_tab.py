@@ -218,11 +218,18 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             return default(name) if value is None or value == "" else checked(GenerateRequest, name, value)
 
         width, height = parse_size(size)
+        n, kept, images = tool("best_of", best_of), tool("keep", keep), checked(GenerateRequest, "num_images", num_images)
+        # The request's own checks name fields; here they name the controls beside each other in Advanced.
+        if kept > n:
+            raise InvalidRequestError(f"`keep` ({kept}) must be at most Best of N ({n}).", field="keep")
+        if n > 1 and images != 1:
+            raise InvalidRequestError(f"`best_of` makes its own {n} candidates: set Images to 1 (it is {images}) and "
+                                      "say how many to save with Keep.", field="best_of")
         return GenerateRequest(
             faces=reference_photos(ctx, identity, photos, ws), prompt=prompt or "", negative_prompt=negative or "",
             seed=None if randomize or seed is None or seed == "" else checked(GenerateRequest, "seed", seed),
             steps=checked(GenerateRequest, "steps", steps), cfg=checked(GenerateRequest, "cfg", cfg),
-            width=width, height=height, num_images=checked(GenerateRequest, "num_images", num_images),
+            width=width, height=height, num_images=images,
             face_strength=checked(GenerateRequest, "face_strength", strength),
             face_delay_steps=checked(GenerateRequest, "face_delay_steps", delay), face_cfg=bool(face_cfg),
             scheduler=scheduler or default("scheduler"),
@@ -232,7 +239,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             pose_strength=checked(GenerateRequest, "pose_strength", pose_strength),
             face_fix=str(face_fix or default("face_fix")),
             face_fix_denoise=tool("face_fix_denoise", face_fix_denoise),
-            best_of=tool("best_of", best_of), keep=tool("keep", keep),
+            best_of=n, keep=kept,
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
                                adapter=ctx.checked_choice(adapter, lambda: ctx.adapter_choices(ws), "adapter"),
                                face_encoder=ctx.options.face_encoder, controlnet=ctx.options.controlnet,

@@ -340,6 +340,8 @@ def test_generate_best_of_keeps_the_best_and_shows_the_ranking(client, photo, st
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"best_of": 99}, r"^Best of N must be a whole number from 1 to 16; got 99\.$"),
     ({"face_fix": "sometimes"}, r"^Face fix must be one of auto, on, off; got 'sometimes'\.$"),
+    ({"best_of": 2, "keep": 3}, r"^Keep \(3\) must be at most Best of N \(2\)\.$"),
+    ({"best_of": 2, "num_images": 2}, r"^Best of N makes its own 2 candidates: set Images to 1 \(it is 2\)"),
 ])
 def test_identity_tool_settings_out_of_range_are_one_sentence(client, photo, studio, overrides, message):
     from gradio_client.exceptions import AppError
