@@ -51,6 +51,9 @@ FIELD_LABELS = {
     "shuffle_prob": "Shuffle probability", "resolution": "Resolution", "batch_size": "Batch size",
     "checkpoint_every": "Checkpoint every N steps", "sample_every": "Samples every N steps",
     "warmup_steps": "Warm-up steps", "subject": "Subject words",
+    # the identity tools (Generate's Advanced, Inpaint's assignments)
+    "best_of": "Best of N", "keep": "Keep", "face_fix": "Face fix", "face_fix_denoise": "Face fix denoise",
+    "assignments": "Assignments",
 }
 
 

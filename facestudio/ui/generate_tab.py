@@ -18,6 +18,7 @@ import gradio as gr
 from facestudio.engine.metadata import GenerationRecord
 from facestudio.engine.presets import StylePreset, save_user_thumbnail, user_thumbnail
 from facestudio.engine.requests import (
+    FACE_FIX_MODES,
     MAX_IMAGES,
     MAX_SEED,
     RECIPES,
@@ -186,6 +187,17 @@ def strength_scores(entries: list[ResultEntry]) -> list[dict[str, float]]:
             for entry in entries if entry.record.similarity is not None]
 
 
+def ranking_text(record: GenerationRecord) -> str:
+    """Best of N: every candidate's seed and identity score, best first ('' for a single image)."""
+    if not record.candidates:
+        return ""
+    rows = sorted(record.candidates, key=lambda c: c.get("rank") or 0)
+    lines = [f"{c.get('rank')}. seed {c.get('seed')} · "
+             + ("no face found" if c.get("score") is None else f"identity {float(c['score']):.2f}")
+             + (" · kept" if c.get("kept") else "") for c in rows]
+    return f"\n\n**Best of {len(rows)}** (ranked by identity score):\n" + "\n".join(f"- {line}" for line in lines)
+
+
 def quick_note(quick: bool, size: str | None, steps: Any) -> str:
     return (f"Quick preview keeps {QUICK_SIZE} and {QUICK_STEPS} steps (the style asks for {size}, {steps} steps)."
             if quick else "")
@@ -199,13 +211,25 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
 
     def request_from(identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed,
                      randomize, size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength,
-                     ws: Workspace | None = None) -> GenerateRequest:
+                     ws: Workspace | None = None, face_fix=None, face_fix_denoise=None, best_of=None,
+                     keep=None) -> GenerateRequest:
+        # The identity tools (issue 16): unset (older API calls, compare) means the field's default.
+        def tool(name: str, value: Any) -> Any:
+            return default(name) if value is None or value == "" else checked(GenerateRequest, name, value)
+
         width, height = parse_size(size)
+        n, kept, images = tool("best_of", best_of), tool("keep", keep), checked(GenerateRequest, "num_images", num_images)
+        # The request's own checks name fields; here they name the controls beside each other in Advanced.
+        if kept > n:
+            raise InvalidRequestError(f"`keep` ({kept}) must be at most Best of N ({n}).", field="keep")
+        if n > 1 and images != 1:
+            raise InvalidRequestError(f"`best_of` makes its own {n} candidates: set Images to 1 (it is {images}) and "
+                                      "say how many to save with Keep.", field="best_of")
         return GenerateRequest(
             faces=reference_photos(ctx, identity, photos, ws), prompt=prompt or "", negative_prompt=negative or "",
             seed=None if randomize or seed is None or seed == "" else checked(GenerateRequest, "seed", seed),
             steps=checked(GenerateRequest, "steps", steps), cfg=checked(GenerateRequest, "cfg", cfg),
-            width=width, height=height, num_images=checked(GenerateRequest, "num_images", num_images),
+            width=width, height=height, num_images=images,
             face_strength=checked(GenerateRequest, "face_strength", strength),
             face_delay_steps=checked(GenerateRequest, "face_delay_steps", delay), face_cfg=bool(face_cfg),
             scheduler=scheduler or default("scheduler"),
@@ -213,6 +237,9 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             lora_scale=checked(GenerateRequest, "lora_scale", lora_scale),
             pose=None if not pose else str(ctx.uploaded_image(pose, "pose image")),
             pose_strength=checked(GenerateRequest, "pose_strength", pose_strength),
+            face_fix=str(face_fix or default("face_fix")),
+            face_fix_denoise=tool("face_fix_denoise", face_fix_denoise),
+            best_of=n, keep=kept,
             models=ModelChoice(base_model=ctx.checked_choice(base_model, ctx.base_model_choices, "base model"),
                                adapter=ctx.checked_choice(adapter, lambda: ctx.adapter_choices(ws), "adapter"),
                                face_encoder=ctx.options.face_encoder, controlnet=ctx.options.controlnet,
@@ -231,6 +258,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             notes_list.append(f"Stopped; {len(result.images)} image(s) finished.")
         seed = result.seed
         info = f"Seed used: **{seed}**" if seed is not None else "No image was made."
+        if entries:
+            info += ranking_text(entries[0].record)
         info += "".join(f"\n- ⚠️ {note}" for note in notes_list)
         notes.put(request, f"✓ {len(entries)} image(s) {reporter.summary()}" if entries else
                   f"No image was made ({reporter.summary()}).")
@@ -241,11 +270,13 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     @gpu_work(180)
     def generate(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps, cfg,
                  scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
-                 pose_strength, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
+                 pose_strength, face_fix=None, face_fix_denoise=None, best_of=None, keep=None,
+                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
         ws = ctx.workspace(request)
         gen_request = request_from(identity, photos, prompt, negative_prompt, face_strength, face_delay_steps,
                                    face_cfg, steps, cfg, scheduler, seed, random_seed, size, num_images, base_model,
-                                   adapter, lora, lora_scale, pose, pose_strength, ws)
+                                   adapter, lora, lora_scale, pose, pose_strength, ws, face_fix=face_fix,
+                                   face_fix_denoise=face_fix_denoise, best_of=best_of, keep=keep)
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress)
         progress(0.0, desc="Loading models (first use can take a while)…")
@@ -496,6 +527,22 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     pose = gr.Image(label="Pose from this photo (optional, OpenPose ControlNet)", type="filepath",
                                     sources=["upload"], height=200)
                     pose_strength = gr.Slider(0.0, 2.0, value=default("pose_strength"), step=0.05, label="Pose strength")
+                fix_low, fix_high = field_bounds(GenerateRequest, "face_fix_denoise")
+                best_low, best_high = field_bounds(GenerateRequest, "best_of")
+                with gr.Row():
+                    face_fix = gr.Radio(label="Face fix", choices=list(FACE_FIX_MODES), value=default("face_fix"),
+                                        elem_id="generate-face-fix",
+                                        info="re-inpaint faces with FACT after the image: auto = small faces "
+                                             "(under 40% of the shorter side), on = every face")
+                    face_fix_denoise = gr.Slider(fix_low, fix_high, value=default("face_fix_denoise"), step=0.05,
+                                                 label="Face fix denoise", elem_id="generate-face-fix-denoise")
+                with gr.Row():
+                    best_of = gr.Number(label="Best of N", value=default("best_of"), precision=0, minimum=best_low,
+                                        maximum=best_high, elem_id="generate-best-of",
+                                        info="N candidates (seeds seed..seed+N-1) ranked by identity score; "
+                                             "Images stays 1")
+                    keep = gr.Number(label="Keep", value=default("keep"), precision=0, minimum=best_low,
+                                     maximum=best_high, elem_id="generate-keep", info="how many of the best to save")
         with gr.Column(scale=1, min_width=520, elem_id="generate-outputs"):
             gallery = gr.Gallery(label="Results", columns=2, height=440, format="png", elem_id="generate-gallery",
                                  fit_columns=False,
@@ -529,7 +576,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     # preprocess=False: files, numbers and choices reach the handlers as sent and go through the studio's own checks
     # (`ctx.uploaded_file` + `load_image`, `checked`), so bad input is one sentence, never gradio's preprocess dump.
     # The progress is drawn on the status beside the buttons only, not over the seed and every output.
-    ran = go.click(generate, settings, outputs, api_name="generate", concurrency_id=GPU, preprocess=False,
+    # The identity tools come after the older inputs, so positional API calls keep their meaning.
+    ran = go.click(generate, [*settings, face_fix, face_fix_denoise, best_of, keep], outputs, api_name="generate", concurrency_id=GPU, preprocess=False,
                    show_progress_on=[status])
     compared = compare_button.click(compare, [strengths, *settings, new_seed], outputs, api_name="compare_strengths",
                                     concurrency_id=GPU, preprocess=False, show_progress_on=[compare_status])

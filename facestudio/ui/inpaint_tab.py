@@ -1,6 +1,7 @@
 """Inpaint tab: put the person into one face of a template photo, on one canvas: upload the template, click a face
 to pick it (the faces are numbered, the picked one in green), or switch the canvas to painting your own mask; the
-result is shown beside it against the template on a before/after slider."""
+result is shown beside it against the template on a before/after slider. Several people: each picked face gets a
+saved identity in the assignments list, and one Inpaint paints them all."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import uuid
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-from facestudio.engine.requests import MAX_SEED, RECIPES, InpaintRequest, field_default
+from facestudio.engine.requests import MAX_ASSIGNMENTS, MAX_SEED, RECIPES, FaceAssignment, InpaintRequest, field_default
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.generate_tab import StopFlags, checked, session_of, should_stop
 from facestudio.ui.identity_tab import identity_choices, reference_photos
+from facestudio.ui.workspace import Workspace
 
 MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted on the canvas", "painted")]
 
@@ -45,6 +48,63 @@ def painted_mask(ctx: StudioContext, editor_value) -> np.ndarray | None:
     if mask is None or not mask.any():
         return None
     return ((mask > 0) * 255).astype(np.uint8)
+
+
+#: The assignments list's columns (the page's table and an API client's `assignments` value).
+ASSIGNMENT_COLUMNS = ["face", "identity"]
+
+
+def assignment_rows(value) -> list[tuple[int, str]]:
+    """The assignments list as sent (a table `{"headers", "data"}`, a list of rows or of `{"face", "identity"}`
+    objects) as (face number, identity name) pairs, blank rows left out; anything else is one sentence."""
+    if value is None or value == "":
+        return []
+    rows = value.get("data") if isinstance(value, dict) else value
+    if not isinstance(rows, list):
+        raise InvalidRequestError("The assignments must be a table of face numbers and identity names.",
+                                  field="assignments")
+    pairs: list[tuple[int, str]] = []
+    for row in rows:
+        if isinstance(row, dict):
+            face, name = row.get("face"), row.get("identity")
+        elif isinstance(row, list | tuple):
+            face, name = (*row, None, None)[:2]
+        else:
+            face, name = row, None
+        if (face is None or face == "") and not name:
+            continue
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequestError(f"The assignment of face {clip(repr(face), 20)} names no saved identity.",
+                                      field="assignments")
+        pairs.append((checked(InpaintRequest, "face_index", face), name.strip()))
+    if len(pairs) > MAX_ASSIGNMENTS:
+        raise InvalidRequestError(f"`assignments` lists {len(pairs)} faces; at most {MAX_ASSIGNMENTS}.",
+                                  field="assignments")
+    return pairs
+
+
+def added_assignment(current, face, name, names: list[str]) -> list[tuple[int, str]]:
+    """The list after "Add": `face` = `name` (one of the saved `names`), replacing what that face had."""
+    if face is None or face == "":
+        raise InvalidRequestError("Pick a face first: upload the template and click the face.")
+    if not name or name not in names:
+        raise InvalidRequestError("Choose one of the saved identities for the face.")
+    index = checked(InpaintRequest, "face_index", face)
+    return sorted([pair for pair in assignment_rows(current) if pair[0] != index] + [(index, str(name))])
+
+
+def assignment_table(pairs: list[tuple[int, str]]) -> pd.DataFrame:
+    return pd.DataFrame([[face, name] for face, name in sorted(pairs)], columns=ASSIGNMENT_COLUMNS)
+
+
+def face_assignments(pairs: list[tuple[int, str]], ws: Workspace) -> tuple[FaceAssignment, ...]:
+    """Each listed face with its saved identity's photos (of the asker's workspace), like the CLI's
+    `--assign I=identity:NAME`."""
+    assignments = []
+    for face, name in pairs:
+        identity = ws.identities.get(name)
+        assignments.append(FaceAssignment(face, tuple(str(p) for p in identity.photos), identity.name))
+    return tuple(assignments)
 
 
 def default(name: str):
@@ -112,9 +172,13 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     @user_errors
     @gpu_work(180)
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
-                denoise, strength, steps, seed, randomize, recipe=None, pose_controlnet=None, canny_controlnet=None,
+                denoise, strength, steps, seed, randomize, recipe=None, assignments=None, pose_controlnet=None,
+                canny_controlnet=None,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
         ws = ctx.workspace(request)
+        # Several people: the listed faces, each with its saved identity (the single person's photos unused); the
+        # one-pass recipe unless one is given, like the CLI's --assign.
+        people = face_assignments(assignment_rows(assignments), ws)
         template_path = ctx.uploaded_image(template, "template photo")
         if template_path is None:
             raise InvalidRequestError("Upload the template photo first.")
@@ -129,7 +193,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         elif mask not in ("face", "head"):
             raise InvalidRequestError(f"The mask must be face, head or painted; got {clip(repr(mask), 40)}.")
         inpaint_request = InpaintRequest(
-            faces=reference_photos(ctx, identity, photos, ws), image=str(template_path), mask=mask,
+            faces=() if people else reference_photos(ctx, identity, photos, ws), image=str(template_path), mask=mask,
             face_index=checked(InpaintRequest, "face_index", face_index or 0), prompt=str(prompt or ""),
             negative_prompt=str(negative or ""), denoise=checked(InpaintRequest, "denoise", denoise),
             face_strength=checked(InpaintRequest, "face_strength", strength),
@@ -137,7 +201,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             seed=None if randomize or seed is None or seed == "" else checked(InpaintRequest, "seed", seed),
             mask_dilate_px=None if not dilate else checked(InpaintRequest, "mask_dilate_px", dilate),
             mask_feather_px=None if not feather else checked(InpaintRequest, "mask_feather_px", feather),
-            models=models_for(ctx, pose_controlnet, canny_controlnet), recipe=str(recipe or default("recipe")))
+            models=models_for(ctx, pose_controlnet, canny_controlnet), recipe=str(recipe or ("single" if people else default("recipe"))),
+            assignments=people)
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Inpainting", requested_steps=inpaint_request.steps,
                                 denoise=inpaint_request.denoise)
@@ -148,6 +213,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
             return None, gr.update(), "Stopped before the image was finished.", None
         image = result.images[0]
         info = f"Seed used: **{image.seed}** · {similarity_caption(image)}"
+        if people:
+            info += "  \nPainted: " + ", ".join(f"face {a.face_index} = {a.identity}" for a in people)
         info += "".join(f"\n- ⚠️ {w}" for w in result.warnings)
         shown = ctx.handout(image.path)
         ctx.results.add(ws, image.path, similarity_caption(image), image.record)  # the viewer's results
@@ -181,6 +248,22 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                                          elem_id="inpaint-face", scale=1)
                 mask_mode = gr.Radio(label="Mask", choices=MASK_MODES, value="face", scale=2,
                                      elem_id="inpaint-mask")
+            with gr.Accordion("Several people: a saved identity for each face", open=False,
+                              elem_id="inpaint-assignments-fold"):
+                gr.Markdown("Pick a face (click it, or choose its number above), choose the identity, **Add**. "
+                            "With a list here, Inpaint paints every listed face (the photos above are not used); "
+                            "faces not listed stay untouched.")
+                with gr.Row(equal_height=True):
+                    assign_identity = gr.Dropdown(label="Identity for the picked face",
+                                                  choices=identity_choices(ctx), value=None,
+                                                  allow_custom_value=True, elem_id="inpaint-assign-identity",
+                                                  scale=3)
+                    add_button = gr.Button("Add", size="sm", scale=0, min_width=70, elem_id="inpaint-assign-add")
+                    clear_button = gr.Button("Clear", size="sm", scale=0, min_width=70,
+                                             elem_id="inpaint-assign-clear")
+                assignments = gr.Dataframe(value=assignment_table([]), headers=ASSIGNMENT_COLUMNS,
+                                           label="Assignments (face = identity)", interactive=False,
+                                           elem_id="inpaint-assignments")
             with gr.Accordion("Mask and recipe", open=False):
                 recipe = gr.Radio(label="Recipe", choices=list(RECIPES), value=default("recipe"),
                                   info="release: the FACT release's two-stage ControlNet inpainting of the face (its "
@@ -237,8 +320,23 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     change.click(lambda: (gr.update(value=None, visible=True), gr.update(visible=False), gr.update(visible=False),
                           gr.update(visible=False), [], ""), None,
                  [template, numbered, editor, change, boxes, picked], api_visibility="private", queue=False)
+    @user_errors
+    def add_assignment(current, face, name, request: gr.Request = None):
+        """"face N = identity NAME" into the list; the one-pass recipe for several people (still changeable)."""
+        names = identity_choices(ctx, ctx.workspace(request))
+        return assignment_table(added_assignment(current, face, name, names)), "single"
+
+    def assign_identity_list(request: gr.Request = None):
+        return gr.update(choices=identity_choices(ctx, ctx.workspace(request)))
+
+    add_button.click(add_assignment, [assignments, face_index, assign_identity], [assignments, recipe],
+                     api_visibility="private", queue=False, preprocess=False)
+    clear_button.click(lambda: assignment_table([]), None, assignments, api_visibility="private", queue=False)
+    assign_identity.focus(assign_identity_list, None, assign_identity, api_visibility="private")
+    # `assignments` comes last, so older positional calls of /inpaint keep their meaning.
     go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
-                       denoise, strength, steps, seed, randomize, recipe, pose_controlnet, canny_controlnet],
+                       denoise, strength, steps, seed, randomize, recipe, assignments, pose_controlnet,
+                       canny_controlnet],
              [slider, seed, info, download],
              api_name="inpaint", concurrency_id=GPU, preprocess=False)
     def stop(request: gr.Request = None):

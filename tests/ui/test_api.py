@@ -324,3 +324,79 @@ def test_models_tab_offers_local_files_and_explains_offline_downloads(client, st
             as caught:
         client.predict(api_name="/download_defaults")
     assert "facestudio download" not in str(caught.value)  # no command that needs the network it does not have
+
+
+def test_generate_best_of_keeps_the_best_and_shows_the_ranking(client, photo, studio):
+    from facestudio.engine import read_png_record
+
+    gallery, _seed, info, *_ = client.predict(**generate_args(studio, photos=[photo("obama.jpg")], best_of=2, keep=1,
+                                                              face_fix="off"), api_name="/generate")
+    assert len(gallery) == 1
+    candidates = read_png_record(gallery[0]["image"])["candidates"]
+    assert sorted(c["seed"] for c in candidates) == [5, 6] and sum(c["kept"] for c in candidates) == 1
+    assert "**Best of 2**" in info and "seed 5" in info and "seed 6" in info and "· kept" in info
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"best_of": 99}, r"^Best of N must be a whole number from 1 to 16; got 99\.$"),
+    ({"face_fix": "sometimes"}, r"^Face fix must be one of auto, on, off; got 'sometimes'\.$"),
+    ({"best_of": 2, "keep": 3}, r"^Keep \(3\) must be at most Best of N \(2\)\.$"),
+    ({"best_of": 2, "num_images": 2}, r"^Best of N makes its own 2 candidates: set Images to 1 \(it is 2\)"),
+])
+def test_identity_tool_settings_out_of_range_are_one_sentence(client, photo, studio, overrides, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(**generate_args(studio, photos=[photo("obama.jpg")], **overrides), api_name="/generate")
+
+
+def test_inpaint_paints_several_people_and_keeps_the_faces_not_listed(client, photo, studio, faces_dir):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from facestudio.engine import read_png_record
+    from facestudio.face import load_image
+    from tests.engine.test_identity_tools import group_photo
+
+    template = studio.home / "group.png"
+    group_photo(faces_dir, (900, 500)).save(template)
+    client.predict([photo("obama2.jpg")], "", "Assign A", True, "", api_name="/save_identity")
+    client.predict([photo("biden.jpg")], "", "Assign B", True, "", api_name="/save_identity")
+    common = dict(identity=None, photos=None, template=handle_file(str(template)), face_index=0, mask_mode="face",
+                  editor=None, dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.75,
+                  strength=0.55, steps=2, seed=3, randomize=False, recipe="single")
+    table = {"headers": ["face", "identity"], "data": [[0, "Assign A"], [2, "Assign B"]], "metadata": None}
+    (_before, after), _seed, info, download = client.predict(**common, assignments=table, api_name="/inpaint")
+    assert "Painted: face 0 = Assign A, face 2 = Assign B" in info
+    record = read_png_record(download)
+    assert [(a["face_index"], a["identity"]) for a in record["request"]["assignments"]] == \
+        [(0, "Assign A"), (2, "Assign B")]
+    original, result = pixels(template), pixels(after)
+    changed = np.abs(result - original).max(axis=2) > 0
+    faces = studio.ctx.manager.analyzer().analyze(load_image(template, name="group.png")).faces
+    for index in (0, 2):  # the assigned faces change, the one not listed stays bit-identical
+        x0, y0, x1, y1 = (int(v) for v in faces[index].bbox)
+        assert changed[y0:y1, x0:x1].any()
+    x0, y0, x1, y1 = (int(v) for v in faces[1].bbox)
+    assert not changed[y0:y1, x0:x1].any()
+
+    with pytest.raises(AppError, match="There is no saved identity 'nobody'"):
+        client.predict(**common, assignments=dict(table, data=[[1, "nobody"]]), api_name="/inpaint")
+
+
+def test_the_assignments_list_adds_replaces_and_refuses_in_one_sentence():
+    from facestudio.errors import InvalidRequestError
+    from facestudio.ui.inpaint_tab import added_assignment, assignment_rows, assignment_table
+
+    names = ["Alex", "Sam"]
+    pairs = added_assignment(None, 2, "Sam", names)
+    table = {"headers": ["face", "identity"], "data": assignment_table(pairs).values.tolist()}
+    assert added_assignment(table, 0, "Alex", names) == [(0, "Alex"), (2, "Sam")]
+    assert added_assignment(table, 2, "Alex", names) == [(2, "Alex")]  # a face listed again changes its person
+    assert assignment_rows({"data": [["", ""], [1, " Sam "]]}) == [(1, "Sam")]  # blank rows are left out
+    for current, face, name, message in ((None, None, "Alex", "Pick a face first"),
+                                         (None, 0, "Ghost", "Choose one of the saved identities"),
+                                         (None, -1, "Alex", "must be a whole number"),
+                                         ({"data": [[1, ""]]}, 0, "Alex", "names no saved identity")):
+        with pytest.raises(InvalidRequestError, match=message):
+            added_assignment(current, face, name, names)
