@@ -242,7 +242,8 @@ class Engine:
         for image, _ in ranked[:request.keep]:
             image.record = dataclasses.replace(image.record, candidates=tuple(candidates))
             if out_dir is not None:
-                image.path = image.record.to_png(image.image, _output_path(out_dir, request.mode, image.seed))
+                image.path = image.record.to_png(image.image, _output_path(out_dir, request.mode, image.seed),
+                                                 home=self.manager.settings.home)
             result.images.append(image)
         return result
 
@@ -651,7 +652,8 @@ class Engine:
                         references=(), stages=tuple(stages))
                     generated = GeneratedImage(image, record.seed, similarity, record)
                     if out_dir is not None:
-                        generated.path = record.to_png(image, _output_path(out_dir, variant.mode, record.seed))
+                        generated.path = record.to_png(image, _output_path(out_dir, variant.mode, record.seed),
+                                                       home=self.manager.settings.home)
                     result.images.append(generated)
         return result
 
