@@ -66,3 +66,17 @@ def wait_until(check, timeout: float, what: str, every: float = 0.5):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    """A gradio_client of the shared studio (one per test module)."""
+    return studio.client()
+
+
+@pytest.fixture(scope="module")
+def photo(faces_dir):
+    """A shared face photo as an upload: `photo("obama.jpg")`."""
+    from gradio_client import handle_file
+
+    return lambda name: handle_file(str(faces_dir / name))

@@ -31,18 +31,6 @@ def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-@pytest.fixture(scope="module")
-def client(studio):
-    return studio.client()
-
-
-@pytest.fixture(scope="module")
-def photo(faces_dir):
-    from gradio_client import handle_file
-
-    return lambda name: handle_file(str(faces_dir / name))
-
-
 def documented_endpoints() -> set[str]:
     """The endpoints the README's API table lists (`/name` in its first column)."""
     import re

@@ -15,18 +15,6 @@ from PIL import Image, PngImagePlugin
 from tests.ui.test_api import generate_args
 
 
-@pytest.fixture(scope="module")
-def client(studio):
-    return studio.client()
-
-
-@pytest.fixture(scope="module")
-def photo(faces_dir):
-    from gradio_client import handle_file
-
-    return lambda name: handle_file(str(faces_dir / name))
-
-
 def fetch(studio, path) -> httpx.Response:
     return httpx.get(f"{studio.url}gradio_api/file={urllib.parse.quote(str(path))}", timeout=30)
 

@@ -20,13 +20,6 @@ TRAIN = dict(folder="", base_model=None, init="default", steps=4, lr=1e-3, fair_
              shuffle_prob=0.5, curriculum=True, resolution=64, batch_size=2, checkpoint_every=2, sample_every=0)
 
 
-@pytest.fixture(scope="module")
-def photo(faces_dir):
-    from gradio_client import handle_file
-
-    return lambda name: handle_file(str(faces_dir / name))
-
-
 def start_studio(tiny_studio, home, *flags):
     from facestudio.config import StudioSettings
     from tests.ui.conftest import free_port
