@@ -33,6 +33,7 @@ from facestudio.text import slugify
 
 if TYPE_CHECKING:
     from facestudio.face import FaceAnalyzer
+    from facestudio.face.attributes import Attributes
     from facestudio.face.types import Face
 
 # The face layer (OpenCV, detectors) is imported where photos are read, so listing and naming identities stays light
@@ -72,6 +73,7 @@ class PhotoCheck:
     crop: np.ndarray | None = None
     head_mask: np.ndarray | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
+    attributes: Attributes | None = None  # apparent gender/age of the face used (None without the model)
 
     def to_dict(self) -> dict:
         return {
@@ -151,23 +153,10 @@ def inspect_photos(analyzer: FaceAnalyzer, paths: list[str | Path], face_indexes
         if value < threshold:
             warnings.append(f"{photo.name} looks like a different person than {first.name} (similarity "
                             f"{value:.2f} < {threshold}); use photos of one person only.")
-    return IdentityCheck(photos, warnings, _suggest_subject(analyzer, photos))
-
-
-def _suggest_subject(analyzer: FaceAnalyzer, photos: list[PhotoCheck]) -> str:
-    """The subject words from the gender/age model over the usable photos; "" without the model."""
-    from facestudio.face import load_image
     from facestudio.face.attributes import subject_words
 
-    estimator = analyzer.attributes
-    if estimator is None:
-        return ""
-    estimates = []
-    for photo in photos:
-        if photo.face_index is not None:
-            pixels = np.asarray(load_image(photo.path, name=photo.name))
-            estimates.append(estimator.estimate(pixels, photo.faces[photo.face_index]))
-    return subject_words(estimates)
+    estimates = [photo.attributes for photo in photos if photo.attributes is not None]
+    return IdentityCheck(photos, warnings, subject_words(estimates))
 
 
 def _inspect_one(analyzer: FaceAnalyzer, path: Path, name: str, index: int | None, min_face_px: int,
@@ -205,6 +194,8 @@ def _inspect_one(analyzer: FaceAnalyzer, path: Path, name: str, index: int | Non
         check.crop = analyzer.reference_crop(image, face, parsing)
         check.head_mask = (parsing.head_mask() * 255).astype(np.uint8)
         check.embedding = np.asarray(analyzer.embed(image, face), dtype=np.float32)
+        if analyzer.attributes is not None:  # the gender/age model, when its pack is on disk: the subject words
+            check.attributes = analyzer.attributes.estimate(pixels, face)
     check.overlay = draw_analysis(image, faces, parsings)
     return check
 

@@ -130,8 +130,10 @@ def prompt_following_score(engine: Engine, images: Sequence[Image.Image], prompt
     if not images or (source.record is not None and manager.hub.cached_path(source.record) is None):
         return None
     scorer, _ = manager.clip_scorer(clip_model)
-    values = [clip_scores([image], prompt, scorer)[0] for image, prompt in zip(images, prompts, strict=True)]
-    return float(np.mean(values))
+    by_prompt: dict[str, list[Image.Image]] = {}  # each prompt's text is encoded once
+    for image, prompt in zip(images, prompts, strict=True):
+        by_prompt.setdefault(prompt, []).append(image)
+    return float(np.mean([score for prompt, group in by_prompt.items() for score in clip_scores(group, prompt, scorer)]))
 
 
 def identity_embedding(analyzer: FaceAnalyzer, photos: Sequence[Path]) -> np.ndarray | None:
