@@ -16,7 +16,8 @@ Variants (`--variants`):
 - `fact-nofair`, `fact`, `fact-gc`: `FACTTrainer.train_step()` exactly as `train` runs it (resampler, 16 gated
   face layers, AdamW on the adapter; the VAE latents, caption embeddings and TransFace tokens come from the dataset's
   encodings, computed once in `setup()` before the timed steps, as in training) with FAIR off,
-  with FAIR at its default weight 0.01, and with FAIR plus gradient checkpointing of the UNet;
+  with FAIR at its default weight 0.01, with FAIR plus gradient checkpointing of the UNet; `fact-8bit`: FAIR with
+  bitsandbytes' 8-bit AdamW (`--optimizer adamw8bit`: one byte per moment instead of four);
 - `bare-b4`, `fact-gc-b4` (defaults on CUDA): batch 4 with bf16 (fp16 without bf16), the latter with gradient
   checkpointing: the goal that batch 4 at 512x512 fits a 24 GB GPU. Their ratios are against `bare-b4`.
 
@@ -63,6 +64,7 @@ class Variant:
     checkpointing: bool = False
     batch: int | None = None  # None: --batch-size
     mixed: bool = False  # True: bf16 (fp16 without bf16) whatever --mixed-precision says
+    optimizer: str = "adamw"
     denominator: str = "bare"
 
 
@@ -72,11 +74,12 @@ VARIANTS = {
     "fact-nofair": Variant("FACT step, FAIR off", "fact", fair_weight=0.0),
     "fact": Variant("FACT step, FAIR 0.01", "fact"),
     "fact-gc": Variant("FACT step, FAIR 0.01, grad ckpt", "fact", checkpointing=True),
+    "fact-8bit": Variant("FACT step, FAIR 0.01, 8-bit AdamW", "fact", optimizer="adamw8bit"),
     "bare-b4": Variant("bare UNet fwd+bwd, batch 4", "backward", batch=4, mixed=True, denominator="bare-b4"),
     "fact-gc-b4": Variant("FACT step, FAIR, grad ckpt, batch 4", "fact", checkpointing=True, batch=4, mixed=True,
                           denominator="bare-b4"),
 }
-CPU_VARIANTS = ("bare-forward", "bare", "fact-nofair", "fact", "fact-gc")
+CPU_VARIANTS = ("bare-forward", "bare", "fact-nofair", "fact", "fact-gc", "fact-8bit")
 CUDA_VARIANTS = (*CPU_VARIANTS, "bare-b4", "fact-gc-b4")
 
 
@@ -181,6 +184,7 @@ def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], 
         face_encoder=str(models / "transface.safetensors"), steps=job.warmup + job.steps, batch_size=job.batch,
         resolution=job.resolution, fair_weight=variant.fair_weight, gradient_checkpointing=variant.checkpointing,
         mixed_precision=job.precision, device=job.device, warmup_steps=0, sample_every=0,
+        optimizer=variant.optimizer,
     )
     manager = ModelManager(EngineSettings(home=models / "home", placement=select_device(job.device), offline=True))
     trainer = FACTTrainer(create_run(run_root, config, state=RunState.RUNNING), config, manager=manager)

@@ -54,24 +54,49 @@ class TrainingState:
 
 
 def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors named `<param index>.<key>` (a nested dict's, such as bitsandbytes' 8-bit quantisation state, as
+    `<param index>.<key>/<inner key>`), everything else in JSON with the param groups."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict] = {}
-    for index, values in state_dict["state"].items():
+    seen: set[int] = set()  # bitsandbytes shares one quantile map between parameters; safetensors wants copies
+
+    def split(values: dict, prefix: str, into: dict) -> None:
         for key, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().to("cpu").contiguous()
+                tensor = value.detach().to("cpu").contiguous()
+                pointer = tensor.untyped_storage().data_ptr()
+                tensors[f"{prefix}{key}"] = tensor.clone() if pointer in seen else tensor
+                seen.add(pointer)
+            elif isinstance(value, dict):
+                split(value, f"{prefix}{key}/", inner := {})
+                into[key] = inner
             else:
-                scalars.setdefault(str(index), {})[key] = value
+                into[key] = value
+
+    for index, values in state_dict["state"].items():
+        split(values, f"{index}.", scalars.setdefault(str(index), {}))
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
-    for name, tensor in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = tensor
+
+    def merge(into: dict, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merge(into.setdefault(key, {}), value)
+            else:
+                into[key] = value
+
     for index, values in meta.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(values)
+        merge(state.setdefault(int(index), {}), values)
+    for name, tensor in tensors.items():
+        index, path = name.split(".", 1)
+        *outer, key = path.split("/")
+        into = state.setdefault(int(index), {})
+        for part in outer:
+            into = into.setdefault(part, {})
+        into[key] = tensor
     return {"state": state, "param_groups": meta["param_groups"]}
 
 

@@ -74,7 +74,7 @@ class TrainConfig:
         gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
         device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
             device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
-        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, CUDA only: less optimizer memory on a GPU).
+        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, CUDA or the CPU: a quarter of the optimizer memory).
         holdout (`int`, *optional*): photos of each person kept out of training to evaluate the adapter on
             (`holdout.py`); None: 1 of each person with at least 4 photos; 0: none. Runs written before this
             setting existed read as 0 (they trained on every photo).
