@@ -1,7 +1,7 @@
 """Known noise of the libraries underneath, kept out of normal output (`--debug` shows it all).
 
 Two kinds: transformers' warning that it falls back to a PIL image processor because torchvision is not installed
-(FaceStudio never installs torchvision; the fallback is what it wants), and the lines MediaPipe's native code
+(FaceStudio never installs torchvision; the fallback is what it wants) and bitsandbytes' about a 4-bit kernel, and the lines MediaPipe's native code
 (TFLite, absl logging) writes straight to file descriptor 2 from its own threads, which no Python logger controls.
 The CLI points descriptor 2 at the null device (`cli.main`); the long-running processes (the studio, a training
 job) keep it, filtered line by line (`filter_native_stderr`), so real errors of native code still show.
@@ -22,8 +22,13 @@ NATIVE_NOISE = (
     "Created TensorFlow Lite XNNPACK delegate",
 )
 #: Substrings of Python log records dropped from the libraries' loggers.
-LIBRARY_NOISE = ("requires torchvision (not installed); falling back",)
-_LIBRARY_LOGGERS = ("transformers", "transformers.utils.import_utils")
+LIBRARY_NOISE = (
+    "requires torchvision (not installed); falling back",
+    # bitsandbytes (imported by diffusers whenever it is installed) on a CPU with AVX512-BF16: an optional 4-bit
+    # kernel from the Hub that FaceStudio never uses (its 8-bit optimizer does not need it).
+    "Failed to load CPU gemm_4bit_forward from kernels-community",
+)
+_LIBRARY_LOGGERS = ("transformers", "transformers.utils.import_utils", "bitsandbytes.backends.cpu.ops")
 
 _filtering = False
 _lock = threading.Lock()
@@ -36,7 +41,8 @@ class _DropKnownNoise(logging.Filter):
 
 
 def quiet_library_warnings() -> None:
-    """Drop the known warnings of transformers (without importing it: the filter sits on its loggers)."""
+    """Drop the known warnings of transformers and bitsandbytes (without importing them: the filter sits on their
+    loggers)."""
     for name in _LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):

@@ -682,17 +682,11 @@ def make_optimizer(config: TrainConfig, params: list[nn.Parameter], device: torc
 
 
 def _import_bitsandbytes():
-    """bitsandbytes, without its import-time warning about an optional 4-bit CPU kernel the optimizer never uses."""
-    quiet = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
         import bitsandbytes as bnb
     except ImportError as err:
         raise TrainingError("`optimizer` adamw8bit needs the bitsandbytes package (pip install bitsandbytes).",
                             field="optimizer") from err
-    finally:
-        quiet.setLevel(level)
     return bnb
 
 

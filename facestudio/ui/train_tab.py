@@ -19,7 +19,7 @@ from facestudio.errors import FaceStudioError, InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, RESUMABLE_STATES, Job, RunStage, RunState, RunStatus, TrainConfig
 from facestudio.jobs.runner import visible_gpu_count
 from facestudio.text import format_duration
-from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS, MAX_WARMUP_FRACTION
+from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS, MAX_WARMUP_FRACTION, OPTIMIZERS
 from facestudio.ui.common import GPU, number, user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import identity_choices, uploaded_paths
@@ -126,10 +126,13 @@ def queue_training(ctx: StudioContext, files, folder: str | None, name: str | No
     if processes > 1 and ":" in ctx.options.device:
         raise InvalidRequestError(f"The studio trains on {ctx.options.device}, one GPU; start it with --device cuda "
                                   "to train on several.", field="processes")
+    optimizer = settings.pop("optimizer", TrainConfig.optimizer)
+    if optimizer not in OPTIMIZERS:
+        raise InvalidRequestError(f"The optimizer must be one of {', '.join(OPTIMIZERS)}.", field="optimizer")
     typed = {key: (number(value, key, *TRAIN_NUMBERS[key][:2], whole=TRAIN_NUMBERS[key][2])
                    if key in TRAIN_NUMBERS else value is True) for key, value in settings.items()}
     config = TrainConfig(dataset="-", base_model=base, init=init, face_encoder=ctx.options.face_encoder,
-                         device=ctx.options.device, face_backend=ctx.options.backend, **typed)
+                         device=ctx.options.device, face_backend=ctx.options.backend, optimizer=optimizer, **typed)
     folder = (folder or "").strip() or None
     if folder is not None:  # the page asks for a folder relative to the workspace (FACESTUDIO_HOME when shared)
         folder = str(ws.folder(folder))
@@ -249,9 +252,10 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     @user_errors
     def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
               resolution, batch_size, checkpoint_every, sample_every, identity=None, warmup_steps=None,
-              processes=1, request: gr.Request = None):
+              processes=1, eight_bit=False, request: gr.Request = None):
         ws = ctx.workspace(request)
         extra = {} if warmup_steps is None or warmup_steps == "" else {"warmup_steps": warmup_steps}
+        extra["optimizer"] = "adamw8bit" if eight_bit is True else "adamw"
         job = queue_training(ctx, files, folder, name, base_model, init, ws, identity=identity or None, steps=steps,
                              lr=lr, fair_weight=fair_weight, drop_prob=drop_prob, shuffle_prob=shuffle_prob,
                              curriculum=curriculum, resolution=resolution, batch_size=batch_size,
@@ -359,6 +363,9 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                     gpus = visible_gpu_count()  # the option exists only where there is more than one GPU to train on
                     processes = gr.Slider(1, max(2, gpus), value=1, step=1, label="Processes (one per GPU)",
                                           visible=gpus > 1, elem_id="train-processes")
+                    eight_bit = gr.Checkbox(label="8-bit optimizer (about 1.5 GB less memory)",
+                                            value=defaults.optimizer == "adamw8bit", elem_id="train-8bit",
+                                            info="bitsandbytes' 8-bit AdamW, on a GPU or the CPU")
             report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
                                   interactive=False, wrap=True, column_widths=["40%", "20%", "40%"],
                                   elem_id="train-report")
@@ -385,7 +392,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     # tab's check), then copies them and queues the job; the job itself prepares and trains.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
                                shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every,
-                               identity, warmup_steps, processes],
+                               identity, warmup_steps, processes, eight_bit],
                        [message, job, table], api_name="train_start", preprocess=False, concurrency_id=GPU)
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)

@@ -53,3 +53,15 @@ def test_processes_reach_the_job(queued):
         queued(device="cuda:1", processes=2)
     with pytest.raises(InvalidRequestError, match="processes"):
         queued(processes=0)
+
+
+def test_the_eight_bit_optimizer_reaches_the_job(queued):
+    from facestudio.errors import InvalidRequestError
+    from facestudio.training.config import read_config
+
+    _ctx, job = queued(optimizer="adamw8bit")
+    assert read_config(job.folder).optimizer == "adamw8bit"
+    _ctx, job = queued()
+    assert read_config(job.folder).optimizer == "adamw"
+    with pytest.raises(InvalidRequestError, match="optimizer must be one of adamw, adamw8bit"):
+        queued(optimizer="sgd")
