@@ -198,6 +198,39 @@ def ranking_text(record: GenerationRecord) -> str:
     return f"\n\n**Best of {len(rows)}** (ranked by identity score):\n" + "\n".join(f"- {line}" for line in lines)
 
 
+#: The controls "Reuse settings" (a history pick, `/reuse_png`) fills, in the order it returns them. The identity
+#: tools come after the older ones, so `/reuse_png`'s earlier outputs keep their positions.
+REUSED_CONTROLS = ("prompt", "negative_prompt", "face_strength", "face_delay_steps", "face_cfg", "steps", "cfg",
+                   "scheduler", "seed", "random_seed", "size", "base_model", "adapter", "lora_scale", "lora",
+                   "pose_strength", "face_fix", "face_fix_denoise", "best_of", "keep", "num_images")
+
+
+def reused_values(record: GenerationRecord) -> dict[str, Any]:
+    """What each control of `REUSED_CONTROLS` gets from a result's record, as the request made it (model and LoRA
+    files as the record names them; the page checks them against its choices). A best-of-N image's own request is
+    that one image: its run's N, K and first seed come from `candidates`, so the settings make the whole run
+    again (Images is 1, which best of N needs)."""
+    request = record.request
+    values: dict[str, Any] = {
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        "face_strength": request.face_strength, "face_delay_steps": request.face_delay_steps,
+        "face_cfg": request.face_cfg, "steps": request.steps, "cfg": request.cfg,
+        "scheduler": SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title,
+        "seed": record.seed, "random_seed": False, "size": f"{request.width}x{request.height}",
+        "base_model": request.models.base_model, "adapter": request.models.adapter,
+        "lora_scale": request.lora_scale, "lora": request.lora or "", "pose_strength": request.pose_strength,
+        "face_fix": request.face_fix, "face_fix_denoise": request.face_fix_denoise,
+        "best_of": request.best_of, "keep": request.keep, "num_images": None,  # None: left as it is
+    }
+    seeds = [c.get("seed") for c in record.candidates if isinstance(c.get("seed"), int)]
+    if record.candidates and seeds:
+        values.update(best_of=len(record.candidates), keep=max(1, sum(bool(c.get("kept")) for c in record.candidates)),
+                      seed=min(seeds))
+    if values["best_of"] > 1:
+        values["num_images"] = 1
+    return values
+
+
 def quick_note(quick: bool, size: str | None, steps: Any) -> str:
     return (f"Quick preview keeps {QUICK_SIZE} and {QUICK_STEPS} steps (the style asks for {size}, {steps} steps)."
             if quick else "")
@@ -422,20 +455,18 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         return settings_from_record(GenerationRecord.from_png(path), ctx.workspace(request))
 
     def settings_from_record(record: GenerationRecord, ws: Workspace) -> list:
-        request = record.request
-        size = f"{request.width}x{request.height}"
-        choice = {"base": {v for _, v in ctx.base_model_choices()},
-                  "adapter": {v for _, v in ctx.adapter_choices(ws)}}
-        base, adapter = ctx.shown_path(request.models.base_model), ctx.shown_path(request.models.adapter)
-        scheduler = SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title
-        return [
-            request.prompt, request.negative_prompt, request.face_strength, request.face_delay_steps,
-            request.face_cfg, request.steps, request.cfg, scheduler, record.seed, False,
-            gr.update(choices=size_choices(size), value=size),
-            base if base and base in choice["base"] else gr.update(),
-            adapter if adapter and adapter in choice["adapter"] else gr.update(),
-            request.lora_scale,
-        ]
+        values = reused_values(record)
+        size = values["size"]
+        values["size"] = gr.update(choices=size_choices(size), value=size)
+        # Files only when the page offers them (else the control keeps its value): models and the LoRA.
+        for name, choices in (("base_model", ctx.base_model_choices), ("adapter", lambda: ctx.adapter_choices(ws)),
+                              ("lora", ctx.lora_choices)):
+            shown = ctx.shown_path(values[name])
+            offered = shown in {v for _, v in choices()}
+            values[name] = shown if offered and (shown or name == "lora") else gr.update()
+        if values["num_images"] is None:
+            values["num_images"] = gr.update()
+        return [values[name] for name in REUSED_CONTROLS]
 
     # -- the machine: say once that there is no GPU, and offer the quick preview ----------------------------------
 
@@ -570,7 +601,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     settings = [identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize,
                 size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength]
     reusable = [prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize, size,
-                base_model, adapter, lora_scale]
+                base_model, adapter, lora_scale, lora, pose_strength, face_fix, face_fix_denoise, best_of, keep,
+                num_images]  # in the order of REUSED_CONTROLS
     outputs = [gallery, seed, info, records]
 
     # preprocess=False: files, numbers and choices reach the handlers as sent and go through the studio's own checks
