@@ -288,7 +288,7 @@ def test_faces_are_picked_by_clicking_and_training_starts_from_a_saved_identity(
     expect(page.locator("#inpaint-picked")).to_contain_text("Face 1 of 2", timeout=30_000)
     page.screenshot(path=str(shots / "3-inpaint-picked.png"), full_page=True)
     # Several people: the picked face gets the saved identity in the assignments list (the recipe turns single).
-    page.get_by_text("Several people: a saved identity for each face").click()
+    page.get_by_text("Several people: a person for each face").click()
     page.locator("#inpaint-assign-identity input").fill("Browser Person")
     page.get_by_role("option", name="Browser Person").click()
     page.locator("#inpaint-assign-add").click()

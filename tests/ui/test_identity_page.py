@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import shutil
 
-from tests.ui.test_api import generate_args
+import numpy as np
+import pytest
+
+from tests.ui.test_api import generate_args, pixels
 
 
 def test_reuse_fills_every_control_from_a_record_with_non_default_values(client, photo, studio):
@@ -33,3 +36,73 @@ def test_reuse_fills_every_control_from_a_record_with_non_default_values(client,
     expected = {name: value for name, value in chosen.items() if name in reused}
     assert reused == expected, "every control gets the record's value"
     assert set(reused) | {"size", "num_images", "base_model", "adapter"} == set(REUSED_CONTROLS)
+
+
+def test_photos_uploaded_for_two_faces_paint_both_and_keep_the_face_not_listed(client, photo, studio, faces_dir):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from facestudio.engine import read_png_record
+    from facestudio.face import load_image
+    from tests.engine.test_identity_tools import group_photo
+
+    template = studio.home / "uploads-group.png"
+    group_photo(faces_dir, (900, 500)).save(template)
+    empty = {"headers": ["face", "identity"], "data": [], "metadata": None}
+    # The page's Add: the photos stay on the server, the list says how many (no path of the machine).
+    table, recipe, _photos = client.predict(empty, 2, None, [photo("biden.jpg")], api_name="/assign_face")
+    table, recipe, _photos = client.predict(table, 0, None, [photo("obama2.jpg"), photo("obama.jpg")],
+                                            api_name="/assign_face")
+    assert table["data"] == [[0, "2 uploaded photos"], [2, "1 uploaded photo"]] and recipe == "single"
+    assert str(studio.home) not in str(table) and "gradio" not in str(table)
+    common = dict(identity=None, photos=None, template=handle_file(str(template)), face_index=0, mask_mode="face",
+                  editor=None, dilate=0, feather=0, prompt="a photo", negative="blurry", denoise=0.75,
+                  strength=0.55, steps=2, seed=3, randomize=False, recipe="single")
+    (_before, after), _seed, info, download = client.predict(**common, assignments=table, api_name="/inpaint")
+    assert "Painted: face 0 = 2 uploaded photos, face 2 = 1 uploaded photo" in info
+    assigned = read_png_record(download)["request"]["assignments"]
+    assert [(a["face_index"], a["identity"], [p.rsplit("/", 1)[-1] for p in a["faces"]]) for a in assigned] == \
+        [(0, "", ["obama2.jpg", "obama.jpg"]), (2, "", ["biden.jpg"])]
+    original, result = pixels(template), pixels(after)
+    changed = np.abs(result - original).max(axis=2) > 0
+    faces = studio.ctx.manager.analyzer().analyze(load_image(template, name="group.png")).faces
+    for index in (0, 2):  # both faces with uploaded photos change, the one not listed stays bit-identical
+        x0, y0, x1, y1 = (int(v) for v in faces[index].bbox)
+        assert changed[y0:y1, x0:x1].any()
+    x0, y0, x1, y1 = (int(v) for v in faces[1].bbox)
+    assert not changed[y0:y1, x0:x1].any()
+
+    # A broken upload is refused by the studio's loader at Add, in one sentence naming it.
+    corrupt = studio.home / "corrupt-face.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(AppError, match=r"corrupt-face\.png") as caught:
+        client.predict(table, 1, None, [handle_file(str(corrupt))], api_name="/assign_face")
+    assert "Traceback" not in str(caught.value) and str(studio.home) not in str(caught.value)
+
+    # Another session (a reloaded page) has no photos for a list that says so: one sentence, not a crash.
+    with pytest.raises(AppError, match="photos uploaded for face 0 are not"):
+        studio.client().predict(**common, assignments=table, api_name="/inpaint")
+
+
+def test_the_assignments_list_mixes_identities_and_uploads_and_stays_editable():
+
+
+    from facestudio.errors import InvalidRequestError
+    from facestudio.ui.inpaint_tab import added_assignment, kept_photos, removed_assignment
+
+    names = ["Ann"]
+    pairs = added_assignment(None, 2, None, names, uploaded=3)
+    pairs = added_assignment(pairs, 1, "Ann", names)
+    assert pairs == [(1, "Ann"), (2, "3 uploaded photos")]
+    held = kept_photos({2: ["a.png", "b.png", "c.png"]}, pairs)
+    assert held == {2: ["a.png", "b.png", "c.png"]}
+    pairs = added_assignment(pairs, 2, "Ann", names)  # a face added again takes the newest: its photos drop
+    assert pairs == [(1, "Ann"), (2, "Ann")] and kept_photos(held, pairs) == {}
+    assert added_assignment(pairs, 1, "Ann", names, uploaded=1) == [(1, "1 uploaded photo"), (2, "Ann")]
+    assert removed_assignment(pairs, 1) == [(2, "Ann")]
+    with pytest.raises(InvalidRequestError, match="Face 5 is not in the list"):
+        removed_assignment(pairs, 5)
+    with pytest.raises(InvalidRequestError, match="or upload photos for it"):
+        added_assignment(pairs, 0, None, names)
+    with pytest.raises(InvalidRequestError, match="at most 8 photos"):
+        added_assignment(pairs, 0, None, names, uploaded=9)
