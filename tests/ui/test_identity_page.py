@@ -106,3 +106,74 @@ def test_the_assignments_list_mixes_identities_and_uploads_and_stays_editable():
         added_assignment(pairs, 0, None, names)
     with pytest.raises(InvalidRequestError, match="at most 8 photos"):
         added_assignment(pairs, 0, None, names, uploaded=9)
+
+
+def test_compare_without_a_clip_model_says_how_to_get_it_and_downloads_nothing(client, photo, studio):
+    from facestudio.ui.generate_tab import COMPARE_COLUMNS, NO_CLIP
+
+    gallery, _seed, info, table, lines, scatter = client.predict(
+        "0, 0.8", **generate_args(studio, photos=[photo("obama.jpg")]), api_name="/compare_strengths")
+    assert table["headers"] == COMPARE_COLUMNS
+    assert [row[0] for row in table["data"]] == [0, 0.8] and {row[3] for row in table["data"]} == {NO_CLIP}
+    assert "No CLIP score: the CLIP model clip-vit-l14" in info and "Download the CLIP model" in info
+    assert not any(name.startswith("clip") for name in studio.ctx.manager.load_count)
+    assert all("CLIP" not in item["caption"] for item in gallery)
+    assert lines["visible"] is True and scatter["visible"] is False  # identity against strength instead
+
+    # Asked to download it, an offline studio says so in one sentence, before any image is made.
+    from gradio_client.exceptions import AppError
+
+    made = len(list((studio.home / "outputs").rglob("*.png")))
+    with pytest.raises(AppError, match="clip-vit-l14") as caught:
+        client.predict("0, 0.8", **generate_args(studio, photos=[photo("obama.jpg")]), download_clip=True,
+                       api_name="/compare_strengths")
+    assert "Traceback" not in str(caught.value) and str(studio.home) not in str(caught.value)
+    assert len(list((studio.home / "outputs").rglob("*.png"))) == made
+
+
+def test_compare_with_a_clip_model_shows_clip_scores_the_plot_and_a_recommendation(client, photo, studio,
+                                                                                    monkeypatch, tmp_path):
+    import dataclasses
+
+    from PIL import Image
+
+    from facestudio.engine.clip_score import ClipScorer, clip_scores
+    from tests.engine.tiny_models import write_tiny_clip
+
+    tiny_clip = write_tiny_clip(tmp_path / "clip")  # as if the studio was started with --clip-model FOLDER
+    monkeypatch.setattr(studio.ctx, "options", dataclasses.replace(studio.ctx.options, clip_model=str(tiny_clip)))
+    gallery, _seed, info, table, lines, scatter = client.predict(
+        "0, 0.8", **generate_args(studio, photos=[photo("obama.jpg")]), api_name="/compare_strengths")
+    scores = [row[3] for row in table["data"]]
+    # The CLIP column is transformers' CLIP score of each image shown against the prompt.
+    expected = clip_scores([Image.open(item["image"]) for item in gallery], "a portrait photo",
+                           ClipScorer.from_pretrained(tiny_clip))
+    assert scores == pytest.approx(expected, abs=0.01)
+    assert all(" · CLIP " in item["caption"] for item in gallery)
+    assert "Recommended strength: " in info or "No recommended strength: " in info
+    assert "No CLIP score" not in info
+    # The plot: identity against CLIP score, one point per strength whose image has a face.
+    assert lines["visible"] is False and scatter["visible"] is True
+    plotted = scatter["value"]
+    assert plotted["columns"] == ["CLIP score", "identity", "strength"]
+    with_face = [row for row in table["data"] if row[1] != "no face found"]
+    assert [(row[0], row[1]) for row in plotted["data"]] == [(row[3], row[1]) for row in with_face]
+
+
+def test_the_compare_table_plot_and_recommendation_read_the_engines_comparison():
+    from facestudio.engine.likeness import StrengthComparison, StrengthPoint, recommend_strength
+    from facestudio.ui.generate_tab import comparison_table, likeness_points, recommendation_text
+
+    points = (StrengthPoint(0.0, 0.21, False, 31.5), StrengthPoint(0.5, 0.64, True, 27.25),
+              StrengthPoint(1.0, None, False, 20.0))
+    recommended, reason = recommend_strength(points, 0.6)
+    comparison = StrengthComparison("a knight", 5, 0.6, points, recommended, reason, "clip")
+    assert comparison_table([], comparison).values.tolist() == [
+        [0.0, 0.21, "no", 31.5], [0.5, 0.64, "yes", 27.25], [1.0, "no face found", "no", 20.0]]
+    plotted = likeness_points(comparison)
+    assert plotted.values.tolist() == [[31.5, 0.21, "s=0"], [27.25, 0.64, "s=0.5"]]
+    assert {str(plotted.dtypes[name]) for name in ("identity", "CLIP score")} == {"float64"}  # a numeric axis
+    assert recommendation_text(comparison) == ("**Recommended strength: 0.5** (the lowest strength whose identity "
+                                               "score passes the same-person threshold 0.6).")
+    none = StrengthComparison("a knight", 5, 0.6, points[2:], None, "no face was found in any image")
+    assert recommendation_text(none) == "No recommended strength: no face was found in any image."
