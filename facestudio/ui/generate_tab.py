@@ -1,8 +1,8 @@
 """Generate tab: new portraits of a person in a chosen style. Inputs left, results right (all a first image needs
 fits 1400x900), one progress element beside the button with the time left, the session's history with "reuse
 settings" / "reuse seed", "compare strengths" (one seed at several face strengths, each with its identity score and,
-with a CLIP model on disk, its CLIP score, a table, a plot and the recommended strength), presets as one gallery of cards (a result can become a card), and the last error kept beside its
-button."""
+with a CLIP model on disk, its CLIP score: a table, a plot and the recommended strength), presets as one gallery
+of cards (a result can become a card), and the last error kept beside its button."""
 
 from __future__ import annotations
 

@@ -382,8 +382,9 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         """"face N = identity NAME" or "face N = K uploaded photos" into the list; the one-pass recipe for several
         people (still changeable). Each upload is opened by the studio's loader first (bombs, broken files)."""
         names = identity_choices(ctx, ctx.workspace(request))
-        paths = [ctx.uploaded_image(path, "photo for this face") for path in uploaded_paths(ctx, files, "photo")]
-        pairs = added_assignment(current, face, name, names, len(paths))
+        files = uploaded_paths(ctx, files, "photo")
+        pairs = added_assignment(current, face, name, names, len(files))  # the count is checked before any is opened
+        paths = [ctx.uploaded_image(path, "photo for this face") for path in files]
         held = kept_photos(held, pairs)
         if paths:
             held[checked(InpaintRequest, "face_index", face)] = [str(path) for path in paths]

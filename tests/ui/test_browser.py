@@ -220,6 +220,9 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
         assert text.startswith(f"strength {strength} ·") and "identity" in text
     expect(page.locator("#generate-compare-status")).to_contain_text("2 image(s) in")
     expect(page.locator("#generate-plot")).to_be_visible()
+    # No CLIP model on disk: the page says how to get the CLIP score instead of downloading it.
+    expect(page.locator("#generate-info")).to_contain_text("No CLIP score")
+    expect(page.locator("#generate-compare-table")).to_contain_text("not available")
     seeds = {c.split(" · ")[0] for c in page.locator("#generate-history .caption-label").all_inner_texts()[:3]}
     assert len(seeds) == 1, f"the comparison and the run before it used one seed: {seeds}"
 
