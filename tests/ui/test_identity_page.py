@@ -177,3 +177,14 @@ def test_the_compare_table_plot_and_recommendation_read_the_engines_comparison()
                                                "score passes the same-person threshold 0.6).")
     none = StrengthComparison("a knight", 5, 0.6, points[2:], None, "no face was found in any image")
     assert recommendation_text(none) == "No recommended strength: no face was found in any image."
+
+
+def test_the_studio_takes_its_clip_model_from_a_flag_or_the_environment(tmp_path, monkeypatch):
+    import app
+    from facestudio.config import StudioSettings
+
+    monkeypatch.setenv("FACESTUDIO_CLIP_MODEL", "from-env")
+    assert app.parse_args([]).clip_model == "from-env"
+    args = app.parse_args(["--no-jobs", "--clip-model", "my-clip"])
+    ctx, _ = app.create_studio(args, StudioSettings(home=tmp_path, offline=True))
+    assert ctx.options.clip_model == "my-clip"
