@@ -211,7 +211,11 @@ def test_generate_fits_one_screen_with_progress_history_compare_and_errors(brows
 
     # Compare: the last seed, a label under each image with its identity score, and the plot.
     page.get_by_text("Compare strengths (one seed").click()
-    page.locator("#generate-compare-fold textarea, #generate-compare-fold input[type=text]").first.fill("0, 0.8")
+    # The fold's table is drawn (its code loads on first show) before typing, so nothing redraws over the text.
+    expect(page.locator("#generate-compare-table")).to_contain_text("CLIP score")
+    strengths = page.locator("#generate-compare-fold textarea, #generate-compare-fold input[type=text]").first
+    strengths.fill("0, 0.8")
+    expect(strengths).to_have_value("0, 0.8")
     page.locator("#generate-compare").click()
     expect(history).to_have_count(4, timeout=180_000)
     labels = page.locator("#generate-gallery .caption-label")
