@@ -78,6 +78,12 @@ def test_photos_uploaded_for_two_faces_paint_both_and_keep_the_face_not_listed(c
     with pytest.raises(AppError, match=r"corrupt-face\.png") as caught:
         client.predict(table, 1, None, [handle_file(str(corrupt))], api_name="/assign_face")
     assert "Traceback" not in str(caught.value) and str(studio.home) not in str(caught.value)
+    from PIL import Image
+
+    bomb = studio.home / "bomb-face.png"  # 81 megapixels in 10 KB: refused from its header, before decoding
+    Image.new("1", (9000, 9000)).save(bomb)
+    with pytest.raises(AppError, match=r"bomb-face\.png is 9000x9000 = 81 megapixels.*decompression bomb"):
+        client.predict(table, 1, None, [handle_file(str(bomb))], api_name="/assign_face")
 
     # Another session (a reloaded page) has no photos for a list that says so: one sentence, not a crash.
     with pytest.raises(AppError, match="photos uploaded for face 0 are not"):
