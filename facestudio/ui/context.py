@@ -49,6 +49,7 @@ class StudioOptions:
     face_encoder: str | None = None
     controlnet: str | None = None  # the OpenPose ControlNet (--pose-controlnet)
     canny_controlnet: str | None = None  # release inpainting's edge ControlNet (--canny-controlnet)
+    clip_model: str | None = None  # Compare strengths' CLIP score (--clip-model; None: the registry's, if on disk)
     backend: str = "auto"
     allow_download: bool = True
     presets_dir: Path = field(default_factory=data.presets_dir)

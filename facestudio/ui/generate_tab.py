@@ -1,8 +1,8 @@
 """Generate tab: new portraits of a person in a chosen style. Inputs left, results right (all a first image needs
 fits 1400x900), one progress element beside the button with the time left, the session's history with "reuse
-settings" / "reuse seed", "compare strengths" (one seed at several face strengths, each with its identity score,
-and a plot), presets as one gallery of cards (a result can become a card), and the last error kept beside its
-button."""
+settings" / "reuse seed", "compare strengths" (one seed at several face strengths, each with its identity score and,
+with a CLIP model on disk, its CLIP score: a table, a plot and the recommended strength), presets as one gallery
+of cards (a result can become a card), and the last error kept beside its button."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from facestudio.engine.likeness import StrengthComparison
 from facestudio.engine.metadata import GenerationRecord
 from facestudio.engine.presets import StylePreset, save_user_thumbnail, user_thumbnail
 from facestudio.engine.requests import (
@@ -187,6 +188,62 @@ def strength_scores(entries: list[ResultEntry]) -> list[dict[str, float]]:
             for entry in entries if entry.record.similarity is not None]
 
 
+#: The compare table's columns (the page's table, `/compare_strengths`' fifth output).
+COMPARE_COLUMNS = ["strength", "identity", "same person", "CLIP score"]
+#: The CLIP column where no CLIP model was used.
+NO_CLIP = "not available"
+
+
+def comparison_table(images, comparison: StrengthComparison | None):
+    """One row per strength, as the CLI's `compare` prints it: the identity score ("no face found"), whether it
+    passes the same-person threshold, and the CLIP score (from `Engine.compare_likeness`; `NO_CLIP` without one)."""
+    import pandas as pd
+
+    if comparison is not None:
+        rows = [[p.strength, "no face found" if p.identity is None else round(p.identity, 3),
+                 "yes" if p.same_person else "no", round(p.clip_score, 2)] for p in comparison.points]
+    else:
+        rows = [[image.record.request.face_strength,
+                 "no face found" if image.similarity is None else round(image.similarity.similarity, 3),
+                 "yes" if image.similarity is not None and image.similarity.same_person else "no", NO_CLIP]
+                for image in images]
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def likeness_points(comparison: StrengthComparison):
+    """The likeness plot's points: identity against CLIP score, one per strength (images without a face left out),
+    each coloured and named by its strength."""
+    import pandas as pd
+
+    rows = [{"CLIP score": round(p.clip_score, 2), "identity": p.identity, "strength": f"s={p.strength:g}"}
+            for p in comparison.points if p.identity is not None]
+    return pd.DataFrame(rows, columns=["CLIP score", "identity", "strength"]).astype(
+        {"CLIP score": float, "identity": float})
+
+
+def recommendation_text(comparison: StrengthComparison) -> str:
+    """The recommended strength in one sentence, with the engine's reason."""
+    if comparison.recommended is None:
+        return f"No recommended strength: {comparison.reason}."
+    return f"**Recommended strength: {comparison.recommended:g}** ({comparison.reason})."
+
+
+def clip_hint(ctx: StudioContext) -> str:
+    """'' when the CLIP score can be computed without a download (the studio's `--clip-model`, a local path, or
+    the registry's model in the cache); else the one line the page shows instead of the scores. Looks in the cache
+    only: no hub is asked."""
+    from facestudio.engine.hub import format_bytes
+
+    manager = ctx.manager
+    source = manager.source("clip", ctx.options.clip_model)
+    if source.record is None or manager.hub.cached_path(source.record) is not None:
+        return ""
+    record = source.record
+    return (f"No CLIP score: the CLIP model {record.key} ({format_bytes(record.size_bytes)}) is not on disk; tick "
+            f"**Download the CLIP model**, download {record.key} in the Models tab, or start the studio with "
+            "`--clip-model FOLDER`, then compare again.")
+
+
 def ranking_text(record: GenerationRecord) -> str:
     """Best of N: every candidate's seed and identity score, best first ('' for a single image)."""
     if not record.candidates:
@@ -196,6 +253,39 @@ def ranking_text(record: GenerationRecord) -> str:
              + ("no face found" if c.get("score") is None else f"identity {float(c['score']):.2f}")
              + (" · kept" if c.get("kept") else "") for c in rows]
     return f"\n\n**Best of {len(rows)}** (ranked by identity score):\n" + "\n".join(f"- {line}" for line in lines)
+
+
+#: The controls "Reuse settings" (a history pick, `/reuse_png`) fills, in the order it returns them. The identity
+#: tools come after the older ones, so `/reuse_png`'s earlier outputs keep their positions.
+REUSED_CONTROLS = ("prompt", "negative_prompt", "face_strength", "face_delay_steps", "face_cfg", "steps", "cfg",
+                   "scheduler", "seed", "random_seed", "size", "base_model", "adapter", "lora_scale", "lora",
+                   "pose_strength", "face_fix", "face_fix_denoise", "best_of", "keep", "num_images")
+
+
+def reused_values(record: GenerationRecord) -> dict[str, Any]:
+    """What each control of `REUSED_CONTROLS` gets from a result's record, as the request made it (model and LoRA
+    files as the record names them; the page checks them against its choices). A best-of-N image's own request is
+    that one image: its run's N, K and first seed come from `candidates`, so the settings make the whole run
+    again (Images is 1, which best of N needs)."""
+    request = record.request
+    values: dict[str, Any] = {
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        "face_strength": request.face_strength, "face_delay_steps": request.face_delay_steps,
+        "face_cfg": request.face_cfg, "steps": request.steps, "cfg": request.cfg,
+        "scheduler": SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title,
+        "seed": record.seed, "random_seed": False, "size": f"{request.width}x{request.height}",
+        "base_model": request.models.base_model, "adapter": request.models.adapter,
+        "lora_scale": request.lora_scale, "lora": request.lora or "", "pose_strength": request.pose_strength,
+        "face_fix": request.face_fix, "face_fix_denoise": request.face_fix_denoise,
+        "best_of": request.best_of, "keep": request.keep, "num_images": None,  # None: left as it is
+    }
+    seeds = [c.get("seed") for c in record.candidates if isinstance(c.get("seed"), int)]
+    if record.candidates and seeds:
+        values.update(best_of=len(record.candidates), keep=max(1, sum(bool(c.get("kept")) for c in record.candidates)),
+                      seed=min(seeds))
+    if values["best_of"] > 1:
+        values["num_images"] = 1
+    return values
 
 
 def quick_note(quick: bool, size: str | None, steps: Any) -> str:
@@ -289,7 +379,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     @gpu_work(240)
     def compare(strengths, identity, photos, prompt, negative_prompt, face_strength, face_delay_steps, face_cfg, steps,
                 cfg, scheduler, seed, random_seed, size, num_images, base_model, adapter, lora, lora_scale, pose,
-                pose_strength, new_seed=False, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
+                pose_strength, new_seed=False, download_clip=False,
+                progress=gr.Progress(), request: gr.Request = None):  # noqa: B008
         # One seed at every strength: the one in the Seed field (the last one used, put back after each run),
         # whatever "Random seed" says; a new one only when asked for (or when the field is empty).
         ws = ctx.workspace(request)
@@ -300,12 +391,33 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         flag = stops.reset(session_of(request))
         reporter = PageProgress(progress, "Comparing strengths")
         progress(0.0, desc="Loading models (first use can take a while)…")
-        result = ctx.engine.compare_strengths(gen_request, values, out_dir=ws.outputs_dir(),
-                                              on_step=reporter.step, should_stop=should_stop(flag, request),
-                                              on_download=reporter.download)
+        # The CLI's `compare`: `Engine.compare_likeness` when the CLIP model is on disk (or the user asks for its
+        # download); without it, the identity scores alone and a line saying how to get the CLIP score.
+        hint = clip_hint(ctx)
+        run = dict(out_dir=ws.outputs_dir(), on_step=reporter.step, should_stop=should_stop(flag, request),
+                   on_download=reporter.download)
+        comparison: StrengthComparison | None = None
+        if hint and download_clip is not True:
+            result = ctx.engine.compare_strengths(gen_request, values, **run)
+        else:
+            result, comparison = ctx.engine.compare_likeness(gen_request, values, clip_model=ctx.options.clip_model,
+                                                             **run)
+        clip_of = {id(image): point.clip_score for image, point in
+                   zip(result.images, comparison.points if comparison else (), strict=False)}
         captions = [f"strength {image.record.request.face_strength:g} · seed {image.seed} · {identity_text(image)}"
+                    + (f" · CLIP {clip_of[id(image)]:.1f}" if id(image) in clip_of else "")
                     for image in result.images]
-        return finish(result, captions, reporter, request, compare_notes, ws)
+        gallery, seed_update, info, entries = finish(result, captions, reporter, request, compare_notes, ws)
+        table = comparison_table(result.images, comparison)
+        if comparison is not None:
+            info += "\n\n" + recommendation_text(comparison)
+            lines = gr.update(visible=False)
+            scatter = gr.update(value=likeness_points(comparison), visible=True)
+        else:
+            info += "\n\n" + hint
+            lines = compare_plot(entries)
+            scatter = gr.update(visible=False)
+        return gallery, seed_update, info, entries, table, lines, scatter
 
     def stop(request: gr.Request = None):
         stops.stop(session_of(request))
@@ -391,7 +503,7 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         return gr.update(value=pd.DataFrame(points, columns=["strength", "identity"]), visible=True)
 
     def hide_plot():
-        return gr.update(visible=False)
+        return gr.update(visible=False), gr.update(visible=False)
 
     def pick(entries: list[ResultEntry] | None, evt: gr.SelectData):
         entries = entries or []
@@ -422,20 +534,18 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         return settings_from_record(GenerationRecord.from_png(path), ctx.workspace(request))
 
     def settings_from_record(record: GenerationRecord, ws: Workspace) -> list:
-        request = record.request
-        size = f"{request.width}x{request.height}"
-        choice = {"base": {v for _, v in ctx.base_model_choices()},
-                  "adapter": {v for _, v in ctx.adapter_choices(ws)}}
-        base, adapter = ctx.shown_path(request.models.base_model), ctx.shown_path(request.models.adapter)
-        scheduler = SCHEDULERS.get(request.scheduler, SCHEDULERS[default("scheduler")]).title
-        return [
-            request.prompt, request.negative_prompt, request.face_strength, request.face_delay_steps,
-            request.face_cfg, request.steps, request.cfg, scheduler, record.seed, False,
-            gr.update(choices=size_choices(size), value=size),
-            base if base and base in choice["base"] else gr.update(),
-            adapter if adapter and adapter in choice["adapter"] else gr.update(),
-            request.lora_scale,
-        ]
+        values = reused_values(record)
+        size = values["size"]
+        values["size"] = gr.update(choices=size_choices(size), value=size)
+        # Files only when the page offers them (else the control keeps its value): models and the LoRA.
+        for name, choices in (("base_model", ctx.base_model_choices), ("adapter", lambda: ctx.adapter_choices(ws)),
+                              ("lora", ctx.lora_choices)):
+            shown = ctx.shown_path(values[name])
+            offered = shown in {v for _, v in choices()}
+            values[name] = shown if offered and (shown or name == "lora") else gr.update()
+        if values["num_images"] is None:
+            values["num_images"] = gr.update()
+        return [values[name] for name in REUSED_CONTROLS]
 
     # -- the machine: say once that there is no GPU, and offer the quick preview ----------------------------------
 
@@ -485,12 +595,17 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
                     strengths = gr.Textbox(label="Strengths to compare", value=DEFAULT_STRENGTHS, scale=3)
                     new_seed = gr.Checkbox(label="New seed (else the last one)", value=False, scale=2,
                                            min_width=100)
+                    download_clip = gr.Checkbox(label="Download the CLIP model (clip-vit-l14, 1.7 GB) if missing",
+                                                value=False, scale=2, min_width=120, elem_id="generate-clip-download",
+                                                info="for the prompt-following score; never downloaded unasked")
                 with gr.Row(equal_height=True):
                     compare_button = gr.Button("Compare strengths", elem_id="generate-compare", scale=1,
                                                min_width=120)
                     with gr.Column(scale=3, min_width=220):
                         compare_status = gr.Markdown(elem_id="generate-compare-status", min_height=44,
                                                      elem_classes=["fs-status"], container=True)
+                compare_table = gr.Dataframe(headers=COMPARE_COLUMNS, label="Per strength (the last comparison)",
+                                             interactive=False, elem_id="generate-compare-table")
             with gr.Accordion("Advanced: negative prompt, seed, sampling, face conditioning, models, pose",
                               open=False, elem_id="generate-more"):
                 subject = gr.Textbox(label="Subject", value="a person",
@@ -552,6 +667,12 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
             plot = gr.LinePlot(x="strength", y="identity", title="Identity score against face strength",
                                x_title="face strength", y_title="identity (cosine)", height=220, visible=False,
                                elem_id="generate-plot")
+            # Compare strengths with the CLIP score: the CLI's plot (identity against CLIP score, one point per
+            # strength) and its numbers.
+            likeness_plot = gr.ScatterPlot(x="CLIP score", y="identity", color="strength",
+                                           title="Likeness against prompt-following, one point per strength",
+                                           x_title="CLIP score (prompt-following)", y_title="identity (likeness)",
+                                           height=240, visible=False, elem_id="generate-likeness-plot")
             history_gallery = gr.Gallery(label="This session's results (newest first)", columns=5, height=200,
                                          preview=False, fit_columns=False,
                                          format="png", object_fit="contain", elem_id="generate-history",
@@ -570,7 +691,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     settings = [identity, photos, prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize,
                 size, num_images, base_model, adapter, lora, lora_scale, pose, pose_strength]
     reusable = [prompt, negative, strength, delay, face_cfg, steps, cfg, scheduler, seed, randomize, size,
-                base_model, adapter, lora_scale]
+                base_model, adapter, lora_scale, lora, pose_strength, face_fix, face_fix_denoise, best_of, keep,
+                num_images]  # in the order of REUSED_CONTROLS
     outputs = [gallery, seed, info, records]
 
     # preprocess=False: files, numbers and choices reach the handlers as sent and go through the studio's own checks
@@ -579,7 +701,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     # The identity tools come after the older inputs, so positional API calls keep their meaning.
     ran = go.click(generate, [*settings, face_fix, face_fix_denoise, best_of, keep], outputs, api_name="generate", concurrency_id=GPU, preprocess=False,
                    show_progress_on=[status])
-    compared = compare_button.click(compare, [strengths, *settings, new_seed], outputs, api_name="compare_strengths",
+    compared = compare_button.click(compare, [strengths, *settings, new_seed, download_clip],
+                                    [*outputs, compare_table, plot, likeness_plot], api_name="compare_strengths",
                                     concurrency_id=GPU, preprocess=False, show_progress_on=[compare_status])
     # `.then` does not follow a failed event here: the outcome (the error included) is shown on both paths.
     for event, said, where in ((ran, outcome, status), (compared, compare_outcome, compare_status)):
@@ -588,8 +711,8 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
     for event in (ran, compared):
         event.success(add_history, [history, records], [history, history_gallery, picked], api_visibility="private",
                       queue=False, show_progress="hidden")
-    ran.success(hide_plot, None, plot, api_visibility="private", queue=False, show_progress="hidden")
-    compared.success(compare_plot, records, plot, api_visibility="private", queue=False, show_progress="hidden")
+    ran.success(hide_plot, None, [plot, likeness_plot], api_visibility="private", queue=False,
+                show_progress="hidden")
     stop_button.click(stop, None, info, api_name="generate_stop", queue=False)
 
     controls = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg, "size": size,

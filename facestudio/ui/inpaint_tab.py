@@ -1,10 +1,11 @@
 """Inpaint tab: put the person into one face of a template photo, on one canvas: upload the template, click a face
 to pick it (the faces are numbered, the picked one in green), or switch the canvas to painting your own mask; the
 result is shown beside it against the template on a before/after slider. Several people: each picked face gets a
-saved identity in the assignments list, and one Inpaint paints them all."""
+saved identity or photos uploaded for it in the assignments list, and one Inpaint paints them all."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import gradio as gr
@@ -12,12 +13,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from facestudio.engine.requests import MAX_ASSIGNMENTS, MAX_SEED, RECIPES, FaceAssignment, InpaintRequest, field_default
+from facestudio.engine.requests import (
+    MAX_ASSIGNMENTS,
+    MAX_REFERENCE_PHOTOS,
+    MAX_SEED,
+    RECIPES,
+    FaceAssignment,
+    InpaintRequest,
+    field_default,
+)
 from facestudio.errors import InvalidRequestError
 from facestudio.ui.common import GPU, PageProgress, gpu_work, similarity_caption, user_errors
 from facestudio.ui.context import StudioContext, clip
 from facestudio.ui.generate_tab import StopFlags, checked, session_of, should_stop
-from facestudio.ui.identity_tab import identity_choices, reference_photos
+from facestudio.ui.identity_tab import identity_choices, reference_photos, uploaded_paths
 from facestudio.ui.workspace import Workspace
 
 MASK_MODES = [("Face (automatic)", "face"), ("Head and hair (automatic)", "head"), ("Painted on the canvas", "painted")]
@@ -52,6 +61,15 @@ def painted_mask(ctx: StudioContext, editor_value) -> np.ndarray | None:
 
 #: The assignments list's columns (the page's table and an API client's `assignments` value).
 ASSIGNMENT_COLUMNS = ["face", "identity"]
+#: How the list names photos uploaded for a face ("3 uploaded photos"). The photos themselves stay on the server,
+#: in the session's state (`FacePhotos`), so no path of the machine reaches the page.
+UPLOADED = re.compile(r"^(\d+) uploaded photos?$")
+#: Face number -> the checked upload paths of the photos uploaded for it (a `gr.State`, never sent to a browser).
+FacePhotos = dict[int, list[str]]
+
+
+def uploaded_label(count: int) -> str:
+    return f"{count} uploaded photo{'' if count == 1 else 's'}"
 
 
 def assignment_rows(value) -> list[tuple[int, str]]:
@@ -83,27 +101,57 @@ def assignment_rows(value) -> list[tuple[int, str]]:
     return pairs
 
 
-def added_assignment(current, face, name, names: list[str]) -> list[tuple[int, str]]:
-    """The list after "Add": `face` = `name` (one of the saved `names`), replacing what that face had."""
+def added_assignment(current, face, name, names: list[str], uploaded: int = 0) -> list[tuple[int, str]]:
+    """The list after "Add": `face` = `name` (one of the saved `names`), or `uploaded` photos uploaded for it
+    (they win over the name, as uploads do everywhere), replacing what that face had."""
     if face is None or face == "":
         raise InvalidRequestError("Pick a face first: upload the template and click the face.")
-    if not name or name not in names:
-        raise InvalidRequestError("Choose one of the saved identities for the face.")
+    if uploaded > MAX_REFERENCE_PHOTOS:
+        raise InvalidRequestError(f"Upload at most {MAX_REFERENCE_PHOTOS} photos for one face; got {uploaded}.")
+    if not uploaded and (not name or name not in names):
+        raise InvalidRequestError("Choose one of the saved identities for the face, or upload photos for it.")
     index = checked(InpaintRequest, "face_index", face)
-    return sorted([pair for pair in assignment_rows(current) if pair[0] != index] + [(index, str(name))])
+    person = uploaded_label(uploaded) if uploaded else str(name)
+    return sorted([pair for pair in assignment_rows(current) if pair[0] != index] + [(index, person)])
+
+
+def removed_assignment(current, face) -> list[tuple[int, str]]:
+    """The list after "Remove": without the picked face (a face not listed is one sentence)."""
+    if face is None or face == "":
+        raise InvalidRequestError("Pick the face to remove from the list first.")
+    index = checked(InpaintRequest, "face_index", face)
+    pairs = assignment_rows(current)
+    if index not in [f for f, _ in pairs]:
+        raise InvalidRequestError(f"Face {index} is not in the list.")
+    return [pair for pair in pairs if pair[0] != index]
+
+
+def kept_photos(held: FacePhotos | None, pairs: list[tuple[int, str]]) -> FacePhotos:
+    """The uploaded photos still listed (a face that now has a saved identity, or none, drops its photos)."""
+    listed = {face for face, name in pairs if UPLOADED.match(name)}
+    return {face: list(paths) for face, paths in (held or {}).items() if face in listed}
 
 
 def assignment_table(pairs: list[tuple[int, str]]) -> pd.DataFrame:
     return pd.DataFrame([[face, name] for face, name in sorted(pairs)], columns=ASSIGNMENT_COLUMNS)
 
 
-def face_assignments(pairs: list[tuple[int, str]], ws: Workspace) -> tuple[FaceAssignment, ...]:
-    """Each listed face with its saved identity's photos (of the asker's workspace), like the CLI's
-    `--assign I=identity:NAME`."""
+def face_assignments(ctx: StudioContext, pairs: list[tuple[int, str]], ws: Workspace,
+                     held: FacePhotos | None = None) -> tuple[FaceAssignment, ...]:
+    """Each listed face with its photos: the ones uploaded for it (`held`, checked again by the studio's loader:
+    an upload gone from the cache is one sentence), like the CLI's `--assign I=REF,REF`, or its saved identity's
+    (of the asker's workspace), like `--assign I=identity:NAME`."""
     assignments = []
     for face, name in pairs:
-        identity = ws.identities.get(name)
-        assignments.append(FaceAssignment(face, tuple(str(p) for p in identity.photos), identity.name))
+        if UPLOADED.match(name) and face in (held or {}):
+            paths = [ctx.uploaded_image(path, f"photo uploaded for face {face}") for path in (held or {})[face]]
+            assignments.append(FaceAssignment(face, tuple(str(p) for p in paths if p is not None)))
+        elif UPLOADED.match(name):
+            raise InvalidRequestError(f"The photos uploaded for face {face} are not here any more (the page was "
+                                      "reloaded); upload them again and Add.", field="assignments")
+        else:
+            identity = ws.identities.get(name)
+            assignments.append(FaceAssignment(face, tuple(str(p) for p in identity.photos), identity.name))
     return tuple(assignments)
 
 
@@ -173,12 +221,12 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
     @gpu_work(180)
     def inpaint(identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                 denoise, strength, steps, seed, randomize, recipe=None, assignments=None, pose_controlnet=None,
-                canny_controlnet=None,
+                canny_controlnet=None, held_photos=None,
                 progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (gradio's pattern)
         ws = ctx.workspace(request)
-        # Several people: the listed faces, each with its saved identity (the single person's photos unused); the
-        # one-pass recipe unless one is given, like the CLI's --assign.
-        people = face_assignments(assignment_rows(assignments), ws)
+        # Several people: the listed faces, each with its saved identity or the photos uploaded for it (the single
+        # person's photos unused); the one-pass recipe unless one is given, like the CLI's --assign.
+        people = face_assignments(ctx, assignment_rows(assignments), ws, held_photos)
         template_path = ctx.uploaded_image(template, "template photo")
         if template_path is None:
             raise InvalidRequestError("Upload the template photo first.")
@@ -214,7 +262,8 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
         image = result.images[0]
         info = f"Seed used: **{image.seed}** · {similarity_caption(image)}"
         if people:
-            info += "  \nPainted: " + ", ".join(f"face {a.face_index} = {a.identity}" for a in people)
+            info += "  \nPainted: " + ", ".join(f"face {a.face_index} = {a.identity or uploaded_label(len(a.faces))}"
+                                                for a in people)
         info += "".join(f"\n- ⚠️ {w}" for w in result.warnings)
         shown = ctx.handout(image.path)
         ctx.results.add(ws, image.path, similarity_caption(image), image.record)  # the viewer's results
@@ -248,17 +297,24 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                                          elem_id="inpaint-face", scale=1)
                 mask_mode = gr.Radio(label="Mask", choices=MASK_MODES, value="face", scale=2,
                                      elem_id="inpaint-mask")
-            with gr.Accordion("Several people: a saved identity for each face", open=False,
+            with gr.Accordion("Several people: a person for each face (saved identity or photos)", open=False,
                               elem_id="inpaint-assignments-fold"):
-                gr.Markdown("Pick a face (click it, or choose its number above), choose the identity, **Add**. "
-                            "With a list here, Inpaint paints every listed face (the photos above are not used); "
-                            "faces not listed stay untouched.")
+                gr.Markdown("Pick a face (click it, or choose its number above), choose a saved identity or upload "
+                            "photos for it, **Add**. With a list here, Inpaint paints every listed face (the photos "
+                            "above are not used); faces not listed stay untouched. A face added again takes the "
+                            "newest; **Remove** takes the picked face out of the list.")
                 with gr.Row(equal_height=True):
                     assign_identity = gr.Dropdown(label="Identity for the picked face",
                                                   choices=identity_choices(ctx), value=None,
                                                   allow_custom_value=True, elem_id="inpaint-assign-identity",
-                                                  scale=3)
+                                                  scale=2)
+                    assign_photos = gr.File(label="…or photos for this face", file_count="multiple",
+                                            file_types=["image"], height=80, scale=3,
+                                            elem_id="inpaint-assign-photos")
+                with gr.Row(equal_height=True):
                     add_button = gr.Button("Add", size="sm", scale=0, min_width=70, elem_id="inpaint-assign-add")
+                    remove_button = gr.Button("Remove", size="sm", scale=0, min_width=80,
+                                              elem_id="inpaint-assign-remove")
                     clear_button = gr.Button("Clear", size="sm", scale=0, min_width=70,
                                              elem_id="inpaint-assign-clear")
                 assignments = gr.Dataframe(value=assignment_table([]), headers=ASSIGNMENT_COLUMNS,
@@ -296,6 +352,7 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                     randomize = gr.Checkbox(label="Random seed", value=True)
             download = gr.File(label="Result (PNG with its settings)", interactive=False)
     boxes = gr.State([])
+    held_photos = gr.State({})  # FacePhotos: the photos uploaded per listed face, kept on the server
 
     def canvas(mode, has_template: bool):
         """Which of the canvas's three faces shows: uploader, numbered template, or mask editor."""
@@ -321,22 +378,38 @@ def build_inpaint_tab(ctx: StudioContext, stops: StopFlags) -> gr.Dropdown:
                           gr.update(visible=False), [], ""), None,
                  [template, numbered, editor, change, boxes, picked], api_visibility="private", queue=False)
     @user_errors
-    def add_assignment(current, face, name, request: gr.Request = None):
-        """"face N = identity NAME" into the list; the one-pass recipe for several people (still changeable)."""
+    def add_assignment(current, face, name, files, held, request: gr.Request = None):
+        """"face N = identity NAME" or "face N = K uploaded photos" into the list; the one-pass recipe for several
+        people (still changeable). Each upload is opened by the studio's loader first (bombs, broken files)."""
         names = identity_choices(ctx, ctx.workspace(request))
-        return assignment_table(added_assignment(current, face, name, names)), "single"
+        files = uploaded_paths(ctx, files, "photo")
+        pairs = added_assignment(current, face, name, names, len(files))  # the count is checked before any is opened
+        paths = [ctx.uploaded_image(path, "photo for this face") for path in files]
+        held = kept_photos(held, pairs)
+        if paths:
+            held[checked(InpaintRequest, "face_index", face)] = [str(path) for path in paths]
+        return assignment_table(pairs), "single", held, None
+
+    @user_errors
+    def remove_assignment(current, face, held):
+        pairs = removed_assignment(current, face)
+        return assignment_table(pairs), kept_photos(held, pairs)
 
     def assign_identity_list(request: gr.Request = None):
         return gr.update(choices=identity_choices(ctx, ctx.workspace(request)))
 
-    add_button.click(add_assignment, [assignments, face_index, assign_identity], [assignments, recipe],
-                     api_visibility="private", queue=False, preprocess=False)
-    clear_button.click(lambda: assignment_table([]), None, assignments, api_visibility="private", queue=False)
+    add_button.click(add_assignment, [assignments, face_index, assign_identity, assign_photos, held_photos],
+                     [assignments, recipe, held_photos, assign_photos], api_name="assign_face", queue=False,
+                     preprocess=False)
+    remove_button.click(remove_assignment, [assignments, face_index, held_photos], [assignments, held_photos],
+                        api_visibility="private", queue=False, preprocess=False)
+    clear_button.click(lambda: (assignment_table([]), {}), None, [assignments, held_photos],
+                       api_visibility="private", queue=False)
     assign_identity.focus(assign_identity_list, None, assign_identity, api_visibility="private")
     # `assignments` comes last, so older positional calls of /inpaint keep their meaning.
     go.click(inpaint, [identity, photos, template, face_index, mask_mode, editor, dilate, feather, prompt, negative,
                        denoise, strength, steps, seed, randomize, recipe, assignments, pose_controlnet,
-                       canny_controlnet],
+                       canny_controlnet, held_photos],
              [slider, seed, info, download],
              api_name="inpaint", concurrency_id=GPU, preprocess=False)
     def stop(request: gr.Request = None):

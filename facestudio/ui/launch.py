@@ -57,6 +57,9 @@ def add_studio_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--canny-controlnet", default=env("FACESTUDIO_CANNY_CONTROLNET") or None, metavar="ID|PATH",
                         help="Canny ControlNet of release inpainting (FACESTUDIO_CANNY_CONTROLNET; default: the "
                              "registry's)")
+    parser.add_argument("--clip-model", default=env("FACESTUDIO_CLIP_MODEL") or None, metavar="ID|PATH",
+                        help="CLIP model of Compare strengths' prompt-following score (FACESTUDIO_CLIP_MODEL; default: "
+                             "the registry's clip-vit-l14 when it is on disk; the page never downloads it unasked)")
     add_face_backend_option(parser, env_defaults=True)
     parser.add_argument("--login-attempts", type=int, default=int(env("FACESTUDIO_LOGIN_ATTEMPTS", "10")),
                         metavar="N", help="with --auth: wrong passwords from one address before it is locked out "
@@ -157,6 +160,7 @@ def create_studio(args: argparse.Namespace, settings: StudioSettings | None = No
         settings=settings or StudioSettings.from_env(), device=args.device, dtype=args.dtype, low_vram=args.low_vram, attention=args.attention,
         base_model=args.base_model, adapter=args.adapter, face_encoder=args.face_encoder,
         controlnet=getattr(args, "controlnet", None), canny_controlnet=getattr(args, "canny_controlnet", None),
+        clip_model=getattr(args, "clip_model", None),
         backend=args.backend, allow_download=not args.no_download, run_jobs=not args.no_jobs, users=users,
         shared_workspace=bool(getattr(args, "shared_workspace", False)))
     ctx = StudioContext(options)
