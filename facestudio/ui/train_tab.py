@@ -351,7 +351,6 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                           label="Face drop probability")
                     shuffle_prob = gr.Slider(0.0, 1.0, value=defaults.shuffle_prob, step=0.01,
                                              label="Shuffle probability (another photo of the person)")
-                    curriculum = gr.Checkbox(label="Curriculum (shuffle ramps up)", value=defaults.curriculum)
                 with gr.Row():
                     resolution = gr.Number(label="Resolution", value=defaults.resolution, precision=0,
                                            elem_id="train-resolution")
@@ -363,6 +362,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                     gpus = visible_gpu_count()  # the option exists only where there is more than one GPU to train on
                     processes = gr.Slider(1, max(2, gpus), value=1, step=1, label="Processes (one per GPU)",
                                           visible=gpus > 1, elem_id="train-processes")
+                with gr.Row():
+                    curriculum = gr.Checkbox(label="Curriculum (shuffle ramps up)", value=defaults.curriculum)
                     eight_bit = gr.Checkbox(label="8-bit optimizer (about 1.5 GB less memory)",
                                             value=defaults.optimizer == "adamw8bit", elem_id="train-8bit",
                                             info="bitsandbytes' 8-bit AdamW, on a GPU or the CPU")
