@@ -22,6 +22,15 @@ TRAINABLE = ("adapter", "face-layers")
 LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
 #: `optimizer`: torch's AdamW (fused or foreach where the device has it), or bitsandbytes' 8-bit AdamW (CUDA only).
 OPTIMIZERS = ("adamw", "adamw8bit")
+#: bitsandbytes is optional: once installed, diffusers imports it (about 2 s) in every process that loads a model.
+INSTALL_8BIT = "pip install bitsandbytes==0.50.2"
+
+
+def eight_bit_available() -> bool:
+    """Whether `optimizer` adamw8bit can run here (bitsandbytes installed; not imported to find out)."""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 #: `device`: `auto` (accelerate's choice: a CUDA GPU, or Apple's MPS, else the CPU), `cpu`, `mps`, `cuda`, `cuda:N`.
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
 #: `init` values that are not a registry name or a path.
@@ -74,7 +83,7 @@ class TrainConfig:
         gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
         device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
             device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
-        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, CUDA or the CPU: a quarter of the optimizer memory).
+        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, optional; CUDA or the CPU: a quarter of the optimizer memory).
         holdout (`int`, *optional*): photos of each person kept out of training to evaluate the adapter on
             (`holdout.py`); None: 1 of each person with at least 4 photos; 0: none. Runs written before this
             setting existed read as 0 (they trained on every photo).
@@ -166,6 +175,9 @@ class TrainConfig:
         need(self.holdout is None or whole(self.holdout, 0, MAX_HOLDOUT), "holdout", self.holdout,
              f"a whole number from 0 to {MAX_HOLDOUT}")
         need(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer == "adamw8bit" and not eight_bit_available():
+            raise TrainingError(f"`optimizer` adamw8bit needs the bitsandbytes package ({INSTALL_8BIT}).",
+                                field="optimizer")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
              f"one of {', '.join(MIXED_PRECISION)}")
         need(isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None, "device",

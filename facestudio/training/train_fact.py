@@ -43,7 +43,7 @@ from facestudio.files import write_atomic
 from facestudio.text import format_duration
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from facestudio.training.config import INIT_SCRATCH, TrainConfig, create_run, read_config
+from facestudio.training.config import INIT_SCRATCH, INSTALL_8BIT, TrainConfig, create_run, read_config
 from facestudio.training.data import sample_generator
 from facestudio.training.encodings import FOLDER as ENCODINGS_FOLDER
 from facestudio.training.encodings import Encodings, cache_key, encode_dataset, load_encodings, save_encodings
@@ -685,7 +685,7 @@ def _import_bitsandbytes():
     try:
         import bitsandbytes as bnb
     except ImportError as err:
-        raise TrainingError("`optimizer` adamw8bit needs the bitsandbytes package (pip install bitsandbytes).",
+        raise TrainingError(f"`optimizer` adamw8bit needs the bitsandbytes package ({INSTALL_8BIT}).",
                             field="optimizer") from err
     return bnb
 

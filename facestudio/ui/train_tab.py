@@ -19,7 +19,15 @@ from facestudio.errors import FaceStudioError, InvalidRequestError
 from facestudio.jobs import FINISHED_STATES, RESUMABLE_STATES, Job, RunStage, RunState, RunStatus, TrainConfig
 from facestudio.jobs.runner import visible_gpu_count
 from facestudio.text import format_duration
-from facestudio.training.config import MAX_BATCH_SIZE, MAX_RESOLUTION, MAX_STEPS, MAX_WARMUP_FRACTION, OPTIMIZERS
+from facestudio.training.config import (
+    INSTALL_8BIT,
+    MAX_BATCH_SIZE,
+    MAX_RESOLUTION,
+    MAX_STEPS,
+    MAX_WARMUP_FRACTION,
+    OPTIMIZERS,
+    eight_bit_available,
+)
 from facestudio.ui.common import GPU, number, user_errors
 from facestudio.ui.context import AUTO_ADAPTER, StudioContext
 from facestudio.ui.identity_tab import identity_choices, uploaded_paths
@@ -364,9 +372,12 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                           visible=gpus > 1, elem_id="train-processes")
                 with gr.Row():
                     curriculum = gr.Checkbox(label="Curriculum (shuffle ramps up)", value=defaults.curriculum)
+                    installed = eight_bit_available()  # optional: offered where bitsandbytes is installed
                     eight_bit = gr.Checkbox(label="8-bit optimizer (about 1.5 GB less memory)",
-                                            value=defaults.optimizer == "adamw8bit", elem_id="train-8bit",
-                                            info="bitsandbytes' 8-bit AdamW, on a GPU or the CPU")
+                                            value=installed and defaults.optimizer == "adamw8bit",
+                                            interactive=installed, elem_id="train-8bit",
+                                            info="bitsandbytes' 8-bit AdamW, on a GPU or the CPU" if installed
+                                            else f"needs bitsandbytes: {INSTALL_8BIT}, then restart the studio")
             report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
                                   interactive=False, wrap=True, column_widths=["40%", "20%", "40%"],
                                   elem_id="train-report")

@@ -118,7 +118,10 @@ from facestudio.face import FaceAnalyzer, load_image
 FaceAnalyzer(backend="mediapipe").analyze(load_image(sys.argv[2]))
 import transformers
 transformers.CLIPImageProcessor
-import bitsandbytes  # warns about an optional 4-bit kernel on CPUs with AVX512-BF16 (this machine's)
+try:
+    import bitsandbytes  # (optional) warns about a 4-bit kernel on CPUs with AVX512-BF16 (this machine's)
+except ImportError:
+    pass
 os.write(2, b"a real native error\\n")
 print("a python warning", file=sys.stderr)
 time.sleep(0.3)  # the forwarding thread writes the last lines

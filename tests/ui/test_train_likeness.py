@@ -55,12 +55,18 @@ def test_processes_reach_the_job(queued):
         queued(processes=0)
 
 
-def test_the_eight_bit_optimizer_reaches_the_job(queued):
-    from facestudio.errors import InvalidRequestError
+def test_the_eight_bit_optimizer_reaches_the_job_where_bitsandbytes_is_installed(queued, monkeypatch):
+    import facestudio.training.config
+    from facestudio.errors import FaceStudioError, InvalidRequestError
     from facestudio.training.config import read_config
 
+    monkeypatch.setattr(facestudio.training.config, "eight_bit_available", lambda: True)
     _ctx, job = queued(optimizer="adamw8bit")
     assert read_config(job.folder).optimizer == "adamw8bit"
+    monkeypatch.setattr(facestudio.training.config, "eight_bit_available", lambda: False)
+    with pytest.raises(FaceStudioError, match=r"adamw8bit needs the bitsandbytes package \(pip install") as caught:
+        queued(optimizer="adamw8bit")  # refused when queued, not when the job reaches its optimizer
+    assert caught.value.field == "optimizer"
     _ctx, job = queued()
     assert read_config(job.folder).optimizer == "adamw"
     with pytest.raises(InvalidRequestError, match="optimizer must be one of adamw, adamw8bit"):
