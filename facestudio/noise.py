@@ -1,8 +1,9 @@
 """Known noise of the libraries underneath, kept out of normal output (`--debug` shows it all).
 
-Two kinds: transformers' warning that it falls back to a PIL image processor because torchvision is not installed
-(FaceStudio never installs torchvision; the fallback is what it wants) and bitsandbytes' about a 4-bit kernel, and the lines MediaPipe's native code
-(TFLite, absl logging) writes straight to file descriptor 2 from its own threads, which no Python logger controls.
+Two kinds: Python log records of the libraries (transformers' warning that it falls back to a PIL image processor
+because torchvision is not installed, which is what FaceStudio wants; bitsandbytes' about a 4-bit kernel it never
+uses), and the lines MediaPipe's native code (TFLite, absl logging) writes straight to file descriptor 2 from its
+own threads, which no Python logger controls.
 The CLI points descriptor 2 at the null device (`cli.main`); the long-running processes (the studio, a training
 job) keep it, filtered line by line (`filter_native_stderr`), so real errors of native code still show.
 """

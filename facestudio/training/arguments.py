@@ -66,7 +66,8 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("--mixed-precision", str, f"{', '.join(MIXED_PRECISION)} (auto: bf16 or fp16 on a GPU, no on the CPU)"),
     ("--gradient-checkpointing", _on_off, "on: recompute UNet activations in the backward pass (less memory)"),
     ("--device", str, "auto (a GPU if there is one), cpu, mps, cuda or cuda:N (that GPU)"),
-    ("--optimizer", str, "adamw, or adamw8bit (bitsandbytes' 8-bit AdamW on CUDA or the CPU: a quarter of the optimizer memory)"),
+    ("--optimizer", str, "adamw, or adamw8bit (bitsandbytes' 8-bit AdamW on CUDA or the CPU: a quarter of the "
+                         "optimizer memory; needs bitsandbytes installed)"),
     ("--holdout", int, "photos of each person kept out of training to evaluate the adapter on (0: none; "
                        "unset: 1 of each person with at least 4 photos)"),
 )

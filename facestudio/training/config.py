@@ -20,17 +20,10 @@ CONFIG_VERSION = 1
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 TRAINABLE = ("adapter", "face-layers")
 LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear", "constant")
-#: `optimizer`: torch's AdamW (fused or foreach where the device has it), or bitsandbytes' 8-bit AdamW (CUDA only).
+#: `optimizer`: torch's AdamW (fused or foreach where the device has it), or bitsandbytes' 8-bit AdamW (CUDA, CPU).
 OPTIMIZERS = ("adamw", "adamw8bit")
 #: bitsandbytes is optional: once installed, diffusers imports it (about 2 s) in every process that loads a model.
 INSTALL_8BIT = "pip install bitsandbytes==0.50.2"
-
-
-def eight_bit_available() -> bool:
-    """Whether `optimizer` adamw8bit can run here (bitsandbytes installed; not imported to find out)."""
-    import importlib.util
-
-    return importlib.util.find_spec("bitsandbytes") is not None
 #: `device`: `auto` (accelerate's choice: a CUDA GPU, or Apple's MPS, else the CPU), `cpu`, `mps`, `cuda`, `cuda:N`.
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
 #: `init` values that are not a registry name or a path.
@@ -47,6 +40,13 @@ MAX_KEEP_CHECKPOINTS = 100
 #: warm-up steps would otherwise end before its learning rate reached `lr`.
 MAX_WARMUP_FRACTION = 0.1
 MAX_HOLDOUT = 100
+
+
+def eight_bit_available() -> bool:
+    """Whether `optimizer` adamw8bit can run here (bitsandbytes installed; not imported to find out)."""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ class TrainConfig:
         gradient_checkpointing (`bool`): recompute the frozen UNet's activations in the backward pass (less memory).
         device (`str`): `auto`, `cpu`, `mps`, `cuda` or `cuda:N` (that GPU: the trainer makes it the current CUDA
             device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
-        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, optional; CUDA or the CPU: a quarter of the optimizer memory).
+        optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, optional; CUDA or the CPU: a quarter of the
+            optimizer memory).
         holdout (`int`, *optional*): photos of each person kept out of training to evaluate the adapter on
             (`holdout.py`); None: 1 of each person with at least 4 photos; 0: none. Runs written before this
             setting existed read as 0 (they trained on every photo).

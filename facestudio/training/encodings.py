@@ -79,7 +79,10 @@ def encode_dataset(data: TrainingData, vae_encode: Callable[[torch.Tensor], tupl
             faces.append(face_encode(batch.references).float().cpu())
         captions = list(dict.fromkeys(item.caption for item in data.items))
         text = {caption: embed.float().cpu() for caption, embed in zip(captions, text_encode(captions), strict=True)}
-    return Encodings(torch.cat(means), torch.cat(stds), torch.cat(faces), text)
+    # In the layout they are stored in (the VAE gives channels-last latents): a run that encoded trains on exactly
+    # the tensors a resumed run reads back.
+    return Encodings(torch.cat(means).contiguous(), torch.cat(stds).contiguous(), torch.cat(faces).contiguous(),
+                     text)
 
 
 def load_encodings(path: Path, items: int) -> Encodings | None:

@@ -410,8 +410,7 @@ class FACTTrainer:
             if encodings is None:
                 started = time.perf_counter()
                 encodings = self._encode_dataset()
-                if save_encodings(path, encodings):  # train on what a resumed run reads back, to the bit
-                    encodings = load_encodings(path, len(self.data)) or encodings
+                save_encodings(path, encodings)
                 logger.info("Encoded %d photo(s) once for the whole run in %.1f s", len(self.data),
                             time.perf_counter() - started)
         accelerator.wait_for_everyone()

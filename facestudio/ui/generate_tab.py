@@ -402,11 +402,10 @@ def build_generate_tab(ctx: StudioContext, stops: StopFlags) -> GenerateTab:
         else:
             result, comparison = ctx.engine.compare_likeness(gen_request, values, clip_model=ctx.options.clip_model,
                                                              **run)
-        clip_of = {id(image): point.clip_score for image, point in
-                   zip(result.images, comparison.points if comparison else (), strict=False)}
+        clips = [point.clip_score for point in comparison.points] if comparison else []  # in the images' order
         captions = [f"strength {image.record.request.face_strength:g} · seed {image.seed} · {identity_text(image)}"
-                    + (f" · CLIP {clip_of[id(image)]:.1f}" if id(image) in clip_of else "")
-                    for image in result.images]
+                    + (f" · CLIP {clips[i]:.1f}" if i < len(clips) else "")
+                    for i, image in enumerate(result.images)]
         gallery, seed_update, info, entries = finish(result, captions, reporter, request, compare_notes, ws)
         table = comparison_table(result.images, comparison)
         if comparison is not None:
