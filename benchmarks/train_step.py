@@ -17,7 +17,9 @@ Variants (`--variants`):
   face layers, AdamW on the adapter; the VAE latents, caption embeddings and TransFace tokens come from the dataset's
   encodings, computed once in `setup()` before the timed steps, as in training) with FAIR off,
   with FAIR at its default weight 0.01, with FAIR plus gradient checkpointing of the UNet; `fact-8bit`: FAIR with
-  bitsandbytes' 8-bit AdamW (`--optimizer adamw8bit`: one byte per moment instead of four);
+  bitsandbytes' 8-bit AdamW (`--optimizer adamw8bit`: one byte per moment instead of four); `fact-fused`: FAIR with
+  each parameter stepped inside the backward pass (`--fused-backward on`: the gradients never all exist at once),
+  `fact-gc-fused` that with gradient checkpointing (the trainer's default), `fact-8bit-fused` with 8-bit AdamW;
 - `bare-b4`, `fact-gc-b4` (defaults on CUDA): batch 4 with bf16 (fp16 without bf16), the latter with gradient
   checkpointing: the goal that batch 4 at 512x512 fits a 24 GB GPU. Their ratios are against `bare-b4`.
 
@@ -65,6 +67,7 @@ class Variant:
     batch: int | None = None  # None: --batch-size
     mixed: bool = False  # True: bf16 (fp16 without bf16) whatever --mixed-precision says
     optimizer: str = "adamw"
+    fused_backward: bool = False
     denominator: str = "bare"
 
 
@@ -75,11 +78,16 @@ VARIANTS = {
     "fact": Variant("FACT step, FAIR 0.01", "fact"),
     "fact-gc": Variant("FACT step, FAIR 0.01, grad ckpt", "fact", checkpointing=True),
     "fact-8bit": Variant("FACT step, FAIR 0.01, 8-bit AdamW", "fact", optimizer="adamw8bit"),
+    "fact-fused": Variant("FACT step, FAIR 0.01, fused backward", "fact", fused_backward=True),
+    "fact-gc-fused": Variant("FACT step, FAIR, grad ckpt, fused bwd", "fact", checkpointing=True,
+                             fused_backward=True),
+    "fact-8bit-fused": Variant("FACT step, FAIR, 8-bit, fused backward", "fact", optimizer="adamw8bit",
+                               fused_backward=True),
     "bare-b4": Variant("bare UNet fwd+bwd, batch 4", "backward", batch=4, mixed=True, denominator="bare-b4"),
     "fact-gc-b4": Variant("FACT step, FAIR, grad ckpt, batch 4", "fact", checkpointing=True, batch=4, mixed=True,
                           denominator="bare-b4"),
 }
-CPU_VARIANTS = ("bare-forward", "bare", "fact-nofair", "fact", "fact-gc", "fact-8bit")
+CPU_VARIANTS = ("bare-forward", "bare", "fact-nofair", "fact", "fact-gc", "fact-fused", "fact-gc-fused", "fact-8bit")
 CUDA_VARIANTS = (*CPU_VARIANTS, "bare-b4", "fact-gc-b4")
 
 
@@ -184,7 +192,7 @@ def fact_step(job: Job, variant: Variant, run_root: Path) -> tuple[Callable[[], 
         face_encoder=str(models / "transface.safetensors"), steps=job.warmup + job.steps, batch_size=job.batch,
         resolution=job.resolution, fair_weight=variant.fair_weight, gradient_checkpointing=variant.checkpointing,
         mixed_precision=job.precision, device=job.device, warmup_steps=0, sample_every=0,
-        optimizer=variant.optimizer,
+        optimizer=variant.optimizer, fused_backward=variant.fused_backward,
     )
     manager = ModelManager(EngineSettings(home=models / "home", placement=select_device(job.device), offline=True))
     trainer = FACTTrainer(create_run(run_root, config, state=RunState.RUNNING), config, manager=manager)
@@ -196,6 +204,10 @@ def run_worker(job: Job) -> dict:
     """Set one variant up, then time its steps and take its peak memory."""
     variant = VARIANTS[job.variant]
     device = torch.device(job.device)
+    if device.type == "cpu":  # what the trainer does on the CPU, for every variant alike
+        from facestudio.training.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(job.precision, torch.float32)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

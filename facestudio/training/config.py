@@ -85,6 +85,10 @@ class TrainConfig:
             device before accelerate picks "cuda"; `CUDA_VISIBLE_DEVICES` is left alone). The studio passes its own.
         optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, optional; CUDA or the CPU: a quarter of the
             optimizer memory).
+        fused_backward (`bool`): step each parameter inside the backward pass as soon as its gradient is complete
+            and free that gradient (`fused_backward.py`): about 0.95 GB less peak memory over FACT's 255.5M fp32
+            parameters, the same updates; `max_grad_norm` then caps each parameter's gradient norm, and it needs
+            `gradient_accumulation` 1, one process and no fp16.
         holdout (`int`, *optional*): photos of each person kept out of training to evaluate the adapter on
             (`holdout.py`); None: 1 of each person with at least 4 photos; 0: none. Runs written before this
             setting existed read as 0 (they trained on every photo).
@@ -123,6 +127,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     device: str = "auto"
     optimizer: str = "adamw"
+    fused_backward: bool = False
     holdout: int | None = None
 
     def __post_init__(self):
@@ -179,6 +184,14 @@ class TrainConfig:
         if self.optimizer == "adamw8bit" and not eight_bit_available():
             raise TrainingError(f"`optimizer` adamw8bit needs the bitsandbytes package ({INSTALL_8BIT}).",
                                 field="optimizer")
+        need(isinstance(self.fused_backward, bool), "fused_backward", self.fused_backward, "on or off")
+        if self.fused_backward and self.gradient_accumulation != 1:
+            raise TrainingError("`fused_backward` steps each parameter as soon as its gradient is complete, so it "
+                                "cannot accumulate gradients over micro-batches; set `gradient_accumulation` to 1.",
+                                field="fused_backward")
+        if self.fused_backward and self.mixed_precision == "fp16":
+            raise TrainingError("`fused_backward` cannot use fp16: its loss scaler must see every gradient before a "
+                                "step; use bf16 or no.", field="fused_backward")
         need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
              f"one of {', '.join(MIXED_PRECISION)}")
         need(isinstance(self.device, str) and DEVICE_PATTERN.fullmatch(self.device) is not None, "device",

@@ -44,9 +44,11 @@ from facestudio.text import format_duration
 from facestudio.training.arguments import TrainArgs, add_train_arguments, train_args_from_namespace
 from facestudio.training.checkpoint import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from facestudio.training.config import INIT_SCRATCH, INSTALL_8BIT, TrainConfig, create_run, read_config
+from facestudio.training.cpu_memory import keep_freed_memory
 from facestudio.training.data import sample_generator
 from facestudio.training.encodings import FOLDER as ENCODINGS_FOLDER
 from facestudio.training.encodings import Encodings, cache_key, encode_dataset, load_encodings, save_encodings
+from facestudio.training.fused_backward import StepInBackward
 from facestudio.training.holdout import HoldoutSplit, choose_holdout, read_split, write_split
 from facestudio.training.run import RunFolder, RunStage, RunState, RunStatus
 
@@ -278,6 +280,8 @@ class FACTTrainer:
 
         config = self.config
         on_cpu = claim_device(config)
+        if on_cpu:
+            keep_freed_memory()  # no page faults for the tensors every step frees and allocates again
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(config), gradient_accumulation_steps=config.gradient_accumulation,
             cpu=on_cpu, project_config=ProjectConfiguration(project_dir=str(self.run.root)),
@@ -305,6 +309,7 @@ class FACTTrainer:
                                           num_training_steps=config.steps)
         self.module, self.optimizer = accelerator.prepare(TrainingModule(adapter, models.unet), optimizer)
         self.trainable_parameters = params
+        self.stepper = self._step_in_backward(optimizer, params) if config.fused_backward else None
         # Kept for the checkpoint layout (rng-<process>.safetensors); the samples draw from their own generators.
         self.generator = torch.Generator().manual_seed(config.seed * 1009 + accelerator.process_index)
         self.global_batch = config.batch_size * accelerator.num_processes
@@ -315,6 +320,19 @@ class FACTTrainer:
             self._restore(*latest)
         elif accelerator.is_main_process:  # a fresh start (or a kill before the first checkpoint): no old metrics
             self.run.truncate_metrics(0)
+
+    def _step_in_backward(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> StepInBackward:
+        """`fused_backward`'s hooks, where this run can use them (the config check cannot see the processes or
+        what `auto` precision became)."""
+        accelerator = self.accelerator
+        if accelerator.num_processes > 1:
+            raise TrainingError(f"`fused_backward` runs on one process (this run has {accelerator.num_processes}): "
+                                "each process would step before the gradients are averaged; turn it off.",
+                                field="fused_backward")
+        if accelerator.mixed_precision == "fp16":
+            raise TrainingError("`fused_backward` cannot use fp16 (this GPU has no bf16): its loss scaler must see "
+                                "every gradient before a step; set `mixed_precision` to no.", field="fused_backward")
+        return StepInBackward(optimizer, params, self.config.max_grad_norm)
 
     def _holdout_split(self, manifest: DatasetManifest, main: bool) -> HoldoutSplit:
         """The photos this run keeps out of training: the recorded split of a resumed run, else chosen from the
@@ -481,14 +499,17 @@ class FACTTrainer:
         batch = self.data.batch(indices, shuffle_prob, generators)
         with accelerator.accumulate(self.module):
             loss, mse, fair = self._losses(batch, generators, config.drop_prob)
-            accelerator.backward(loss)
+            # With fused_backward the parameters step during the backward pass: a non-finite loss must not reach it.
+            if self.stepper is None or torch.isfinite(loss):
+                accelerator.backward(loss)
             self.recorder.end()
             if accelerator.sync_gradients:
-                if config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.trainable_parameters, config.max_grad_norm)
-                self.optimizer.step()
+                if self.stepper is None:
+                    if config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(self.trainable_parameters, config.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
                 self.lr_scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), mse.detach(), fair.detach()
 
     def evaluate(self, seed: int = 0) -> tuple[float, float]:
@@ -639,6 +660,9 @@ class FACTTrainer:
         recorder = getattr(self, "recorder", None)
         if recorder is not None:
             recorder.detach()
+        stepper = getattr(self, "stepper", None)
+        if stepper is not None:
+            stepper.remove()
         if getattr(self, "accelerator", None) is not None and self.accelerator.num_processes > 1:
             import torch.distributed as dist
 

@@ -260,10 +260,11 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     @user_errors
     def start(files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob, shuffle_prob, curriculum,
               resolution, batch_size, checkpoint_every, sample_every, identity=None, warmup_steps=None,
-              processes=1, eight_bit=False, request: gr.Request = None):
+              processes=1, eight_bit=False, fused_backward=False, request: gr.Request = None):
         ws = ctx.workspace(request)
         extra = {} if warmup_steps is None or warmup_steps == "" else {"warmup_steps": warmup_steps}
         extra["optimizer"] = "adamw8bit" if eight_bit is True else "adamw"
+        extra["fused_backward"] = fused_backward is True
         job = queue_training(ctx, files, folder, name, base_model, init, ws, identity=identity or None, steps=steps,
                              lr=lr, fair_weight=fair_weight, drop_prob=drop_prob, shuffle_prob=shuffle_prob,
                              curriculum=curriculum, resolution=resolution, batch_size=batch_size,
@@ -378,6 +379,10 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                             interactive=installed, elem_id="train-8bit",
                                             info="bitsandbytes' 8-bit AdamW, on a GPU or the CPU" if installed
                                             else f"needs bitsandbytes: {INSTALL_8BIT}, then restart the studio")
+                    fused_backward = gr.Checkbox(label="Step in the backward pass (about 1 GB less memory)",
+                                                 value=defaults.fused_backward, elem_id="train-fused-backward",
+                                                 info="frees each gradient as soon as it is used; one process, "
+                                                      "clipping per parameter")
             report = gr.Dataframe(headers=REPORT_COLUMNS, label="Photo check (of the selected job)",
                                   interactive=False, wrap=True, column_widths=["40%", "20%", "40%"],
                                   elem_id="train-report")
@@ -404,7 +409,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     # tab's check), then copies them and queues the job; the job itself prepares and trains.
     start_button.click(start, [files, folder, name, base_model, init, steps, lr, fair_weight, drop_prob,
                                shuffle_prob, curriculum, resolution, batch_size, checkpoint_every, sample_every,
-                               identity, warmup_steps, processes, eight_bit],
+                               identity, warmup_steps, processes, eight_bit, fused_backward],
                        [message, job, table], api_name="train_start", preprocess=False, concurrency_id=GPU)
     timer.tick(status, job, status_outputs, api_name="train_status", show_progress="hidden", queue=False)
     job.change(status, job, status_outputs, api_visibility="private", show_progress="hidden", queue=False)

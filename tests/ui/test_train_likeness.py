@@ -1,5 +1,5 @@
 """The Train tab's additions for issue 17: the likeness line from a run's evaluation.json, and the processes option
-(a job on several GPUs)."""
+(a job on several GPUs), the 8-bit optimizer and stepping in the backward pass."""
 
 from __future__ import annotations
 
@@ -71,3 +71,16 @@ def test_the_eight_bit_optimizer_reaches_the_job_where_bitsandbytes_is_installed
     assert read_config(job.folder).optimizer == "adamw"
     with pytest.raises(InvalidRequestError, match="optimizer must be one of adamw, adamw8bit"):
         queued(optimizer="sgd")
+
+
+def test_stepping_in_the_backward_pass_reaches_the_job_on_one_process_only(queued):
+    from facestudio.errors import FaceStudioError
+    from facestudio.training.config import read_config
+
+    _ctx, job = queued(fused_backward=True)
+    assert read_config(job.folder).fused_backward is True
+    _ctx, job = queued()
+    assert read_config(job.folder).fused_backward is False
+    with pytest.raises(FaceStudioError, match="`fused_backward` runs on one process, not 2") as caught:
+        queued(fused_backward=True, processes=2)  # refused when queued, before any process starts
+    assert caught.value.field == "fused_backward"
