@@ -104,6 +104,7 @@ class Job:
     steps: int
     models_dir: str
     dataset: str
+    flops: bool = False  # count one more step's floating-point operations (after the timed ones)
 
 
 # -- setup (parent process) ------------------------------------------------------------------------------------------
@@ -227,6 +228,7 @@ def run_worker(job: Job) -> dict:
         try:
             with PeakMemory(device) as peak:
                 seconds = time_steps(timed_step, device, job.warmup, job.steps)
+            flops = count_flops(step) if job.flops else None
         finally:
             close()
     result = {"seconds_per_step": seconds, "step_seconds": durations, "peak_bytes": peak.peak_bytes,
@@ -235,7 +237,30 @@ def run_worker(job: Job) -> dict:
                                                                                       else 1024)}
     if device.type == "cuda":
         result["reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+    if flops is not None:
+        result["flops"] = flops
     return result
+
+
+def count_flops(step: Callable[[], None]) -> int:
+    """Floating-point operations of one step (matrix products, convolutions, attention: torch's FlopCounterMode),
+    untimed: what the step computes, so that the time ratio can be read against the arithmetic ratio."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *_, **__) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *_, **__) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    cpu_attention = {  # torch counts the GPU attention kernels only; the CPU ones compute the same products
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
+        step()
+    return int(counter.get_total_flops())
 
 
 def spawn(job: Job) -> dict:
@@ -255,7 +280,8 @@ def spawn(job: Job) -> dict:
 def add_ratios(rows: dict[str, dict]) -> None:
     for name, row in rows.items():
         base = rows.get(VARIANTS[name].denominator, {})
-        for key, ratio in (("seconds_per_step", "time_x_bare"), ("peak_bytes", "memory_x_bare")):
+        for key, ratio in (("seconds_per_step", "time_x_bare"), ("peak_bytes", "memory_x_bare"),
+                           ("flops", "flops_x_bare")):
             if key in row and key in base:
                 row[ratio] = row[key] / base[key]
 
@@ -265,14 +291,18 @@ def print_table(header: str, rows: dict[str, dict], memory: str, wall_s: float) 
         return f"{row[key]:>7.2f}x" if key in row else f"{'-':>8}"
 
     print(header)
-    print(f"{'variant':<38}{'s/step':>9}{'x bare':>8}{memory:>16}{'x bare':>8}")
+    flops = any("flops" in row for row in rows.values())
+    print(f"{'variant':<38}{'s/step':>9}{'x bare':>8}{memory:>16}{'x bare':>8}"
+          + (f"{'GFLOP/step':>12}{'x bare':>8}" if flops else ""))
     for name, row in rows.items():
         label = VARIANTS[name].label
         if "error" in row:
             print(f"{label:<38}  failed: {row['error']}")
             continue
+        counted = (f"{row['flops'] / 1e9:>12.0f}{ratio(row, 'flops_x_bare')}" if "flops" in row
+                   else f"{'-':>12}{'-':>8}") if flops else ""
         print(f"{label:<38}{row['seconds_per_step']:>9.2f}{ratio(row, 'time_x_bare')}"
-              f"{row['peak_bytes'] / 2**30:>16.2f}{ratio(row, 'memory_x_bare')}")
+              f"{row['peak_bytes'] / 2**30:>16.2f}{ratio(row, 'memory_x_bare')}{counted}")
     goal = rows.get("fact-gc-b4")
     if goal and "peak_bytes" in goal:
         allocated, reserved = goal["peak_bytes"] / 2**30, goal.get("reserved_bytes", goal["peak_bytes"]) / 2**30
@@ -295,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma list of {', '.join(VARIANTS)} (default: all on CUDA, no b4 ones on CPU)")
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR,
                         help="where the random SD1.5-size models and the dataset are built once and reused")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count each variant's floating-point operations per step (one more, untimed "
+                             "step after the timed ones), to read the time ratio against the arithmetic ratio")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -324,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         variant = VARIANTS[name]
         job = Job(name, device, mixed if variant.mixed else precision, resolution, variant.batch or args.batch_size,
-                  warmup, steps, str(args.models_dir), str(dataset))
+                  warmup, steps, str(args.models_dir), str(dataset), args.flops)
         print(f"running {name}...", file=sys.stderr, flush=True)
         rows[name] = {**asdict(job), **spawn(job)}
     add_ratios(rows)

@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 #: glibc refuses thresholds above HEAP_MAX_SIZE / 2: 32 MiB on 64-bit machines.
 MMAP_THRESHOLD = 32 * 2**20
-#: Free memory at the top of the heap is given back only beyond this (`mallopt` takes a C int).
-TRIM_THRESHOLD = 2**31 - 1
+#: -1: the top of the heap is never given back (glibc's documented value; a step can free more than the 2 GiB that
+#: the largest positive value of `mallopt`'s int would allow).
+TRIM_THRESHOLD = -1
 TOP_PAD = 64 * 2**20
 USER_TUNABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
