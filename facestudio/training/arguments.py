@@ -69,7 +69,7 @@ _SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("--optimizer", str, "adamw, or adamw8bit (bitsandbytes' 8-bit AdamW on CUDA or the CPU: a quarter of the "
                          "optimizer memory; needs bitsandbytes installed)"),
     ("--fused-backward", _on_off, "on: step each parameter inside the backward pass and free its gradient at once "
-                                  "(about 1 GB less memory, same updates; clipping per parameter; needs "
+                                  "(up to 1 GB less memory, same updates; clipping per parameter; needs "
                                   "--gradient-accumulation 1, one process, no fp16)"),
     ("--holdout", int, "photos of each person kept out of training to evaluate the adapter on (0: none; "
                        "unset: 1 of each person with at least 4 photos)"),

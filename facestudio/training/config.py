@@ -86,7 +86,7 @@ class TrainConfig:
         optimizer (`str`): `adamw` or `adamw8bit` (bitsandbytes, optional; CUDA or the CPU: a quarter of the
             optimizer memory).
         fused_backward (`bool`): step each parameter inside the backward pass as soon as its gradient is complete
-            and free that gradient (`fused_backward.py`): about 0.95 GB less peak memory over FACT's 255.5M fp32
+            and free that gradient (`fused_backward.py`): up to 0.95 GB less peak memory over FACT's 255.5M fp32
             parameters, the same updates; `max_grad_norm` then caps each parameter's gradient norm, and it needs
             `gradient_accumulation` 1, one process and no fp16.
         holdout (`int`, *optional*): photos of each person kept out of training to evaluate the adapter on

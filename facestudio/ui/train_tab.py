@@ -379,7 +379,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                             interactive=installed, elem_id="train-8bit",
                                             info="bitsandbytes' 8-bit AdamW, on a GPU or the CPU" if installed
                                             else f"needs bitsandbytes: {INSTALL_8BIT}, then restart the studio")
-                    fused_backward = gr.Checkbox(label="Step in the backward pass (about 1 GB less memory)",
+                    fused_backward = gr.Checkbox(label="Step in the backward pass (up to 1 GB less memory)",
                                                  value=defaults.fused_backward, elem_id="train-fused-backward",
                                                  info="frees each gradient as soon as it is used; one process, "
                                                       "clipping per parameter")
