@@ -31,7 +31,6 @@ MMAP_THRESHOLD = 32 * 2**20
 #: the largest positive value of `mallopt`'s int would allow).
 TRIM_THRESHOLD = -1
 TOP_PAD = 64 * 2**20
-USER_TUNABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 _applied: bool | None = None
 
@@ -48,7 +47,9 @@ def _apply() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     preloaded = os.environ.get("LD_PRELOAD", "")
-    if any(name in os.environ for name in USER_TUNABLES) or "jemalloc" in preloaded or "tcmalloc" in preloaded:
+    tuned = ("MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ
+             or "MALLOC_TOP_PAD_" in os.environ or "GLIBC_TUNABLES" in os.environ)
+    if tuned or "jemalloc" in preloaded or "tcmalloc" in preloaded:
         logger.debug("Allocator left as configured (MALLOC_* tunables or a preloaded allocator).")
         return False
     try:
