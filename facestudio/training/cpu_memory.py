@@ -4,7 +4,7 @@ handed back to the kernel and faulted in again.
 A training step frees and allocates the same large tensors every step (activations, gradients, the optimizer's
 temporaries). glibc serves requests over its mmap threshold with fresh mappings and unmaps them on free; its
 dynamic threshold then rises to the size just freed, but a request of exactly that size is mapped again. Each
-fresh mapping costs one page fault per 4 KB, and on this project's 2-core CPU that was 2-12 s of kernel time per
+fresh mapping costs one page fault per 4 KB, and on this project's 2-core CPU that was 2-7 s of kernel time per
 step at SD1.5 size. With the threshold at glibc's largest (32 MiB) and freed memory kept at the top of the heap,
 those faults disappear after the first steps (`benchmarks/train_step.py` applies the same to every variant; the
 README's training section has the figures). Peak memory does not grow: the heap is reused at the same high-water
