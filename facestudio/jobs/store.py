@@ -119,9 +119,7 @@ class JobStore:
             raise JobError(f"The owner of a job must be a user name; got {owner!r}.")
         if not isinstance(processes, int) or processes < 1:
             raise JobError(f"`processes` must be a whole number >= 1; got {processes!r}.", field="processes")
-        if processes > 1 and config.fused_backward:
-            raise JobError(f"`fused_backward` runs on one process, not {processes}: each process would step before "
-                           "the gradients are averaged; turn one of them off.", field="fused_backward")
+        config.check_processes(processes)
         name = " ".join(str(name).split()) or Path(str(config.dataset)).name or "training"
         created_at = time.time()
         folder = self._reserve_folder(f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(created_at))}-{_slug(name)}")

@@ -200,6 +200,13 @@ class TrainConfig:
         need(self.photos is None or bool(str(self.photos).strip()), "photos", self.photos, "a folder of photos")
         return self
 
+    def check_processes(self, processes: int) -> None:
+        """Refuse a launch on `processes` processes that these settings cannot train on (`TrainingError`): the
+        job queue checks it before a job is queued, the trainer under torchrun before its first step."""
+        if self.fused_backward and processes > 1:
+            raise TrainingError(f"`fused_backward` runs on one process, not {processes}: each process would step "
+                                "before the gradients are averaged; turn one of them off.", field="fused_backward")
+
     @property
     def effective_warmup_steps(self) -> int:
         """The warm-up steps the schedule uses: `warmup_steps`, capped to `MAX_WARMUP_FRACTION` of `steps` so that

@@ -34,7 +34,7 @@ class StepInBackward:
         self.max_grad_norm = max_grad_norm
         self._group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
         self._handles = []
-        self.stepped = 0  # parameters stepped since `reset()` (a test and the trainer's check read it)
+        self.stepped = 0  # parameters stepped so far (what the hooks did, for the tests)
         for param in params:
             if id(param) not in self._group_of:
                 raise ValueError("every parameter stepped in the backward pass must belong to the optimizer")
@@ -57,9 +57,6 @@ class StepInBackward:
             self.optimizer.param_groups = groups
         param.grad = None
         self.stepped += 1
-
-    def reset(self) -> None:
-        self.stepped = 0
 
     def remove(self) -> None:
         """Take the hooks off (the trainer's `close()`)."""

@@ -325,10 +325,7 @@ class FACTTrainer:
         """`fused_backward`'s hooks, where this run can use them (the config check cannot see the processes or
         what `auto` precision became)."""
         accelerator = self.accelerator
-        if accelerator.num_processes > 1:
-            raise TrainingError(f"`fused_backward` runs on one process (this run has {accelerator.num_processes}): "
-                                "each process would step before the gradients are averaged; turn it off.",
-                                field="fused_backward")
+        self.config.check_processes(accelerator.num_processes)
         if accelerator.mixed_precision == "fp16":
             raise TrainingError("`fused_backward` cannot use fp16 (this GPU has no bf16): its loss scaler must see "
                                 "every gradient before a step; set `mixed_precision` to no.", field="fused_backward")
