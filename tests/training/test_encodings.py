@@ -22,6 +22,27 @@ def make_trainer(run_root: Path, config, manager) -> FACTTrainer:
     return trainer
 
 
+def resumed_adapter(run_root: Path, config, manager, checkpoint_at: int) -> dict[str, torch.Tensor]:
+    """The adapter after `checkpoint_at` steps, a checkpoint, a new trainer resuming from it, and the rest of
+    `config.steps`: compared with an uninterrupted run, it shows a resume loses nothing."""
+    first = make_trainer(run_root, config, manager)
+    try:
+        while first.step < checkpoint_at:
+            first.train_step()
+        first._checkpoint()
+    finally:
+        first.close()
+    second = FACTTrainer(first.run, config, manager=manager)
+    try:
+        second.setup()
+        assert second.step == checkpoint_at
+        while second.step < config.steps:
+            second.train_step()
+        return {k: v.clone() for k, v in second.models.adapter.state_dict().items()}
+    finally:
+        second.close()
+
+
 def count_encoder_calls(monkeypatch) -> list[int]:
     """Count every call of any VAE encoder, CLIP text encoder or TransFace, whichever instance (the trainer loads
     them afresh each time it needs them)."""
@@ -145,23 +166,8 @@ def test_adamw8bit_on_the_cpu_keeps_one_byte_moments_and_resumes_exactly(tmp_pat
         expected = {k: v.clone() for k, v in straight.models.adapter.state_dict().items()}
     finally:
         straight.close()
-    first = make_trainer(tmp_path / "resumed", config, manager)
-    try:
-        first.train_step()
-        first.train_step()
-        first._checkpoint()
-    finally:
-        first.close()
-    second = FACTTrainer(first.run, config, manager=manager)
-    try:
-        second.setup()
-        assert second.step == 2
-        while second.step < 4:
-            second.train_step()
-        resumed = second.models.adapter.state_dict()
-        assert all(torch.equal(resumed[k], expected[k]) for k in expected)
-    finally:
-        second.close()
+    resumed = resumed_adapter(tmp_path / "resumed", config, manager, checkpoint_at=2)
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
 
 
 def test_a_run_that_encodes_trains_like_a_run_that_reads_the_encodings(tmp_path, train_config, manager,

@@ -13,7 +13,7 @@ from facestudio.errors import TrainingError
 from facestudio.training import TrainConfig
 from facestudio.training.fused_backward import StepInBackward
 from facestudio.training.train_fact import FACTTrainer, parse_args
-from tests.training.test_encodings import make_trainer
+from tests.training.test_encodings import make_trainer, resumed_adapter
 
 
 def small_model() -> nn.Module:
@@ -63,7 +63,7 @@ def test_stepping_in_the_backward_pass_gives_the_ordinary_updates_and_state(opti
     fused, fused_state, fused_alive, stepper = train_small(True, max_grad_norm, optimizer_type)
     assert torch.equal(fused, ordinary)
     assert ordinary_alive == 6 and fused_alive == 1  # every gradient at once, against one at a time
-    assert stepper.stepped == 4 * 6
+    assert stepper.stepped == 4 * 6  # every parameter, every step
     assert fused_state["param_groups"] == ordinary_state["param_groups"]  # lr schedule and layout unchanged
     assert same(fused_state["state"], ordinary_state["state"])
 
@@ -108,21 +108,7 @@ def test_the_trainer_with_fused_backward_trains_the_same_adapter_and_resumes_exa
             adapters[name] = {k: v.clone() for k, v in trainer.models.adapter.state_dict().items()}
         finally:
             trainer.close()
-    first = make_trainer(tmp_path / "resumed-first", config, manager)
-    try:
-        first.train_step()
-        first.train_step()
-        first._checkpoint()
-    finally:
-        first.close()
-    second = FACTTrainer(first.run, config, manager=manager)
-    try:
-        second.setup()
-        assert second.step == 2
-        second.train_step()
-        resumed = second.models.adapter.state_dict()
-    finally:
-        second.close()
+    resumed = resumed_adapter(tmp_path / "resumed", config, manager, checkpoint_at=2)
     expected = adapters["ordinary"]
     assert all(torch.equal(adapters["fused"][k], expected[k]) for k in expected)
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
@@ -140,7 +126,7 @@ def test_fused_backward_settings_that_cannot_work_are_refused_by_name():
 
 
 @pytest.mark.parametrize(("processes", "precision", "message"), [
-    (2, "no", "runs on one process \\(this run has 2\\)"),
+    (2, "no", "runs on one process, not 2"),
     (1, "fp16", "cannot use fp16 \\(this GPU has no bf16\\)"),
 ])
 def test_fused_backward_refuses_several_processes_and_fp16_chosen_by_auto(processes, precision, message):
