@@ -104,7 +104,7 @@ class Job:
     steps: int
     models_dir: str
     dataset: str
-    flops: bool = False  # count one more step's floating-point operations (after the timed ones)
+    measure_flops: bool = False  # count one more step's floating-point operations (after the timed ones)
 
 
 # -- setup (parent process) ------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def run_worker(job: Job) -> dict:
         try:
             with PeakMemory(device) as peak:
                 seconds = time_steps(timed_step, device, job.warmup, job.steps)
-            flops = count_flops(step) if job.flops else None
+            flops = count_flops(step) if job.measure_flops else None
         finally:
             close()
     result = {"seconds_per_step": seconds, "step_seconds": durations, "peak_bytes": peak.peak_bytes,
