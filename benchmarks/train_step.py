@@ -26,6 +26,7 @@ Variants (`--variants`):
 Example:
     python benchmarks/train_step.py --device cuda                        # 512x512, batch 1, bf16/fp16
     python benchmarks/train_step.py --device cpu --resolution 256 --steps 5 --warmup 1   # the CPU defaults
+    python benchmarks/train_step.py --device cpu --variants bare,fact --rounds 3   # ratios from 3 rounds in turn
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -286,9 +288,37 @@ def add_ratios(rows: dict[str, dict]) -> None:
                 row[ratio] = row[key] / base[key]
 
 
+def combine_rounds(rounds: list[dict[str, dict]]) -> dict[str, dict]:
+    """One row per variant from several rounds (each with its ratios): the median time and the median of the rounds'
+    ratios, each round's ratio taken against the denominator measured in the same round, minutes apart rather than
+    the whole run apart; the largest peak; the rounds' ratios' range."""
+    combined: dict[str, dict] = {}
+    for name in rounds[0]:
+        runs = [round_[name] for round_ in rounds if "error" not in round_[name]]
+        if not runs:
+            combined[name] = rounds[0][name]
+            continue
+        row = {**runs[0], "rounds": runs}
+        row["seconds_per_step"] = statistics.median(run["seconds_per_step"] for run in runs)
+        row["peak_bytes"] = max(run["peak_bytes"] for run in runs)
+        for ratio in ("time_x_bare", "memory_x_bare"):
+            values = [run[ratio] for run in runs if ratio in run]
+            if values:
+                row[ratio] = statistics.median(values)
+                row[f"{ratio}_range"] = [min(values), max(values)]
+        combined[name] = row
+    return combined
+
+
 def print_table(header: str, rows: dict[str, dict], memory: str, wall_s: float) -> None:
     def ratio(row: dict, key: str) -> str:
         return f"{row[key]:>7.2f}x" if key in row else f"{'-':>8}"
+
+    def spread(row: dict) -> str:
+        if "time_x_bare_range" not in row:
+            return ""
+        low, high = row["time_x_bare_range"]
+        return f"  ({low:.2f}-{high:.2f}x over {len(row['rounds'])} rounds)"
 
     print(header)
     flops = any("flops" in row for row in rows.values())
@@ -302,7 +332,7 @@ def print_table(header: str, rows: dict[str, dict], memory: str, wall_s: float) 
         counted = (f"{row['flops'] / 1e9:>12.0f}{ratio(row, 'flops_x_bare')}" if "flops" in row
                    else f"{'-':>12}{'-':>8}") if flops else ""
         print(f"{label:<38}{row['seconds_per_step']:>9.2f}{ratio(row, 'time_x_bare')}"
-              f"{row['peak_bytes'] / 2**30:>16.2f}{ratio(row, 'memory_x_bare')}{counted}")
+              f"{row['peak_bytes'] / 2**30:>16.2f}{ratio(row, 'memory_x_bare')}{counted}{spread(row)}")
     goal = rows.get("fact-gc-b4")
     if goal and "peak_bytes" in goal:
         allocated, reserved = goal["peak_bytes"] / 2**30, goal.get("reserved_bytes", goal["peak_bytes"]) / 2**30
@@ -328,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flops", action="store_true",
                         help="also count each variant's floating-point operations per step (one more, untimed "
                              "step after the timed ones), to read the time ratio against the arithmetic ratio")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the variants N times in turn; each round's ratios are against that round's "
+                             "denominator, and the table gives their median and range (a machine whose speed "
+                             "drifts moves both sides of a round alike)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -353,14 +387,21 @@ def main(argv: list[str] | None = None) -> int:
 
     build_models(args.models_dir)
     dataset = prepare_photos_dataset(args.models_dir)
-    rows: dict[str, dict] = {}
-    for name in names:
-        variant = VARIANTS[name]
-        job = Job(name, device, mixed if variant.mixed else precision, resolution, variant.batch or args.batch_size,
-                  warmup, steps, str(args.models_dir), str(dataset), args.flops)
-        print(f"running {name}...", file=sys.stderr, flush=True)
-        rows[name] = {**asdict(job), **spawn(job)}
-    add_ratios(rows)
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be between 1 and 20")
+    rounds: list[dict[str, dict]] = []
+    for round_number in range(args.rounds):
+        rows: dict[str, dict] = {}
+        for name in names:
+            variant = VARIANTS[name]
+            job = Job(name, device, mixed if variant.mixed else precision, resolution,
+                      variant.batch or args.batch_size, warmup, steps, str(args.models_dir), str(dataset), args.flops)
+            progress = f" (round {round_number + 1}/{args.rounds})" if args.rounds > 1 else ""
+            print(f"running {name}{progress}...", file=sys.stderr, flush=True)
+            rows[name] = {**asdict(job), **spawn(job)}
+        add_ratios(rows)
+        rounds.append(rows)
+    rows = rounds[0] if args.rounds == 1 else combine_rounds(rounds)
     wall_s = time.perf_counter() - started
 
     device_name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
@@ -371,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     memory = "peak alloc GiB" if gpu else "peak RSS GiB"
     print_table(f"device {device_name}, torch {torch.__version__}, {resolution}x{resolution}, batch "
                 f"{args.batch_size}, {precision}, median of {steps} steps after {warmup} warm-up, one process per "
-                "variant", rows, memory, wall_s)
+                f"variant{f', {args.rounds} rounds in turn' if args.rounds > 1 else ''}", rows, memory, wall_s)
     return 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.train_step import Job, add_ratios, print_table
+from benchmarks.train_step import Job, add_ratios, combine_rounds, print_table
 
 MIB = 2**20
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,3 +90,22 @@ def test_report_with_flop_counts():
     with redirect_stdout(out):
         print_table("header", rows, "peak RSS GiB", 1.0)
     assert "GFLOP/step" in out.getvalue() and "1.60x" in out.getvalue()
+
+
+def test_rounds_compare_each_variant_with_the_denominator_of_its_own_round():
+    # The machine ran twice as fast in the second round: each round's ratio is 1.5x, the pooled times are not.
+    rounds = [{"bare": _row("bare", 4.0, 4 * 2**30), "fact": _row("fact", 6.0, 6 * 2**30)},
+              {"bare": _row("bare", 2.0, 4 * 2**30), "fact": _row("fact", 3.0, 7 * 2**30)},
+              {"bare": _row("bare", 2.2, 4 * 2**30), "fact": {"error": "worker exited with status 1"}}]
+    for rows in rounds:
+        add_ratios(rows)
+    combined = combine_rounds(rounds)
+    assert combined["fact"]["time_x_bare"] == pytest.approx(1.5)
+    assert combined["fact"]["time_x_bare_range"] == pytest.approx([1.5, 1.5])
+    assert combined["fact"]["peak_bytes"] == 7 * 2**30  # the largest of its rounds
+    assert len(combined["fact"]["rounds"]) == 2  # the failed round is left out
+    assert combined["bare"]["seconds_per_step"] == pytest.approx(2.2)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_table("header", combined, "peak RSS GiB", 1.0)
+    assert "(1.50-1.50x over 2 rounds)" in out.getvalue()
