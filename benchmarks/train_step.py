@@ -4,7 +4,8 @@ Uses the SD1.5-size random models of `benchmarks/generate.py` (real UNet, VAE an
 of the released size with open gates; TransFace-S), built once in `--models-dir`, and a two-photo dataset prepared
 from the shared test photos with the offline face analyzer. Every variant runs in its own process, so its peak
 memory is its own: the time is the median of `--steps` timed steps after `--warmup` steps, the memory the peak
-while stepping (CUDA: `max_memory_allocated`, everything on the device; CPU: the kernel's peak-RSS mark, reset when stepping starts).
+while stepping (CUDA: `max_memory_allocated`, everything on the device; CPU: the kernel's peak-RSS mark, reset when
+stepping starts).
 
 Variants (`--variants`):
 - `bare-forward`: the bare SD1.5 UNet (no adapter), one forward pass at the same batch, inference mode;

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
 import sys
 from contextlib import redirect_stdout
 from dataclasses import asdict
@@ -14,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.train_step import Job, add_ratios, combine_rounds, print_table
+from tests.probes import run_probe
 
 MIB = 2**20
-ROOT = Path(__file__).resolve().parents[1]
 
-# A fresh interpreter with glibc's default allocator (the trainer's setting, applied by tests in this process, keeps
-# freed memory resident, which is what this measures against).
+# Run in a fresh interpreter (`run_probe`): freed memory must go back to the kernel for the earlier spike to end.
 PROBE = """
 import json, sys, time
 import psutil, torch
@@ -38,16 +34,9 @@ print(json.dumps({"peak": peak.peak_bytes, "before": before, "sampled": peak._th
 """
 
 
-def _measure(mode: str) -> dict:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, cwd=ROOT,
-                          env=environment, timeout=120, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the kernel's high-water mark is Linux's")
 def test_cpu_peak_is_the_blocks_own_not_an_earlier_one():
-    measured = _measure("high-water-mark")
+    measured = run_probe(PROBE, "high-water-mark")
     assert measured["sampled"] is False
     # The block's 100 MiB is seen; the 400 MiB before it is not (the high-water mark was reset on entry).
     assert measured["before"] + 90 * MIB <= measured["peak"] < measured["before"] + 250 * MIB
@@ -55,7 +44,7 @@ def test_cpu_peak_is_the_blocks_own_not_an_earlier_one():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc returns the freed spike to the kernel")
 def test_cpu_peak_falls_back_to_sampling():
-    measured = _measure("sampler")
+    measured = run_probe(PROBE, "sampler")
     assert measured["sampled"] is True
     assert measured["before"] + 90 * MIB <= measured["peak"] < measured["before"] + 250 * MIB
 

@@ -1,15 +1,14 @@
 """On the CPU the trainer keeps freed memory for the next step: tensors the size of a step's activations come from
-the heap (even those over glibc's largest mmap threshold), which keeps them when they are freed (with glibc's defaults each is a fresh mapping, unmapped on free, so
-the next step faults every page in again)."""
+the heap (even those over glibc's largest mmap threshold), which keeps them when they are freed (with glibc's
+defaults each is a fresh mapping, unmapped on free, so the next step faults every page in again)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 
 import pytest
+
+from tests.probes import run_probe
 
 PROBE = """
 import ctypes, json, sys
@@ -34,20 +33,12 @@ print(json.dumps({"applied": applied, "mapped": mapped, "kept": kept, "again": k
 STEP = (4 * 24 + 2 * 64) * 2**20
 
 
-def probe(mode: str, **env: str) -> dict:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
-    environment.update(env)
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=environment,
-                          timeout=120, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 
 
 @glibc_only
 def test_step_sized_tensors_come_from_the_heap_and_stay_there_when_freed():
-    default, tuned = probe("default"), probe("tuned")
+    default, tuned = run_probe(PROBE, "default"), run_probe(PROBE, "tuned")
     assert default["mapped"] >= STEP and default["kept"] < STEP  # mapped afresh, unmapped on free
     assert tuned["applied"] is True and tuned["again"] is True
     assert tuned["mapped"] < 24 * 2**20 and tuned["kept"] >= STEP  # heap memory, kept for the next step
@@ -55,4 +46,4 @@ def test_step_sized_tensors_come_from_the_heap_and_stay_there_when_freed():
 
 @glibc_only
 def test_an_allocator_the_user_chose_is_left_alone():
-    assert probe("tuned", MALLOC_TRIM_THRESHOLD_="1000000")["applied"] is False
+    assert run_probe(PROBE, "tuned", MALLOC_TRIM_THRESHOLD_="1000000")["applied"] is False
